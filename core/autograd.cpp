@@ -1,0 +1,155 @@
+#include "core/autograd.h"
+#include <unordered_map>
+#include <unordered_set>
+#include "core/ops.h"
+
+namespace loom::autograd {
+namespace {
+
+thread_local bool g_grad_enabled = true;
+
+struct FunctionNode final : Node {
+  BackwardFn fn;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    if (!fn)
+      throw Error(str_cat("backward through '", name, "' a second time: its saved tensors were freed; "
+                          "pass retain_graph=true to the first backward"));
+    return fn(g);
+  }
+  void release() override { fn = nullptr; }
+};
+
+// The sink of a leaf: accumulates into .grad and fires the leaf's hooks once its gradient is final.
+struct AccumulateGrad final : Node {
+  std::shared_ptr<TensorImpl> leaf;
+  std::vector<Tensor> apply(const Tensor& g) override {
+    if (!leaf->grad) {
+      // Own the buffer: g may be shared with another leaf's gradient or a saved tensor.
+      leaf->grad = g.clone().impl_ptr();
+    } else {
+      Tensor acc(leaf->grad);
+      acc.add_(g);
+    }
+    Tensor final_grad(leaf->grad);
+    for (auto& hook : leaf->grad_hooks) hook(final_grad);
+    return {};
+  }
+};
+
+std::shared_ptr<Node> accumulator_of(const Tensor& leaf) {
+  TensorImpl& impl = leaf.impl();
+  if (auto existing = impl.grad_accumulator.lock()) return existing;
+  auto acc = std::make_shared<AccumulateGrad>();
+  acc->name = "accumulate_grad";
+  acc->leaf = leaf.impl_ptr();
+  acc->input_shapes = {leaf.shape()};
+  acc->input_dtypes = {leaf.dtype()};
+  impl.grad_accumulator = acc;
+  return acc;
+}
+
+std::shared_ptr<Node> edge_to(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return nullptr;
+  return t.is_leaf() ? accumulator_of(t) : t.grad_fn();
+}
+
+}  // namespace
+
+Node::~Node() {
+  // Children whose last owner is this node are queued and released by the outermost destructor in
+  // a loop, instead of recursing once per node of a long chain.
+  thread_local std::vector<std::shared_ptr<Node>> pending;
+  thread_local bool draining = false;
+  for (auto& n : next)
+    if (n && n.use_count() == 1) pending.push_back(std::move(n));
+  if (draining) return;
+  draining = true;
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    n.reset();
+  }
+  draining = false;
+}
+
+bool grad_enabled() { return g_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+
+Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn fn) {
+  if (!g_grad_enabled) return output;
+  bool any = false;
+  for (const Tensor& t : inputs) any = any || (t.defined() && t.requires_grad());
+  if (!any) return output;
+  auto node = std::make_shared<FunctionNode>();
+  node->name = name;
+  node->fn = std::move(fn);
+  node->next.reserve(inputs.size());
+  for (const Tensor& t : inputs) {
+    node->next.push_back(edge_to(t));
+    node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
+    node->input_dtypes.push_back(t.defined() ? t.dtype() : DType::f32);
+  }
+  TensorImpl& out = output.impl();
+  out.grad_fn = std::move(node);
+  out.requires_grad = true;
+  return output;
+}
+
+void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
+  if (!root.requires_grad())
+    throw Error(str_cat("backward: ", root.describe(), " does not require grad (no input of it requires grad)"));
+  Tensor grad = grad_in;
+  if (!grad.defined()) {
+    if (root.numel() != 1)
+      throw Error(str_cat("backward: ", root.describe(), " is not a scalar; pass its gradient explicitly"));
+    grad = Tensor::ones(root.shape(), root.dtype(), root.device());
+  } else if (!(grad.shape() == root.shape())) {
+    throw Error(str_cat("backward: gradient ", grad.describe(), " does not match output ", root.describe()));
+  }
+  NoGradGuard no_grad;
+  std::shared_ptr<Node> start = root.is_leaf() ? accumulator_of(root) : root.grad_fn();
+
+  // Reverse topological order: iterative DFS post-order, then reversed.
+  std::vector<Node*> order;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<Node*, size_t>> stack{{start.get(), 0}};
+  seen.insert(start.get());
+  while (!stack.empty()) {
+    auto& [node, i] = stack.back();
+    if (i < node->next.size()) {
+      Node* child = node->next[i++].get();
+      if (child && seen.insert(child).second) stack.push_back({child, 0});
+    } else {
+      order.push_back(node);
+      stack.pop_back();
+    }
+  }
+
+  std::unordered_map<Node*, Tensor> grads;
+  grads[start.get()] = grad;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = *it;
+    auto found = grads.find(node);
+    if (found == grads.end()) continue;  // reachable only through inputs that got no gradient
+    Tensor g = std::move(found->second);
+    grads.erase(found);
+    std::vector<Tensor> input_grads = node->apply(g);
+    g = Tensor();
+    if (!retain_graph) node->release();
+    for (size_t k = 0; k < node->next.size() && k < input_grads.size(); ++k) {
+      Node* child = node->next[k].get();
+      Tensor& ig = input_grads[k];
+      if (!child || !ig.defined()) continue;
+      if (!(ig.shape() == node->input_shapes[k]))
+        throw Error(str_cat("backward of '", node->name, "': gradient for input ", k, " is ", ig.describe(),
+                            " but the input's shape is ", node->input_shapes[k]));
+      if (ig.dtype() != node->input_dtypes[k]) ig = ig.to(node->input_dtypes[k]);
+      auto slot = grads.find(child);
+      if (slot == grads.end()) grads.emplace(child, std::move(ig));
+      else slot->second = ops::add(slot->second, ig);
+    }
+  }
+}
+
+}  // namespace loom::autograd

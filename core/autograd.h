@@ -1,0 +1,47 @@
+// Define-by-run autograd. Each differentiable op records one Node whose gradient rule is a lambda
+// that captures only what it needs; backward() walks the graph in reverse topological order.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+#include "core/tensor.h"
+
+namespace loom::autograd {
+
+// Returns one gradient per input (an undefined Tensor where an input gets none).
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+struct Node {
+  std::string name;
+  std::vector<std::shared_ptr<Node>> next;  // one per input; null where the input needs no gradient
+  std::vector<Shape> input_shapes;          // to check what each rule returns
+  std::vector<DType> input_dtypes;
+  virtual ~Node();  // iterative, so very deep graphs do not overflow the stack
+  virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
+  virtual void release() {}  // drop saved tensors after backward
+};
+
+// Records `fn` as the gradient rule producing `output` from `inputs`, when grad mode is on and an
+// input requires grad. Returns `output` (now carrying its grad_fn).
+Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output, BackwardFn fn);
+
+bool grad_enabled();
+
+// Disables recording for its scope (evaluation, optimizer steps, gradient rules themselves).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+ private:
+  bool prev_;
+};
+
+// Backpropagates `grad` from `root` into the .grad of every leaf it depends on.
+void backward(const Tensor& root, const Tensor& grad, bool retain_graph);
+
+}  // namespace loom::autograd
+
+namespace loom { using autograd::NoGradGuard; }

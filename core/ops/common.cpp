@@ -1,0 +1,103 @@
+#include "core/ops/common.h"
+
+namespace loom::ops::detail {
+
+std::string describe_operands(std::initializer_list<Named> operands) {
+  std::string s;
+  for (const Named& n : operands) {
+    if (!s.empty()) s += ", ";
+    s += n.name;
+    s += ": ";
+    s += n.t.defined() ? n.t.describe() : "undefined";
+  }
+  return s;
+}
+
+void fail(const char* op, const std::string& what, std::initializer_list<Named> operands) {
+  std::string msg = std::string(op) + ": " + what;
+  if (operands.size()) msg += " (" + describe_operands(operands) + ")";
+  throw OpError(msg);
+}
+
+void check_defined(const char* op, std::initializer_list<Named> operands) {
+  for (const Named& n : operands)
+    if (!n.t.defined()) fail(op, std::string("operand '") + n.name + "' is an undefined tensor", operands);
+}
+
+void check_floating(const char* op, std::initializer_list<Named> operands) {
+  for (const Named& n : operands)
+    if (!is_floating(n.t.dtype()))
+      fail(op, std::string("operand '") + n.name + "' must be a floating dtype (f32, f64, bf16, f16)", operands);
+}
+
+void check_same_dtype(const char* op, std::initializer_list<Named> operands) {
+  const Tensor* first = nullptr;
+  for (const Named& n : operands) {
+    if (!first) first = &n.t;
+    else if (n.t.dtype() != first->dtype()) fail(op, "operands must have the same dtype", operands);
+  }
+}
+
+void check_device(const char* op, std::initializer_list<Named> operands) {
+  const Tensor* first = nullptr;
+  for (const Named& n : operands) {
+    if (!first) first = &n.t;
+    else if (!(n.t.device() == first->device())) fail(op, "operands must be on the same device", operands);
+    if (!n.t.device().is_cpu())
+      fail(op, "this op has no CUDA kernel yet; move the tensors to the CPU", operands);
+  }
+}
+
+void check_index_dtype(const char* op, Named index) {
+  if (index.t.dtype() != DType::i64 && index.t.dtype() != DType::i32)
+    fail(op, std::string("'") + index.name + "' must be i64 or i32", {index});
+}
+
+void check_float_operands(const char* op, std::initializer_list<Named> operands) {
+  check_defined(op, operands);
+  check_device(op, operands);
+  check_floating(op, operands);
+  check_same_dtype(op, operands);
+}
+
+int wrap_dim(const char* op, int dim, int ndim) {
+  const int n = ndim == 0 ? 1 : ndim;
+  if (dim < -n || dim >= n)
+    throw OpError(str_cat(op, ": dim ", dim, " is out of range for a tensor with ", ndim, " dims"));
+  return dim < 0 ? dim + n : dim;
+}
+
+uint32_t dims_mask(const char* op, const std::vector<int>& dims, int ndim) {
+  if (dims.empty()) return ndim == 0 ? 0u : (1u << ndim) - 1u;
+  uint32_t m = 0;
+  for (int d : dims) {
+    int w = wrap_dim(op, d, ndim);
+    if (ndim == 0) continue;
+    if (m >> w & 1u) throw OpError(str_cat(op, ": dim ", d, " appears twice"));
+    m |= 1u << w;
+  }
+  return m;
+}
+
+Shape reduced_shape(const Shape& s, uint32_t mask, bool keepdim) {
+  Shape out;
+  for (int d = 0; d < s.size(); ++d) {
+    if (mask >> d & 1u) { if (keepdim) out.push_back(1); }
+    else out.push_back(s[d]);
+  }
+  return out;
+}
+
+kernels::View broadcast_view(const Tensor& t, const Shape& shape) {
+  kernels::View v = t.view_desc();
+  const int lead = shape.size() - t.dim();
+  v.ndim = shape.size();
+  for (int d = shape.size() - 1; d >= 0; --d) {
+    const int sd = d - lead;
+    v.shape[d] = shape[d];
+    v.strides[d] = (sd >= 0 && t.shape()[sd] == shape[d]) ? t.strides()[sd] : 0;
+  }
+  return v;
+}
+
+}  // namespace loom::ops::detail

@@ -1,0 +1,44 @@
+// Shared argument checks for op implementations. Every failure throws OpError whose message names
+// the op and lists the operands as "name: dtype[shape]".
+#pragma once
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "kernels/cpu/cpu.h"
+
+namespace loom::ops::detail {
+
+struct Named {
+  const char* name;
+  const Tensor& t;
+};
+
+std::string describe_operands(std::initializer_list<Named> operands);
+[[noreturn]] void fail(const char* op, const std::string& what, std::initializer_list<Named> operands);
+
+void check_defined(const char* op, std::initializer_list<Named> operands);
+void check_floating(const char* op, std::initializer_list<Named> operands);
+void check_same_dtype(const char* op, std::initializer_list<Named> operands);
+// Same device, and a device whose kernels are built (CUDA ops arrive with the CUDA backend).
+void check_device(const char* op, std::initializer_list<Named> operands);
+void check_index_dtype(const char* op, Named index);  // i32 or i64
+// All of: defined, same device, same floating dtype.
+void check_float_operands(const char* op, std::initializer_list<Named> operands);
+
+int wrap_dim(const char* op, int dim, int ndim);
+uint32_t dims_mask(const char* op, const std::vector<int>& dims, int ndim);  // empty = all
+// Shape with the masked dims kept as 1 (keepdim) or removed.
+Shape reduced_shape(const Shape& s, uint32_t mask, bool keepdim);
+
+// A kernel View of t broadcast (stride 0) to `shape`.
+kernels::View broadcast_view(const Tensor& t, const Shape& shape);
+// A View whose data is null (for optional kernel operands).
+inline kernels::View null_view() { return kernels::View{}; }
+
+// Acc-type (f32, or f64 for f64) used for kernel statistics.
+inline DType stat_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+}  // namespace loom::ops::detail

@@ -1,0 +1,128 @@
+// Matrix products: batched matmul with broadcasting, and linear with fused bias and GELU.
+// Transposed views are passed to BLAS as transposes, not copied.
+#include "core/ops/common.h"
+
+namespace loom::ops {
+using namespace detail;
+
+namespace {
+
+// How BLAS should read the last two dims of t; copies only if neither dim is unit-stride.
+struct MatrixLayout {
+  Tensor t;  // t itself, or a contiguous copy
+  bool trans;
+  int64_t ld;
+};
+
+MatrixLayout layout_of(const Tensor& t) {
+  const int n = t.dim();
+  const int64_t r = t.shape()[n - 2], c = t.shape()[n - 1], sr = t.strides()[n - 2], sc = t.strides()[n - 1];
+  if ((sc == 1 || c == 1) && (sr >= std::max<int64_t>(1, c) || r == 1)) return {t, false, r == 1 ? std::max<int64_t>(1, c) : sr};
+  if ((sr == 1 || r == 1) && (sc >= std::max<int64_t>(1, r) || c == 1)) return {t, true, c == 1 ? std::max<int64_t>(1, r) : sc};
+  Tensor cont = t.detach().contiguous();
+  return {cont, false, std::max<int64_t>(1, c)};
+}
+
+// out[batch, m, n] = a[batch', m, k] · b[batch'', k, n] where batch' and batch'' broadcast to batch.
+void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int nd = out.dim();
+  const int64_t m = out.shape()[nd - 2], n = out.shape()[nd - 1], k = a.shape()[a.dim() - 1];
+  MatrixLayout la = layout_of(a), lb = layout_of(b);
+  Shape batch;
+  for (int d = 0; d < nd - 2; ++d) batch.push_back(out.shape()[d]);
+  kernels::View va = broadcast_view(la.t, [&] { Shape s = batch; s.push_back(m); s.push_back(k); return s; }());
+  kernels::View vb = broadcast_view(lb.t, [&] { Shape s = batch; s.push_back(k); s.push_back(n); return s; }());
+  const size_t es = dtype_size(out.dtype());
+  const int64_t count = batch.numel();
+  char* po = static_cast<char*>(out.raw_data());
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t oa = 0, ob = 0, rem = i;
+    for (int d = batch.size() - 1; d >= 0; --d) {
+      const int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      oa += idx * va.strides[d];
+      ob += idx * vb.strides[d];
+    }
+    kernels::cpu::gemm(out.dtype(), m, n, k, 1.0,
+                       {static_cast<const char*>(va.data) + oa * int64_t(es), la.trans, la.ld},
+                       {static_cast<const char*>(vb.data) + ob * int64_t(es), lb.trans, lb.ld}, 0.0,
+                       po + i * m * n * int64_t(es), std::max<int64_t>(1, n));
+  }
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  check_float_operands("matmul", {{"a", a_in}, {"b", b_in}});
+  if (a_in.dim() == 0 || b_in.dim() == 0) fail("matmul", "operands must have at least 1 dim", {{"a", a_in}, {"b", b_in}});
+  const bool va = a_in.dim() == 1, vb = b_in.dim() == 1;
+  Tensor a = va ? a_in.unsqueeze(0) : a_in, b = vb ? b_in.unsqueeze(-1) : b_in;
+  const int64_t k = a.shape()[a.dim() - 1];
+  if (b.shape()[b.dim() - 2] != k) fail("matmul", "inner dimensions differ", {{"a", a_in}, {"b", b_in}});
+  // broadcast batch dims
+  Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = broadcast_shapes("matmul", Tensor::empty(ba, DType::boolean), Tensor::empty(bb, DType::boolean));
+  Shape os = batch;
+  os.push_back(a.shape()[a.dim() - 2]);
+  os.push_back(b.shape()[b.dim() - 1]);
+  Tensor out = Tensor::empty(os, a.dtype(), a.device());
+  batched_gemm(a, b, out);
+  const Shape sa = a.shape(), sb = b.shape();
+  Tensor ad = a.requires_grad() || b.requires_grad() ? a.detach() : Tensor();
+  Tensor bd = a.requires_grad() || b.requires_grad() ? b.detach() : Tensor();
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  out = autograd::record("matmul", {a, b}, out, [ad, bd, sa, sb, ga, gb](const Tensor& g) {
+    return std::vector<Tensor>{ga ? sum_to(matmul(g, bd.transpose(-1, -2)), sa) : Tensor(),
+                               gb ? sum_to(matmul(ad.transpose(-1, -2), g), sb) : Tensor()};
+  });
+  if (va) out = out.squeeze(-2);
+  if (vb) out = out.squeeze(-1);
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activation act) {
+  if (bias.defined()) check_float_operands("linear", {{"x", x}, {"weight", weight}, {"bias", bias}});
+  else check_float_operands("linear", {{"x", x}, {"weight", weight}});
+  if (x.dim() < 1 || weight.dim() != 2 || x.shape().back() != weight.shape()[1])
+    fail("linear", "expected x [..., in] and weight [out, in]", {{"x", x}, {"weight", weight}});
+  const int64_t in = weight.shape()[1], outf = weight.shape()[0];
+  if (bias.defined() && (bias.dim() != 1 || bias.shape()[0] != outf))
+    fail("linear", "bias must be [out]", {{"weight", weight}, {"bias", bias}});
+
+  Tensor x2 = x.detach().reshape({-1, in});
+  MatrixLayout lx = layout_of(x2);
+  Tensor w = weight.detach().contiguous();
+  const int64_t m = x2.shape()[0];
+  Tensor y = Tensor::empty({m, outf}, x.dtype(), x.device());
+  kernels::cpu::gemm(x.dtype(), m, outf, in, 1.0, {lx.t.raw_data(), lx.trans, lx.ld}, {w.raw_data(), true, std::max<int64_t>(1, in)},
+                     0.0, y.raw_data(), std::max<int64_t>(1, outf));
+  if (bias.defined())
+    kernels::cpu::binary(kernels::cpu::Binary::add, y.view_desc(), broadcast_view(bias, y.shape()), y.view_desc());
+  Tensor pre;  // the GEMM+bias output, kept for the GELU gradient
+  if (act != Activation::none) {
+    pre = y;
+    y = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+    kernels::cpu::unary(act == Activation::gelu ? kernels::cpu::Unary::gelu_erf : kernels::cpu::Unary::gelu_tanh,
+                        pre.view_desc(), y.view_desc());
+  }
+  Shape ys = x.shape();
+  ys[ys.size() - 1] = outf;
+  const Shape xs = x.shape();
+  const bool gx = x.requires_grad(), gw = weight.requires_grad(), has_bias = bias.defined();
+  Tensor out = autograd::record("linear", {x, weight, bias}, y, [x2, w, pre, act, xs, outf, gx, gw, has_bias](const Tensor& g) {
+    Tensor gp = g.reshape({-1, outf});
+    if (act != Activation::none) {  // through the GELU, from its saved input
+      Tensor through = Tensor::empty(gp.shape(), gp.dtype(), gp.device());
+      kernels::cpu::binary(act == Activation::gelu ? kernels::cpu::Binary::gelu_erf_backward
+                                                   : kernels::cpu::Binary::gelu_tanh_backward,
+                           gp.view_desc(), pre.view_desc(), through.view_desc());
+      gp = through;
+    }
+    return std::vector<Tensor>{gx ? matmul(gp, w).reshape(xs) : Tensor(),
+                               gw ? matmul(gp.transpose(0, 1), x2) : Tensor(),
+                               has_bias ? sum(gp, {0}) : Tensor()};
+  });
+  return out.reshape(ys);
+}
+
+}  // namespace loom::ops

@@ -1,0 +1,29 @@
+// Image <-> patch sequences, as MAE orders them: reshapes and a permute, so autograd comes from the views.
+#include "core/ops/common.h"
+
+namespace loom::ops {
+using namespace detail;
+
+Tensor patchify(const Tensor& images, int64_t p) {
+  check_defined("patchify", {{"images", images}});
+  if (images.dim() != 4) fail("patchify", "images must be [B, C, H, W]", {{"images", images}});
+  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
+  if (p <= 0 || H % p != 0 || W % p != 0)
+    fail("patchify", str_cat("patch size ", p, " must divide height ", H, " and width ", W), {{"images", images}});
+  const int64_t h = H / p, w = W / p;
+  return images.reshape({B, C, h, p, w, p}).permute({0, 2, 4, 3, 5, 1}).reshape({B, h * w, p * p * C});
+}
+
+Tensor unpatchify(const Tensor& patches, int64_t p, int64_t C, int64_t H, int64_t W) {
+  check_defined("unpatchify", {{"patches", patches}});
+  if (p <= 0 || C <= 0 || H % p != 0 || W % p != 0)
+    fail("unpatchify", str_cat("patch size ", p, " must divide height ", H, " and width ", W), {{"patches", patches}});
+  const int64_t h = H / p, w = W / p;
+  if (patches.dim() != 3 || patches.size(1) != h * w || patches.size(2) != p * p * C)
+    fail("unpatchify", str_cat("patches must be [B, ", h * w, ", ", p * p * C, "] for a ", C, "x", H, "x", W, " image"),
+         {{"patches", patches}});
+  const int64_t B = patches.size(0);
+  return patches.reshape({B, h, w, p, p, C}).permute({0, 5, 1, 3, 2, 4}).reshape({B, C, H, W});
+}
+
+}  // namespace loom::ops

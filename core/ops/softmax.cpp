@@ -1,0 +1,30 @@
+// softmax and log_softmax along any dim (moved last when it is not already the last, contiguous dim).
+#include "core/ops/common.h"
+
+namespace loom::ops {
+using namespace detail;
+
+namespace {
+
+Tensor softmax_impl(const char* name, const Tensor& x, int dim, bool log) {
+  check_float_operands(name, {{"x", x}});
+  if (x.dim() == 0) return log ? mul(x, 0.0) : add(mul(x, 0.0), 1.0);
+  const int d = wrap_dim(name, dim, x.dim()), last = x.dim() - 1;
+  Tensor xt = (d == last ? x.detach() : x.detach().transpose(d, last)).contiguous();
+  Tensor yt = Tensor::empty(xt.shape(), xt.dtype(), xt.device());
+  kernels::cpu::softmax(xt.view_desc(), yt.view_desc(), log);
+  Tensor y = d == last ? yt : yt.transpose(d, last);
+  return autograd::record(name, {x}, y, [yt, d, last, log](const Tensor& g) {
+    Tensor gt = (d == last ? g : g.transpose(d, last)).contiguous();
+    Tensor dx = Tensor::empty(gt.shape(), gt.dtype(), gt.device());
+    kernels::cpu::softmax_backward(yt.view_desc(), gt.view_desc(), dx.view_desc(), log);
+    return std::vector<Tensor>{d == last ? dx : dx.transpose(d, last)};
+  });
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int dim) { return softmax_impl("softmax", x, dim, false); }
+Tensor log_softmax(const Tensor& x, int dim) { return softmax_impl("log_softmax", x, dim, true); }
+
+}  // namespace loom::ops

@@ -1,0 +1,218 @@
+#include "core/tensor.h"
+#include <algorithm>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "core/ops/common.h"
+#include "kernels/cpu/cpu.h"
+#ifdef LOOM_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#endif
+
+namespace loom {
+
+// ---- creation ----
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape) LOOM_CHECK(d >= 0, "Tensor::empty: negative dimension in shape ", shape);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  NoGradGuard g;
+  t.fill_(value);
+  return t;
+}
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
+Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+Tensor Tensor::scalar(double value, DType dtype, Device device) { return full(Shape{}, value, dtype, device); }
+
+Tensor Tensor::arange(int64_t n, DType dtype) {
+  Tensor t = empty(Shape{n}, DType::i64);
+  int64_t* p = t.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) p[i] = i;
+  return dtype == DType::i64 ? t : t.to(dtype);
+}
+
+// ---- metadata ----
+bool Tensor::is_contiguous() const { return view_desc().contiguous(); }
+
+int Tensor::wrap_dim(int d) const {
+  const int n = dim() == 0 ? 1 : dim();
+  if (d < -n || d >= n) throw OpError(str_cat("dim ", d, " is out of range for tensor ", describe()));
+  return d < 0 ? d + n : d;
+}
+
+std::string Tensor::describe() const {
+  if (!defined()) return "undefined";
+  std::ostringstream os;
+  os << dtype_name(dtype()) << shape();
+  if (!device().is_cpu()) os << ' ' << device().str();
+  return os.str();
+}
+
+kernels::View Tensor::view_desc() const {
+  const TensorImpl& t = impl();
+  kernels::View v;
+  v.data = raw_data();
+  v.dtype = t.dtype;
+  v.ndim = t.shape.size();
+  for (int i = 0; i < v.ndim; ++i) { v.shape[i] = t.shape[i]; v.strides[i] = t.strides[i]; }
+  return v;
+}
+
+Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = base.impl().storage;
+  impl->shape = shape;
+  impl->strides = strides;
+  impl->offset = offset;
+  impl->dtype = base.dtype();
+  return Tensor(std::move(impl));
+}
+
+void convert_copy(const kernels::View& src, const kernels::View& dst) { kernels::cpu::copy(src, dst); }
+
+// ---- copies ----
+Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
+
+Tensor Tensor::clone() const {
+  Tensor out = empty(shape(), dtype(), device());
+  {
+    NoGradGuard g;
+    out.copy_(*this);
+  }
+  return autograd::record("clone", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+}
+
+Tensor Tensor::to(DType target) const {
+  if (target == dtype()) return *this;
+  Tensor out = empty(shape(), target, device());
+  {
+    NoGradGuard g;
+    out.copy_(*this);
+  }
+  if (!is_floating(target) || !is_floating(dtype())) return out;  // integer results carry no gradient
+  const DType src = dtype();
+  return autograd::record("to_dtype", {*this}, out, [src](const Tensor& g) { return std::vector<Tensor>{g.to(src)}; });
+}
+
+Tensor Tensor::to(Device target) const {
+  if (target == device()) return *this;
+  Tensor out = empty(shape(), dtype(), target);
+  {
+    NoGradGuard g;
+    out.copy_(contiguous());
+  }
+  const Device from = device();
+  return autograd::record("to_device", {*this}, out, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+}
+
+// ---- in place ----
+namespace {
+void check_inplace(const Tensor& t, const char* op) {
+  if (t.requires_grad() && autograd::grad_enabled())
+    throw OpError(str_cat(op, ": in-place change of ", t.describe(),
+                          " which requires grad; do it under NoGradGuard (as optimizers do)"));
+}
+void check_cpu_inplace(const Tensor& t, const char* op) {
+  if (!t.device().is_cpu()) throw OpError(str_cat(op, ": no CUDA kernel yet for ", t.describe()));
+}
+}  // namespace
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  check_inplace(*this, "copy_");
+  if (device().is_cpu() && src.device().is_cpu()) {
+    if (!(ops::broadcast_shapes("copy_", *this, src) == shape()))
+      throw OpError(str_cat("copy_: cannot copy ", src.describe(), " into ", describe()));
+    kernels::cpu::copy(ops::detail::broadcast_view(src, shape()), view_desc());
+    return *this;
+  }
+  if (!src.is_contiguous() || !is_contiguous() || !(src.shape() == shape()) || src.dtype() != dtype())
+    throw OpError(str_cat("copy_: on or across CUDA devices only same-shape, same-dtype contiguous copies "
+                          "are supported yet (", src.describe(), " -> ", describe(), ")"));
+#ifdef LOOM_WITH_CUDA
+  using kernels::cuda::CopyKind;
+  const size_t n = size_t(numel()) * dtype_size(dtype());
+  CopyKind kind = src.device().is_cpu() ? CopyKind::host_to_device
+                  : device().is_cpu()   ? CopyKind::device_to_host : CopyKind::device_to_device;
+  if (n) kernels::cuda::memcpy(raw_data(), src.raw_data(), n, kind);
+#endif
+  return *this;
+}
+
+Tensor& Tensor::fill_(double value) {
+  check_inplace(*this, "fill_");
+  if (device().is_cpu()) {
+    kernels::cpu::fill(view_desc(), value);
+    return *this;
+  }
+#ifdef LOOM_WITH_CUDA
+  kernels::cuda::fill(view_desc(), value);
+  return *this;
+#else
+  throw Error("fill_: built without CUDA");
+#endif
+}
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  check_inplace(*this, "add_");
+  check_cpu_inplace(*this, "add_");
+  NoGradGuard g;
+  Tensor o = alpha == 1.0 ? other : ops::mul(other, alpha);
+  if (o.dtype() != dtype()) o = o.to(dtype());
+  Shape b = ops::broadcast_shapes("add_", *this, o);
+  if (!(b == shape())) throw OpError(str_cat("add_: cannot add ", o.describe(), " into ", describe()));
+  kernels::cpu::binary(kernels::cpu::Binary::add, view_desc(), ops::detail::broadcast_view(o, shape()), view_desc());
+  return *this;
+}
+
+Tensor& Tensor::mul_(double value) {
+  check_inplace(*this, "mul_");
+  check_cpu_inplace(*this, "mul_");
+  kernels::cpu::unary(kernels::cpu::Unary::mul_scalar, view_desc(), view_desc(), value);
+  return *this;
+}
+
+// ---- autograd ----
+Tensor& Tensor::set_requires_grad(bool on) {
+  if (on && !is_floating(dtype()))
+    throw OpError(str_cat("set_requires_grad: only floating tensors can require grad, got ", describe()));
+  if (!is_leaf()) throw OpError("set_requires_grad: only leaves can be marked; use detach() first");
+  impl().requires_grad = on;
+  return *this;
+}
+
+Tensor Tensor::detach() const {
+  return make_view(*this, shape(), strides(), offset());
+}
+
+void Tensor::backward(const Tensor& grad, bool retain_graph) const { autograd::backward(*this, grad, retain_graph); }
+
+void Tensor::register_grad_hook(GradHook fn) {
+  if (!is_leaf() || !requires_grad())
+    throw OpError(str_cat("register_grad_hook: ", describe(), " is not a leaf that requires grad"));
+  impl().grad_hooks.push_back(std::move(fn));
+}
+
+// ---- printing ----
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  if (!t.defined()) return os << "Tensor(undefined)";
+  os << "Tensor(" << t.describe();
+  if (t.device().is_cpu() && t.numel() <= 64) {
+    auto v = t.to_vector<double>();
+    os << ", [";
+    for (size_t i = 0; i < v.size(); ++i) os << (i ? ", " : "") << std::setprecision(6) << v[i];
+    os << "]";
+  }
+  return os << ")";
+}
+
+}  // namespace loom
