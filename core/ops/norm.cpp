@@ -42,8 +42,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 Tensor l2_normalize(const Tensor& x, int dim, double eps) {
   check_float_operands("l2_normalize", {{"x", x}});
   const int d = wrap_dim("l2_normalize", dim, x.dim());
-  Tensor norm = sqrt(sum(mul(x, x), {d}, true));
-  return div(x, clamp(norm, eps, std::nullopt));
+  // x / max(‖x‖, eps) written as x · rsqrt(max(‖x‖², eps²)), so an all-zero row gets a zero
+  // gradient instead of 0/0 from the square root.
+  return mul(x, rsqrt(clamp(sum(mul(x, x), {d}, true), eps * eps, std::nullopt)));
 }
 
 }  // namespace loom::ops

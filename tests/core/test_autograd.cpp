@@ -182,3 +182,11 @@ TEST(Autograd, DeepChainDoesNotOverflow) {
   ops::sum(y).backward();
   expect_near(x.grad().to_vector<double>(), {1.0, 1.0});
 }
+
+TEST(Autograd, L2NormalizeOfZeroRowHasFiniteGradient) {
+  Tensor x = Tensor::zeros({2, 3}, DType::f64).set_requires_grad();
+  Tensor y = ops::l2_normalize(x, -1);
+  for (double v : y.to_vector<double>()) EXPECT_EQ(v, 0.0);
+  ops::sum(y).backward();
+  for (double v : x.grad().to_vector<double>()) EXPECT_TRUE(std::isfinite(v)) << v;
+}
