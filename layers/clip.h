@@ -1,0 +1,34 @@
+// CLIP (Radford et al. 2021) in the open_clip layout: a ViT image tower and a causal text tower, each
+// projected without bias to a shared embedding space, and a learnable log temperature.
+#pragma once
+#include <cmath>
+#include <memory>
+#include "layers/layers.h"
+
+namespace loom {
+
+struct ClipConfig {
+  int64_t embed_dim = 64;
+  ViTConfig vision;
+  TextConfig text;
+  double init_temperature = 0.07;
+};
+
+// Children "visual" (ViT), "text" (TextTransformer), "visual_proj", "text_proj" (Linear, no bias,
+// std width^-0.5); parameter "logit_scale" (f32 scalar, log(1 / init_temperature)).
+class Clip : public Module {
+ public:
+  Clip(const ClipConfig& c, Generator& gen);
+  // images [B, C, H, W] -> L2-normalised [B, embed_dim]. drop_gen drives drop-path (training only).
+  Tensor encode_image(const Tensor& images, Generator* drop_gen = nullptr) const;
+  // tokens i64 [B, S] -> L2-normalised [B, embed_dim], pooled at the first eot_id of each row.
+  Tensor encode_text(const Tensor& tokens, int64_t eot_id) const;
+
+  std::shared_ptr<ViT> visual;
+  std::shared_ptr<TextTransformer> text;
+  std::shared_ptr<Linear> visual_proj, text_proj;
+  Tensor logit_scale;
+  ClipConfig config;
+};
+
+}  // namespace loom

@@ -1,0 +1,236 @@
+// Transformer building blocks; initialisation as open_clip (see layers/README.md).
+#include "layers/layers.h"
+
+#include <cmath>
+
+namespace loom {
+
+namespace {
+
+// N(0, std²), or PyTorch's nn.Linear default U(±1/√fan_in) when std <= 0.
+Tensor init_weight(const Shape& shape, int64_t fan_in, double std, Generator& gen) {
+  if (std > 0) return ops::mul(ops::randn(shape, gen), std);
+  const double bound = 1.0 / std::sqrt(double(fan_in));
+  return ops::mul(ops::add(ops::mul(ops::rand(shape, gen), 2.0), -1.0), bound);
+}
+
+// Stochastic depth: each sample's branch is kept with probability 1 - p and scaled by 1/(1 - p).
+Tensor drop_path(const Tensor& branch, double p, bool training, Generator* gen) {
+  if (!training || gen == nullptr || p <= 0.0) return branch;
+  const int64_t B = branch.size(0);
+  Shape s(std::vector<int64_t>(size_t(branch.dim()), 1));
+  s[0] = B;
+  Tensor keep = ops::lt(ops::rand({B}, *gen, branch.dtype()), 1.0 - p).to(branch.dtype());
+  return ops::mul(branch, ops::mul(keep, 1.0 / (1.0 - p)).reshape(s));
+}
+
+}  // namespace
+
+// ---- Linear, LayerNorm, Mlp ----
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen, double std) {
+  LOOM_CHECK(in > 0 && out > 0, "Linear: sizes must be positive, got in=", in, " out=", out);
+  weight = register_parameter("weight", init_weight({out, in}, in, std, gen));
+  if (has_bias) bias = register_parameter("bias", Tensor::zeros({out}));
+}
+
+LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", Tensor::ones({dim}));
+  bias = register_parameter("bias", Tensor::zeros({dim}));
+}
+
+Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen, double fc_std, double proj_std) {
+  fc1 = std::make_shared<Linear>(dim, hidden, true, gen, fc_std);
+  register_module("fc1", fc1);
+  fc2 = std::make_shared<Linear>(hidden, dim, true, gen, proj_std);
+  register_module("fc2", fc2);
+}
+
+Tensor Mlp::forward(const Tensor& x) const { return fc2->forward(fc1->forward(x, ops::Activation::gelu)); }
+
+// ---- Attention ----
+
+Attention::Attention(int64_t dim, int64_t heads_, Generator& gen, double qkv_std, double proj_std) : heads(heads_) {
+  LOOM_CHECK(heads > 0 && dim % heads == 0, "Attention: width ", dim, " is not divisible by heads ", heads);
+  qkv = std::make_shared<Linear>(dim, 3 * dim, true, gen, qkv_std);
+  register_module("qkv", qkv);
+  proj = std::make_shared<Linear>(dim, dim, true, gen, proj_std);
+  register_module("proj", proj);
+}
+
+Tensor Attention::forward(const Tensor& x, const ops::AttentionOptions& opt) const {
+  const int64_t D = qkv->weight.size(1);
+  if (x.dim() != 3 || x.size(2) != D)
+    throw OpError(str_cat("Attention: x must be [B, S, ", D, "], got ", x.describe()));
+  const int64_t B = x.size(0), S = x.size(1), H = heads, Dh = D / H;
+  // [B, S, 3D] -> [B, S, 3, H, Dh] -> [3, B, H, S, Dh]
+  Tensor t = qkv->forward(x).reshape({B, S, 3, H, Dh}).permute({2, 0, 3, 1, 4});
+  Tensor o = ops::scaled_dot_product_attention(t.select(0, 0), t.select(0, 1), t.select(0, 2), opt);
+  return proj->forward(o.permute({0, 2, 1, 3}).reshape({B, S, D}));
+}
+
+// ---- Block ----
+
+Block::Block(const BlockConfig& c, Generator& gen) : c_(c) {
+  const double w = double(c.width);
+  const double attn_std = std::pow(w, -0.5);
+  const double proj_std = std::pow(w, -0.5) * std::pow(2.0 * double(c.total_layers), -0.5);
+  const double fc_std = std::pow(2.0 * w, -0.5);
+  ln1 = std::make_shared<LayerNorm>(c.width);
+  register_module("ln1", ln1);
+  attn = std::make_shared<Attention>(c.width, c.heads, gen, attn_std, proj_std);
+  register_module("attn", attn);
+  ln2 = std::make_shared<LayerNorm>(c.width);
+  register_module("ln2", ln2);
+  mlp = std::make_shared<Mlp>(c.width, int64_t(double(c.width) * c.mlp_ratio), gen, fc_std, proj_std);
+  register_module("mlp", mlp);
+  if (c.layer_scale_init > 0) {
+    ls1 = register_parameter("ls1", Tensor::full({c.width}, c.layer_scale_init));
+    ls2 = register_parameter("ls2", Tensor::full({c.width}, c.layer_scale_init));
+  }
+}
+
+Tensor Block::forward(const Tensor& x, const ops::AttentionOptions& opt, Generator* drop_gen) const {
+  Tensor a = attn->forward(ln1->forward(x), opt);
+  if (ls1.defined()) a = ops::mul(a, ls1);
+  Tensor h = ops::add(x, drop_path(a, c_.drop_path, is_training(), drop_gen));
+  Tensor m = mlp->forward(ln2->forward(h));
+  if (ls2.defined()) m = ops::mul(m, ls2);
+  return ops::add(h, drop_path(m, c_.drop_path, is_training(), drop_gen));
+}
+
+// ---- PatchEmbed ----
+
+PatchEmbed::PatchEmbed(int64_t channels_, int64_t patch_, int64_t width, Generator& gen)
+    : patch(patch_), channels(channels_) {
+  proj = std::make_shared<Linear>(patch * patch * channels, width, true, gen, -1.0);
+  register_module("proj", proj);
+}
+
+Tensor PatchEmbed::forward(const Tensor& images) const {
+  if (images.dim() != 4 || images.size(1) != channels)
+    throw OpError(str_cat("PatchEmbed: images must be [B, ", channels, ", H, W], got ", images.describe()));
+  return proj->forward(ops::patchify(images, patch));
+}
+
+// ---- sin-cos position embeddings (MAE's get_2d_sincos_pos_embed) ----
+
+Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token) {
+  LOOM_CHECK(width > 0 && width % 4 == 0, "sincos_pos_embed_2d: width ", width, " must be divisible by 4");
+  const int64_t rows = grid * grid + (cls_token ? 1 : 0);
+  std::vector<double> v(size_t(rows * width), 0.0);
+  const int64_t half = width / 2, quarter = width / 4;
+  // 1-D embedding of `pos` into `half` dims: [sin(pos·ω_k)]_k ++ [cos(pos·ω_k)]_k, ω_k = 10000^(-k/quarter).
+  auto fill_1d = [&](double* out, double pos) {
+    for (int64_t k = 0; k < quarter; ++k) {
+      const double omega = 1.0 / std::pow(10000.0, double(k) / double(quarter));
+      out[k] = std::sin(pos * omega);
+      out[quarter + k] = std::cos(pos * omega);
+    }
+  };
+  for (int64_t i = 0; i < grid; ++i)      // patch row
+    for (int64_t j = 0; j < grid; ++j) {  // patch column
+      double* row = v.data() + (i * grid + j + (cls_token ? 1 : 0)) * width;
+      fill_1d(row, double(j));          // MAE: the first half encodes the column (meshgrid's w)
+      fill_1d(row + half, double(i));   // and the second half the row
+    }
+  return Tensor::from(v, {rows, width}, DType::f32);
+}
+
+// ---- ViT ----
+
+ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
+  LOOM_CHECK(c.patch > 0 && c.image_size % c.patch == 0, "ViT: patch ", c.patch, " must divide image_size ",
+             c.image_size);
+  const int64_t grid = c.image_size / c.patch, tokens = 1 + grid * grid;
+  patch_embed = std::make_shared<PatchEmbed>(c.channels, c.patch, c.width, gen);
+  register_module("patch_embed", patch_embed);
+  const double scale = std::pow(double(c.width), -0.5);
+  cls_token = register_parameter("cls_token", ops::mul(ops::randn({c.width}, gen), scale));
+  if (c.pos_embed == "learned")
+    pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({tokens, c.width}, gen), scale));
+  else if (c.pos_embed == "sincos")
+    pos_embed = register_buffer("pos_embed", sincos_pos_embed_2d(c.width, grid, true));
+  else
+    throw Error(str_cat("ViT: pos_embed must be 'learned' or 'sincos', got '", c.pos_embed, "'"));
+  blocks = std::make_shared<ModuleList<Block>>();
+  register_module("blocks", blocks);
+  for (int64_t i = 0; i < c.layers; ++i) {
+    BlockConfig b;
+    b.width = c.width;
+    b.heads = c.heads;
+    b.mlp_ratio = c.mlp_ratio;
+    b.layer_scale_init = c.layer_scale_init;
+    // Stochastic depth grows linearly with depth, from 0 at the first block to drop_path at the last.
+    b.drop_path = c.layers > 1 ? c.drop_path * double(i) / double(c.layers - 1) : c.drop_path;
+    b.total_layers = c.layers;
+    blocks->push_back(std::make_shared<Block>(b, gen));
+  }
+  ln_post = std::make_shared<LayerNorm>(c.width);
+  register_module("ln_post", ln_post);
+}
+
+Tensor ViT::forward_tokens(const Tensor& images, Generator* drop_gen) const {
+  const auto& c = config;
+  if (images.dim() != 4 || images.size(1) != c.channels || images.size(2) != c.image_size ||
+      images.size(3) != c.image_size)
+    throw OpError(str_cat("ViT: images must be [B, ", c.channels, ", ", c.image_size, ", ", c.image_size, "], got ",
+                          images.describe()));
+  Tensor x = patch_embed->forward(images);  // [B, N, W]
+  const int64_t B = x.size(0);
+  Tensor cls = cls_token.reshape({1, 1, c.width}).expand({B, 1, c.width});
+  x = ops::add(ops::cat({cls, x}, 1), pos_embed);
+  for (size_t i = 0; i < blocks->size(); ++i) x = (*blocks)[i].forward(x, {}, drop_gen);
+  return ln_post->forward(x);
+}
+
+Tensor ViT::forward(const Tensor& images, Generator* drop_gen) const {
+  return forward_tokens(images, drop_gen).select(1, 0);
+}
+
+// ---- TextTransformer ----
+
+TextTransformer::TextTransformer(const TextConfig& c, Generator& gen) : config(c) {
+  token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02));
+  pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.01));
+  blocks = std::make_shared<ModuleList<Block>>();
+  register_module("blocks", blocks);
+  for (int64_t i = 0; i < c.layers; ++i) {
+    BlockConfig b;
+    b.width = c.width;
+    b.heads = c.heads;
+    b.mlp_ratio = c.mlp_ratio;
+    b.total_layers = c.layers;
+    blocks->push_back(std::make_shared<Block>(b, gen));
+  }
+  ln_final = std::make_shared<LayerNorm>(c.width);
+  register_module("ln_final", ln_final);
+}
+
+Tensor TextTransformer::forward(const Tensor& tokens, int64_t eot_id) const {
+  const auto& c = config;
+  if (tokens.dim() != 2 || tokens.size(1) < 1 || tokens.size(1) > c.context ||
+      (tokens.dtype() != DType::i64 && tokens.dtype() != DType::i32))
+    throw OpError(str_cat("TextTransformer: tokens must be i64 [B, S] with 1 <= S <= context ", c.context, ", got ",
+                          tokens.describe()));
+  const int64_t B = tokens.size(0), S = tokens.size(1);
+  // First end-of-text position per row; every row must have one.
+  Tensor is_eot = ops::eq(tokens, double(eot_id)).to(DType::f32);
+  Tensor pos = ops::argmax(is_eot, 1);  // first maximum: the first eot
+  {
+    std::vector<float> hit = ops::amax(is_eot, {1}).to_vector<float>();
+    for (int64_t b = 0; b < B; ++b)
+      if (hit[size_t(b)] == 0.f)
+        throw OpError(str_cat("TextTransformer: row ", b, " of tokens ", tokens.describe(), " has no eot token (id ",
+                              eot_id, ")"));
+  }
+  Tensor x = ops::add(ops::embedding(token_embedding, tokens), pos_embed.narrow(0, 0, S));
+  ops::AttentionOptions causal;
+  causal.causal = true;
+  for (size_t i = 0; i < blocks->size(); ++i) x = (*blocks)[i].forward(x, causal);
+  x = ln_final->forward(x);
+  Tensor index = pos.reshape({B, 1, 1}).expand({B, 1, c.width});
+  return ops::gather(x, 1, index).reshape({B, c.width});
+}
+
+}  // namespace loom

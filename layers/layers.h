@@ -1,0 +1,136 @@
+// Transformer building blocks. Forward passes read like the papers; every parameter is registered
+// under the name used in checkpoints. Initialisation follows open_clip (see each constructor).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+#include "layers/module.h"
+
+namespace loom {
+
+// Children named "0", "1", ... (so parameters are "blocks.3.attn.qkv.weight").
+template <class M>
+class ModuleList : public Module {
+ public:
+  M& push_back(std::shared_ptr<M> m) {
+    items_.push_back(m);
+    return register_module(std::to_string(items_.size() - 1), std::move(m));
+  }
+  M& operator[](size_t i) { return *items_[i]; }
+  size_t size() const { return items_.size(); }
+  auto begin() { return items_.begin(); }
+  auto end() { return items_.end(); }
+
+ private:
+  std::vector<std::shared_ptr<M>> items_;
+};
+
+class Linear : public Module {
+ public:
+  // weight [out, in] ~ N(0, std²) (std <= 0: PyTorch's default U(±1/√in)), bias zeros.
+  Linear(int64_t in, int64_t out, bool bias, Generator& gen, double std = -1.0);
+  Tensor forward(const Tensor& x, ops::Activation act = ops::Activation::none) const {
+    return ops::linear(x, weight, bias, act);
+  }
+  Tensor weight, bias;
+};
+
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t dim, double eps = 1e-5);
+  Tensor forward(const Tensor& x) const { return ops::layer_norm(x, weight, bias, eps_); }
+  Tensor weight, bias;
+
+ private:
+  double eps_;
+};
+
+// fc1 with fused GELU, then fc2.
+class Mlp : public Module {
+ public:
+  Mlp(int64_t dim, int64_t hidden, Generator& gen, double fc_std, double proj_std);
+  Tensor forward(const Tensor& x) const;
+  std::shared_ptr<Linear> fc1, fc2;
+};
+
+// Multi-head self-attention with a fused qkv projection.
+class Attention : public Module {
+ public:
+  Attention(int64_t dim, int64_t heads, Generator& gen, double qkv_std, double proj_std);
+  // x [B, S, D]; opt.key_padding_mask [B, S] (true = padding), opt.causal.
+  Tensor forward(const Tensor& x, const ops::AttentionOptions& opt = {}) const;
+  std::shared_ptr<Linear> qkv, proj;
+  int64_t heads;
+};
+
+struct BlockConfig {
+  int64_t width = 128, heads = 4;
+  double mlp_ratio = 4.0;
+  double layer_scale_init = 0.0;  // > 0: LayerScale (CaiT) with this initial value
+  double drop_path = 0.0;         // stochastic depth rate for this block (training only)
+  int64_t total_layers = 1;       // for the open_clip projection init std
+};
+
+// Pre-LN transformer block: x + attn(ln1(x)), then + mlp(ln2(x)).
+class Block : public Module {
+ public:
+  Block(const BlockConfig& c, Generator& gen);
+  Tensor forward(const Tensor& x, const ops::AttentionOptions& opt = {}, Generator* drop_gen = nullptr) const;
+  std::shared_ptr<LayerNorm> ln1, ln2;
+  std::shared_ptr<Attention> attn;
+  std::shared_ptr<Mlp> mlp;
+  Tensor ls1, ls2;  // LayerScale gains [width], undefined when off
+
+ private:
+  BlockConfig c_;
+};
+
+// Non-overlapping patches (patchify) projected by one linear layer: [B, C, H, W] -> [B, N, width].
+class PatchEmbed : public Module {
+ public:
+  PatchEmbed(int64_t channels, int64_t patch, int64_t width, Generator& gen);
+  Tensor forward(const Tensor& images) const;
+  std::shared_ptr<Linear> proj;
+  int64_t patch, channels;
+};
+
+struct ViTConfig {
+  int64_t image_size = 28, channels = 1, patch = 4, width = 128, layers = 4, heads = 4;
+  double mlp_ratio = 4.0;
+  std::string pos_embed = "learned";  // learned | sincos (2-D, fixed buffer)
+  double layer_scale_init = 0.0, drop_path = 0.0;
+};
+
+class ViT : public Module {
+ public:
+  ViT(const ViTConfig& c, Generator& gen);
+  Tensor forward_tokens(const Tensor& images, Generator* drop_gen = nullptr) const;  // [B, 1+N, width]
+  Tensor forward(const Tensor& images, Generator* drop_gen = nullptr) const;         // class token [B, width]
+  std::shared_ptr<PatchEmbed> patch_embed;
+  Tensor cls_token, pos_embed;
+  std::shared_ptr<ModuleList<Block>> blocks;
+  std::shared_ptr<LayerNorm> ln_post;
+  ViTConfig config;
+};
+
+struct TextConfig {
+  int64_t vocab_size = 512, context = 16, width = 128, layers = 2, heads = 4;
+  double mlp_ratio = 4.0;
+};
+
+// Causal text transformer pooled at the end-of-text token.
+class TextTransformer : public Module {
+ public:
+  TextTransformer(const TextConfig& c, Generator& gen);
+  // tokens i64 [B, context]; pooled at the first position holding eot_id in each row.
+  Tensor forward(const Tensor& tokens, int64_t eot_id) const;  // [B, width]
+  Tensor token_embedding, pos_embed;
+  std::shared_ptr<ModuleList<Block>> blocks;
+  std::shared_ptr<LayerNorm> ln_final;
+  TextConfig config;
+};
+
+// 2-D sine-cosine position embeddings (MAE): [grid*grid, width], width divisible by 4.
+Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token);
+
+}  // namespace loom

@@ -1,0 +1,366 @@
+// Layers: initialisation, f64 gradient checks, text pooling, drop-path, position embeddings.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "layers/clip.h"
+
+using namespace loom;
+
+namespace {
+
+struct Stats {
+  double mean = 0, std = 0, min = 1e300, max = -1e300;
+};
+Stats stats(const Tensor& t) {
+  std::vector<double> v = t.to_vector<double>();
+  Stats s;
+  for (double x : v) {
+    s.mean += x;
+    s.min = std::min(s.min, x);
+    s.max = std::max(s.max, x);
+  }
+  s.mean /= double(v.size());
+  for (double x : v) s.std += (x - s.mean) * (x - s.mean);
+  s.std = std::sqrt(s.std / double(v.size()));
+  return s;
+}
+
+// Checks d(sum(f() * R))/d(leaf) by autograd against central differences, for every leaf given.
+// f must be deterministic (reset any generator inside it).
+void gradient_check(const std::function<Tensor()>& f, const std::vector<std::pair<std::string, Tensor>>& leaves,
+                    double tol = 1e-6) {
+  for (const auto& [n, t] : leaves) {
+    ASSERT_EQ(t.dtype(), DType::f64) << n;
+    Tensor(t).zero_grad();
+  }
+  Tensor out = f();
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<double> R(size_t(out.numel()));
+  for (double& r : R) r = u(rng);
+  Tensor Rt = Tensor::from(R, out.shape(), DType::f64);
+  ops::sum(ops::mul(out, Rt)).backward();
+  auto loss = [&] {
+    std::vector<double> o = f().to_vector<double>();
+    double s = 0;
+    for (size_t i = 0; i < o.size(); ++i) s += o[i] * R[i];
+    return s;
+  };
+  const double eps = 1e-6;
+  for (const auto& [name, t] : leaves) {
+    Tensor g = t.grad();
+    ASSERT_TRUE(g.defined()) << name << " got no gradient";
+    std::vector<double> got = g.to_vector<double>();
+    NoGradGuard ng;
+    ASSERT_TRUE(t.is_contiguous());
+    double* p = t.data_ptr<double>();
+    int bad = 0;
+    for (size_t j = 0; j < got.size(); ++j) {
+      const double x0 = p[j];
+      p[j] = x0 + eps;
+      const double lp = loss();
+      p[j] = x0 - eps;
+      const double lm = loss();
+      p[j] = x0;
+      const double num = (lp - lm) / (2 * eps);
+      if (std::abs(num - got[j]) > tol * (1 + std::abs(num)) && ++bad <= 3)
+        ADD_FAILURE() << name << "[" << j << "]: autograd " << got[j] << ", numeric " << num;
+    }
+    EXPECT_EQ(bad, 0) << name;
+  }
+}
+
+BlockConfig small_block(double ls = 0.0, double drop = 0.0) {
+  BlockConfig c;
+  c.width = 8;
+  c.heads = 2;
+  c.mlp_ratio = 2.0;
+  c.layer_scale_init = ls;
+  c.drop_path = drop;
+  c.total_layers = 2;
+  return c;
+}
+
+// Moves biases and LayerNorm parameters off their 0/1 init so every gradient path is exercised.
+void perturb(Module& m, Generator& gen) {
+  NoGradGuard ng;
+  for (auto& [n, p] : m.named_parameters()) p.add_(ops::mul(ops::randn(p.shape(), gen, p.dtype()), 0.2));
+}
+
+TextConfig small_text() {
+  TextConfig c;
+  c.vocab_size = 11;
+  c.context = 6;
+  c.width = 8;
+  c.layers = 2;
+  c.heads = 2;
+  return c;
+}
+
+}  // namespace
+
+// ---- initialisation (open_clip) ----
+
+TEST(Init, FollowsOpenClip) {
+  ClipConfig c;  // the recipe's default sizes: widths 128, 4 + 2 layers
+  c.text.vocab_size = 512;
+  Generator gen(0);
+  Clip m(c, gen);
+  const double w = 128;
+  auto expect_std = [](const Tensor& t, double want, const char* what) {
+    Stats s = stats(t);
+    EXPECT_NEAR(s.mean, 0.0, 4 * want / std::sqrt(double(t.numel()))) << what;
+    EXPECT_NEAR(s.std, want, 0.05 * want) << what;
+  };
+  expect_std(m.text->token_embedding, 0.02, "token_embedding");
+  expect_std(m.text->pos_embed, 0.01, "text pos_embed");
+  expect_std(m.visual->cls_token, std::pow(w, -0.5) , "cls_token");  // 128 samples: loose
+  expect_std(m.visual->pos_embed, std::pow(w, -0.5), "vision pos_embed");
+  for (auto* blocks : {m.visual->blocks.get(), m.text->blocks.get()}) {
+    const double layers = blocks == m.visual->blocks.get() ? 4 : 2;
+    for (size_t i = 0; i < blocks->size(); ++i) {
+      Block& b = (*blocks)[i];
+      expect_std(b.attn->qkv->weight, std::pow(w, -0.5), "qkv");
+      expect_std(b.attn->proj->weight, std::pow(w, -0.5) * std::pow(2 * layers, -0.5), "attn proj");
+      expect_std(b.mlp->fc1->weight, std::pow(2 * w, -0.5), "fc1");
+      expect_std(b.mlp->fc2->weight, std::pow(w, -0.5) * std::pow(2 * layers, -0.5), "fc2");
+      for (const Tensor* bias : {&b.attn->qkv->bias, &b.attn->proj->bias, &b.mlp->fc1->bias, &b.mlp->fc2->bias})
+        EXPECT_EQ(stats(*bias).max, 0.0);
+      EXPECT_EQ(stats(b.ln1->weight).min, 1.0);
+      EXPECT_EQ(stats(b.ln1->weight).max, 1.0);
+      EXPECT_EQ(stats(b.ln2->bias).max, 0.0);
+    }
+  }
+  expect_std(m.visual_proj->weight, std::pow(w, -0.5), "visual_proj");
+  expect_std(m.text_proj->weight, std::pow(w, -0.5), "text_proj");
+  // PatchEmbed: PyTorch's default U(±1/√in), in = 4·4·1; bias zeros.
+  Stats pe = stats(m.visual->patch_embed->proj->weight);
+  const double bound = 1.0 / 4.0;
+  EXPECT_LE(pe.max, bound);
+  EXPECT_GE(pe.min, -bound);
+  EXPECT_NEAR(pe.std, bound / std::sqrt(3.0), 0.05 * bound);
+  EXPECT_EQ(stats(m.visual->patch_embed->proj->bias).max, 0.0);
+  // Same seed, same model.
+  Generator gen2(0);
+  Clip m2(c, gen2);
+  EXPECT_EQ(m.text->token_embedding.to_vector<float>(), m2.text->token_embedding.to_vector<float>());
+}
+
+TEST(Init, LayerScale) {
+  Generator gen(1);
+  Block b(small_block(0.1), gen);
+  ASSERT_TRUE(b.ls1.defined());
+  EXPECT_EQ(stats(b.ls2).min, float(0.1));
+  EXPECT_EQ(stats(b.ls2).max, float(0.1));
+  Block plain(small_block(), gen);
+  EXPECT_FALSE(plain.ls1.defined());
+  EXPECT_EQ(plain.named_parameters().size() + 2, b.named_parameters().size());
+}
+
+// ---- forward shapes and errors ----
+
+TEST(Layers, LinearMatchesHandComputation) {
+  Generator gen(2);
+  Linear l(3, 2, true, gen, 1.0);
+  {
+    NoGradGuard ng;
+    l.bias.copy_(Tensor::from(std::vector<double>{0.5, -1.0}, {2}));
+  }
+  Tensor x = Tensor::from(std::vector<double>{1, 2, 3}, {1, 3}, DType::f32);
+  std::vector<float> w = l.weight.to_vector<float>(), y = l.forward(x).to_vector<float>();
+  for (int o = 0; o < 2; ++o)
+    EXPECT_NEAR(y[o], w[o * 3] * 1 + w[o * 3 + 1] * 2 + w[o * 3 + 2] * 3 + (o ? -1.0 : 0.5), 1e-5);
+  Linear nb(3, 2, false, gen);
+  EXPECT_FALSE(nb.bias.defined());
+  EXPECT_EQ(nb.named_parameters().size(), 1u);
+}
+
+TEST(Layers, ShapesAndErrors) {
+  Generator gen(3);
+  ViTConfig vc;
+  vc.image_size = 8;
+  vc.channels = 3;
+  vc.patch = 2;
+  vc.width = 8;
+  vc.layers = 1;
+  vc.heads = 2;
+  ViT v(vc, gen);
+  Tensor img = ops::randn({2, 3, 8, 8}, gen);
+  EXPECT_EQ(v.forward_tokens(img).shape(), (Shape{2, 17, 8}));
+  EXPECT_EQ(v.forward(img).shape(), (Shape{2, 8}));
+  // The class token output is row 0 of the token outputs.
+  EXPECT_EQ(v.forward(img).to_vector<float>(), v.forward_tokens(img).select(1, 0).contiguous().to_vector<float>());
+  EXPECT_THROW(v.forward(ops::randn({2, 1, 8, 8}, gen)), OpError);
+  EXPECT_THROW(v.forward(ops::randn({2, 3, 6, 6}, gen)), OpError);
+  Attention a(8, 2, gen, 0.1, 0.1);
+  EXPECT_THROW(a.forward(ops::randn({2, 3, 6}, gen)), OpError);
+  EXPECT_THROW(Attention(8, 3, gen, 0.1, 0.1), Error);
+  vc.pos_embed = "rope";
+  EXPECT_THROW(ViT(vc, gen), Error);
+
+  TextTransformer t(small_text(), gen);
+  Tensor tok = Tensor::from(std::vector<int64_t>{1, 2, 10, 3, 10, 0}, {2, 3});
+  EXPECT_EQ(t.forward(tok, 10).shape(), (Shape{2, 8}));  // S < context is fine
+  EXPECT_THROW(t.forward(Tensor::zeros({2, 7}, DType::i64), 10), OpError);  // longer than context
+  std::string e;
+  try {
+    t.forward(Tensor::from(std::vector<int64_t>{1, 2, 10, 3, 4, 5}, {2, 3}), 10);
+  } catch (const OpError& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("row 1"), std::string::npos) << e;
+  EXPECT_NE(e.find("no eot"), std::string::npos) << e;
+}
+
+TEST(Layers, ClipFeaturesAreUnitNorm) {
+  ClipConfig c;
+  c.embed_dim = 6;
+  c.vision = {8, 1, 4, 8, 1, 2};
+  c.text = small_text();
+  Generator gen(4);
+  Clip m(c, gen);
+  Tensor fi = m.encode_image(ops::randn({3, 1, 8, 8}, gen));
+  Tensor ft = m.encode_text(Tensor::from(std::vector<int64_t>{1, 10, 2, 3, 10, 0}, {2, 3}), 10);
+  EXPECT_EQ(fi.shape(), (Shape{3, 6}));
+  EXPECT_EQ(ft.shape(), (Shape{2, 6}));
+  for (const Tensor& f : {fi, ft})
+    for (float n : ops::sum(ops::mul(f, f), {1}).to_vector<float>()) EXPECT_NEAR(n, 1.0, 1e-5);
+}
+
+// ---- sin-cos position embeddings ----
+
+TEST(Layers, SincosPosEmbedMatchesMae) {
+  const int64_t W = 16, G = 3;
+  Tensor pe = sincos_pos_embed_2d(W, G, true);
+  ASSERT_EQ(pe.shape(), (Shape{1 + G * G, W}));
+  std::vector<float> v = pe.to_vector<float>();
+  for (int64_t k = 0; k < W; ++k) EXPECT_EQ(v[size_t(k)], 0.f);  // class-token row
+  // MAE: omega_k = 1/10000^(k/(W/4)); dims [0, W/2) encode the column (sin then cos), [W/2, W) the row.
+  for (int64_t i = 0; i < G; ++i)
+    for (int64_t j = 0; j < G; ++j) {
+      const float* row = v.data() + (1 + i * G + j) * W;
+      for (int64_t k = 0; k < W / 4; ++k) {
+        const double omega = std::pow(10000.0, -double(k) / double(W / 4));
+        EXPECT_NEAR(row[k], std::sin(j * omega), 1e-6);
+        EXPECT_NEAR(row[W / 4 + k], std::cos(j * omega), 1e-6);
+        EXPECT_NEAR(row[W / 2 + k], std::sin(i * omega), 1e-6);
+        EXPECT_NEAR(row[3 * W / 4 + k], std::cos(i * omega), 1e-6);
+      }
+    }
+  EXPECT_EQ(sincos_pos_embed_2d(W, G, false).shape(), (Shape{G * G, W}));
+  EXPECT_THROW(sincos_pos_embed_2d(6, 2, false), Error);
+}
+
+// ---- gradient checks in f64 ----
+
+TEST(Gradient, BlockF64) {
+  for (double ls : {0.0, 0.3}) {
+    for (bool causal : {false, true}) {
+      Generator gen(5);
+      Block b(small_block(ls), gen);
+      b.to(DType::f64);
+      perturb(b, gen);
+      Tensor x = ops::randn({2, 3, 8}, gen, DType::f64).set_requires_grad(true);
+      ops::AttentionOptions opt;
+      opt.causal = causal;
+      auto leaves = b.named_parameters();
+      leaves.emplace_back("x", x);
+      SCOPED_TRACE(testing::Message() << "layer_scale " << ls << " causal " << causal);
+      gradient_check([&] { return b.forward(x, opt); }, leaves);
+    }
+  }
+}
+
+TEST(Gradient, BlockWithDropPathF64) {
+  Generator gen(6);
+  Block b(small_block(0.0, 0.5), gen);
+  b.to(DType::f64);
+  perturb(b, gen);
+  Tensor x = ops::randn({6, 2, 8}, gen, DType::f64).set_requires_grad(true);
+  Generator drop(77);
+  auto f = [&] {
+    drop.set_state(77, 0);  // the same masks on every evaluation
+    return b.forward(x, {}, &drop);
+  };
+  auto leaves = b.named_parameters();
+  leaves.emplace_back("x", x);
+  gradient_check(f, leaves);
+}
+
+TEST(Gradient, TextTransformerF64) {
+  Generator gen(7);
+  TextTransformer t(small_text(), gen);
+  t.to(DType::f64);
+  perturb(t, gen);
+  Tensor tok = Tensor::from(std::vector<int64_t>{1, 2, 10, 3, 10, 0, 4, 10, 5, 5, 5, 5}, {2, 6});
+  gradient_check([&] { return t.forward(tok, 10); }, t.named_parameters());
+}
+
+// ---- text pooling ----
+
+TEST(Text, PoolsAtFirstEotCausally) {
+  Generator gen(8);
+  TextTransformer t(small_text(), gen);
+  const int64_t eot = 10;
+  Tensor a = Tensor::from(std::vector<int64_t>{1, 2, eot, 3, 4, 5, 6, eot, 0, 0, 0, 0}, {2, 6});
+  // Tokens after the first eot changed (including another eot): same output.
+  Tensor b = Tensor::from(std::vector<int64_t>{1, 2, eot, 9, eot, 7, 6, eot, 8, eot, 1, 2}, {2, 6});
+  // A token before the eot changed: different output.
+  Tensor c = Tensor::from(std::vector<int64_t>{1, 3, eot, 3, 4, 5, 6, eot, 0, 0, 0, 0}, {2, 6});
+  std::vector<float> oa = t.forward(a, eot).to_vector<float>(), ob = t.forward(b, eot).to_vector<float>(),
+                     oc = t.forward(c, eot).to_vector<float>();
+  EXPECT_EQ(oa, ob);
+  EXPECT_NE(std::vector<float>(oa.begin(), oa.begin() + 8), std::vector<float>(oc.begin(), oc.begin() + 8));
+  EXPECT_EQ(std::vector<float>(oa.begin() + 8, oa.end()), std::vector<float>(oc.begin() + 8, oc.end()));
+  // The pooled vector is the eot position's token output: run the prefix alone, pool at its last token.
+  Tensor prefix = Tensor::from(std::vector<int64_t>{1, 2, eot}, {1, 3});
+  std::vector<float> op = t.forward(prefix, eot).to_vector<float>();
+  for (size_t k = 0; k < op.size(); ++k) EXPECT_NEAR(op[k], oa[k], 1e-5);
+}
+
+// ---- drop-path ----
+
+TEST(DropPath, OffInEvalAndWithoutGenerator) {
+  Generator gen(9);
+  Block b(small_block(0.0, 0.5), gen);
+  Tensor x = ops::randn({16, 3, 8}, gen);
+  Generator drop(1);
+  std::vector<float> ref = b.forward(x).to_vector<float>();  // training, no generator: no drop
+  b.eval();
+  EXPECT_EQ(b.forward(x, {}, &drop).to_vector<float>(), ref);
+  EXPECT_EQ(drop.offset(), 0u);  // eval draws nothing
+  b.train();
+  std::vector<float> dropped = b.forward(x, {}, &drop).to_vector<float>();
+  EXPECT_GT(drop.offset(), 0u);
+  EXPECT_NE(dropped, ref);
+  // Per sample: a sample whose both branches were dropped comes out unchanged; with p = 0.5 and 16
+  // samples, some sample keeps a branch and (for this seed) some sample loses both.
+  std::vector<float> xv = x.to_vector<float>();
+  int identity = 0, changed = 0;
+  for (int s = 0; s < 16; ++s) {
+    bool same = true;
+    for (int k = 0; k < 24; ++k) same = same && dropped[size_t(s * 24 + k)] == xv[size_t(s * 24 + k)];
+    identity += same;
+    changed += !same;
+  }
+  EXPECT_GT(identity, 0);
+  EXPECT_GT(changed, 0);
+
+  // The whole ViT: eval output with a generator equals the output without one.
+  ViTConfig vc;
+  vc.image_size = 8;
+  vc.patch = 4;
+  vc.width = 8;
+  vc.layers = 3;
+  vc.heads = 2;
+  vc.drop_path = 0.3;
+  ViT v(vc, gen);
+  Tensor img = ops::randn({4, 1, 8, 8}, gen);
+  v.eval();
+  EXPECT_EQ(v.forward(img, &drop).to_vector<float>(), v.forward(img).to_vector<float>());
+  v.train();
+  EXPECT_NE(v.forward(img, &drop).to_vector<float>(), v.forward(img).to_vector<float>());
+}
