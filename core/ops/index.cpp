@@ -50,7 +50,11 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
 Tensor cat(const std::vector<Tensor>& xs, int dim) {
   if (xs.empty()) throw OpError("cat: needs at least one tensor");
   const Tensor& first = xs[0];
-  for (const Tensor& x : xs) check_float_operands("cat", {{"first", first}, {"x", x}});
+  for (const Tensor& x : xs) {  // any dtype; gradients flow for floating ones
+    check_defined("cat", {{"first", first}, {"x", x}});
+    check_device("cat", {{"first", first}, {"x", x}});
+    check_same_dtype("cat", {{"first", first}, {"x", x}});
+  }
   const int d = wrap_dim("cat", dim, first.dim());
   if (first.dim() == 0) throw OpError("cat: zero-dimensional tensors cannot be concatenated");
   Shape os = first.shape();
