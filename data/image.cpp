@@ -1,0 +1,80 @@
+#include "data/image.h"
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include "core/error.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wshift-negative-value"
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_STDIO      // we read files ourselves (clear errors for missing files)
+#define STBI_FAILURE_USERMSG
+#include "stb_image.h"
+#pragma GCC diagnostic pop
+
+namespace loom::data {
+
+namespace {
+// stb_image (v2.27) fills a truncated binary PGM/PPM with uninitialised memory instead of failing,
+// so the header is checked here: the file must hold every pixel byte the header promises.
+void check_pnm_size(const unsigned char* bytes, size_t size, const std::string& name) {
+  if (size < 2 || bytes[0] != 'P' || (bytes[1] != '5' && bytes[1] != '6')) return;
+  size_t i = 2;
+  int64_t fields[3] = {0, 0, 0};  // width, height, maxval
+  for (int64_t& f : fields) {
+    for (;;) {  // whitespace and comments
+      while (i < size && std::isspace(bytes[i])) ++i;
+      if (i < size && bytes[i] == '#') { while (i < size && bytes[i] != '\n') ++i; continue; }
+      break;
+    }
+    if (i >= size || !std::isdigit(bytes[i])) throw Error(str_cat(name, ": corrupt PNM header"));
+    while (i < size && std::isdigit(bytes[i]) && f < (int64_t(1) << 40)) f = f * 10 + (bytes[i++] - '0');
+  }
+  ++i;  // the single whitespace byte before the pixels
+  const int64_t expected = fields[0] * fields[1] * (bytes[1] == '5' ? 1 : 3) * (fields[2] > 255 ? 2 : 1);
+  const int64_t have = i <= size ? int64_t(size - i) : 0;
+  if (have < expected)
+    throw Error(str_cat(name, ": corrupt image (truncated PNM: ", have, " of ", expected, " pixel bytes)"));
+}
+}  // namespace
+
+Tensor decode_image_bytes(const unsigned char* bytes, size_t size, int64_t channels, const std::string& name) {
+  LOOM_CHECK(channels >= 1 && channels <= 4, name, ": decode_image: channels must be 1..4, got ", channels);
+  LOOM_CHECK(size > 0, name, ": empty image file");
+  LOOM_CHECK(size <= size_t(INT32_MAX), name, ": image file too large (", size, " bytes)");
+  check_pnm_size(bytes, size, name);
+  int w = 0, h = 0, n = 0;
+  // stb's failure reason is thread-local, so concurrent decodes report their own errors.
+  unsigned char* px = stbi_load_from_memory(bytes, int(size), &w, &h, &n, int(channels));
+  if (!px) {
+    const char* why = stbi_failure_reason();
+    throw Error(str_cat(name, ": corrupt or unsupported image (", why ? why : "unknown reason", ")"));
+  }
+  const int64_t C = channels, H = h, W = w;
+  Tensor out = Tensor::empty({C, H, W});
+  float* o = out.data_ptr<float>();
+  for (int64_t y = 0; y < H; ++y)
+    for (int64_t x = 0; x < W; ++x)
+      for (int64_t c = 0; c < C; ++c) o[(c * H + y) * W + x] = float(px[(y * W + x) * C + c]) * (1.0f / 255.0f);
+  stbi_image_free(px);
+  return out;
+}
+
+Tensor decode_image(const std::string& path, int64_t channels) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(str_cat(path, ": cannot open image (", std::filesystem::exists(path) ? "unreadable" : "no such file", ")"));
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(str_cat(path, ": read error"));
+  return decode_image_bytes(bytes.data(), bytes.size(), channels, path);
+}
+
+}  // namespace loom::data

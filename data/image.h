@@ -1,0 +1,16 @@
+// Image decoding with stb_image (PNG, JPEG, BMP, PGM/PPM, TGA, GIF, ...).
+#pragma once
+#include <cstdint>
+#include <string>
+#include "core/tensor.h"
+
+namespace loom::data {
+
+// f32 [C, H, W] in [0, 1], converted to `channels` (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) whatever the
+// file holds. A missing, unreadable or corrupt file is a loom::Error naming the path.
+Tensor decode_image(const std::string& path, int64_t channels);
+
+// The same from bytes already in memory; `name` is used in errors.
+Tensor decode_image_bytes(const unsigned char* bytes, size_t size, int64_t channels, const std::string& name);
+
+}  // namespace loom::data

@@ -1,0 +1,185 @@
+#include "data/loader.h"
+#include <cstring>
+#include <iostream>
+#include <limits>
+#include <numeric>
+#include "core/error.h"
+#include "data/image.h"
+#include "data/random.h"
+
+namespace loom::data {
+
+namespace {
+constexpr uint64_t kOrderSalt = 0x6F72646572ull;  // "order"
+constexpr uint64_t kAugSalt = 0x617567ull;        // "aug"
+}  // namespace
+
+Loader::Loader(std::shared_ptr<const Manifest> manifest, const BpeTokenizer* tokenizer, LoaderConfig config,
+               LoaderPosition start)
+    : manifest_(std::move(manifest)), tokenizer_(tokenizer), config_(std::move(config)) {
+  LOOM_CHECK(manifest_, "Loader: no manifest");
+  const std::string& mp = manifest_->path;
+  const int64_t n = int64_t(manifest_->rows.size());
+  LOOM_CHECK(config_.batch_size > 0, "Loader: batch_size must be > 0, got ", config_.batch_size);
+  LOOM_CHECK(config_.workers >= 0, "Loader: workers must be >= 0, got ", config_.workers);
+  LOOM_CHECK(config_.prefetch >= 1, "Loader: prefetch must be >= 1, got ", config_.prefetch);
+  LOOM_CHECK(config_.on_error == "skip" || config_.on_error == "fail",
+             "Loader: on_error must be \"skip\" or \"fail\", got \"", config_.on_error, "\"");
+  LOOM_CHECK(config_.channels >= 1 && config_.channels <= 4, "Loader: channels must be 1..4, got ", config_.channels);
+  LOOM_CHECK(!tokenizer_ || config_.context >= 2, "Loader: context must be >= 2 (sot and eot), got ", config_.context);
+  config_.transform.validate(config_.channels);
+  LOOM_CHECK(n > 0, mp, ": manifest has no rows");
+  batches_per_epoch_ = config_.drop_last ? n / config_.batch_size : (n + config_.batch_size - 1) / config_.batch_size;
+  LOOM_CHECK(batches_per_epoch_ > 0, mp, ": ", n, " rows make no full batch of ", config_.batch_size,
+             " (drop_last); lower batch_size or set drop_last false");
+  LOOM_CHECK(start.epoch >= 0 && start.batch >= 0 && start.batch < batches_per_epoch_, "Loader: start position (epoch ",
+             start.epoch, ", batch ", start.batch, ") outside [0, ", batches_per_epoch_, ") batches per epoch");
+  start_ = start.epoch * batches_per_epoch_ + start.batch;
+  total_ = config_.repeat ? std::numeric_limits<int64_t>::max() : batches_per_epoch_ - start.batch;
+  for (const Example& ex : manifest_->rows)
+    if (!ex.image.empty()) { has_images_ = true; break; }
+  for (int i = 0; i < config_.workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+Loader::~Loader() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+std::vector<int64_t> Loader::epoch_order(int64_t epoch) const {
+  const int64_t n = int64_t(manifest_->rows.size());
+  std::vector<int64_t> order(size_t(n), 0);
+  std::iota(order.begin(), order.end(), int64_t(0));
+  if (!config_.shuffle) return order;
+  // Fisher-Yates with Philox integers keyed by (seed, epoch): integer-only, the same on any machine.
+  detail::Stream rng(detail::combine(detail::combine(config_.seed, kOrderSalt), uint64_t(epoch)));
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[rng.below(uint64_t(i + 1))]);
+  return order;
+}
+
+std::shared_ptr<const std::vector<int64_t>> Loader::cached_order(int64_t epoch) const {
+  {
+    std::lock_guard<std::mutex> lock(order_mu_);
+    if (auto it = orders_.find(epoch); it != orders_.end()) return it->second;
+  }
+  auto order = std::make_shared<const std::vector<int64_t>>(epoch_order(epoch));
+  std::lock_guard<std::mutex> lock(order_mu_);
+  orders_.emplace(epoch, order);
+  while (orders_.size() > 4) orders_.erase(orders_.begin());  // keep the latest few epochs
+  return order;
+}
+
+Loader::Result Loader::build(int64_t seq) const {
+  Result res;
+  try {
+    const int64_t g = start_ + seq, epoch = g / batches_per_epoch_, b = g % batches_per_epoch_;
+    const std::shared_ptr<const std::vector<int64_t>> order_ptr = cached_order(epoch);
+    const std::vector<int64_t>& order = *order_ptr;
+    const int64_t n = int64_t(order.size());
+    const int64_t first = b * config_.batch_size, last = std::min(n, first + config_.batch_size);
+    const uint64_t aug_key = detail::combine(detail::combine(config_.seed, kAugSalt), uint64_t(epoch));
+
+    Batch batch;
+    std::vector<Tensor> images;
+    std::vector<int64_t> labels;
+    for (int64_t k = first; k < last; ++k) {
+      const int64_t idx = order[size_t(k)];
+      const Example& ex = manifest_->rows[size_t(idx)];
+      if (has_images_) {
+        Tensor img;
+        try {
+          LOOM_CHECK(!ex.image.empty(), manifest_->path, ": row ", idx, " has no image");
+          img = config_.transform.apply(decode_image(ex.image, config_.channels), detail::combine(aug_key, uint64_t(idx)));
+          if (!images.empty() && img.shape() != images.front().shape())
+            throw Error(str_cat(ex.image, ": image is ", img.describe(), " after its transform, but the batch's first is ",
+                                images.front().describe(), "; set transform.size"));
+        } catch (const Error& e) {
+          if (config_.on_error == "fail") throw;
+          res.skips.push_back({idx, ex.image.empty() ? str_cat(manifest_->path, " row ", idx) : ex.image, e.what()});
+          continue;
+        }
+        images.push_back(std::move(img));
+      }
+      batch.indices.push_back(idx);
+      batch.texts.push_back(ex.text);
+      labels.push_back(ex.label);
+    }
+    const int64_t B = int64_t(batch.indices.size());
+    if (has_images_) {
+      Shape s = images.empty() ? Shape{config_.channels, config_.transform.size, config_.transform.size}
+                               : images.front().shape();
+      batch.images = Tensor::empty({B, s[0], s[1], s[2]});
+      float* dst = batch.images.data_ptr<float>();
+      const int64_t per = s.numel();
+      for (int64_t i = 0; i < B; ++i) std::memcpy(dst + i * per, images[size_t(i)].data_ptr<float>(), size_t(per) * sizeof(float));
+    }
+    batch.labels = Tensor::from(labels, {B}, DType::i64);
+    if (tokenizer_) batch.tokens = tokenizer_->encode_batch(batch.texts, config_.context);
+    res.batch = std::move(batch);
+  } catch (...) {
+    res.error = std::current_exception();
+  }
+  return res;
+}
+
+void Loader::worker_loop() {
+  for (;;) {
+    int64_t seq;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [&] { return stop_ || (claimed_ < total_ && claimed_ < consumed_ + config_.prefetch); });
+      if (stop_) return;
+      seq = claimed_++;
+    }
+    Result r = build(seq);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_.emplace(seq, std::move(r));
+    }
+    ready_cv_.notify_all();
+  }
+}
+
+std::optional<Batch> Loader::next() {
+  Result r;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (consumed_ >= total_) return std::nullopt;
+    const int64_t seq = consumed_;
+    if (workers_.empty()) {
+      lock.unlock();
+      r = build(seq);
+      lock.lock();
+    } else {
+      ready_cv_.wait(lock, [&] { return ready_.count(seq) > 0; });
+      auto it = ready_.find(seq);
+      r = std::move(it->second);
+      ready_.erase(it);
+    }
+    ++consumed_;
+    skipped_ += int64_t(r.skips.size());
+    for (const Skip& s : r.skips)
+      if (logged_.insert(s.path).second) 
+        std::cerr << "loom: " << manifest_->path << ": skipping row " << s.row << " (" << s.message << ")\n";
+  }
+  work_cv_.notify_all();
+  if (r.error) std::rethrow_exception(r.error);
+  return std::move(r.batch);
+}
+
+LoaderPosition Loader::position() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t g = start_ + consumed_;
+  return {g / batches_per_epoch_, g % batches_per_epoch_};
+}
+
+int64_t Loader::skipped() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return skipped_;
+}
+
+}  // namespace loom::data

@@ -1,0 +1,104 @@
+// The threaded loader: worker threads decode and transform whole batches into a bounded prefetch
+// queue; batches come out in order whatever the worker count.
+//
+// Determinism: epoch e's order is a Fisher-Yates permutation drawn from Philox keyed by (seed, e),
+// with integer arithmetic only, so it is the same on any machine. Example i's augmentation seed in
+// epoch e derives from (seed, e, i). A Loader started at LoaderPosition{e, b} yields exactly the
+// batches a fresh loader yields from that point on, which is how training resumes bitwise.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+#include "core/tensor.h"
+#include "data/manifest.h"
+#include "data/tokenizer.h"
+#include "data/transforms.h"
+
+namespace loom::data {
+
+struct LoaderConfig {
+  int64_t batch_size = 128;
+  int workers = 2;    // threads that decode + transform; 0: build each batch inside next()
+  int prefetch = 4;   // batches built ahead of the consumer, at most
+  bool shuffle = true;
+  bool drop_last = true;
+  bool repeat = true;  // endless over epochs; false: next() returns nullopt after one pass
+  uint64_t seed = 0;
+  // skip: a corrupt/missing image is dropped from its batch (the batch gets smaller), counted, and
+  // logged once to stderr with its path; fail: next() throws loom::Error naming the path.
+  std::string on_error = "skip";
+  ImageTransform transform;
+  int64_t channels = 1;
+  int64_t context = 16;
+};
+
+struct Batch {
+  Tensor images;   // f32 [B, C, H, W]; undefined when the manifest has no images
+  Tensor tokens;   // i64 [B, context]; undefined without a tokenizer
+  Tensor labels;   // i64 [B]
+  std::vector<int64_t> indices;     // manifest rows
+  std::vector<std::string> texts;
+};
+
+struct LoaderPosition {  // the next batch next() will return
+  int64_t epoch = 0, batch = 0;
+};
+
+class Loader {
+ public:
+  // The tokenizer (may be null) must outlive the loader. Throws loom::Error for a bad config or a
+  // manifest too small for one batch.
+  Loader(std::shared_ptr<const Manifest> manifest, const BpeTokenizer* tokenizer, LoaderConfig config,
+         LoaderPosition start = {});
+  ~Loader();  // joins the workers
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  std::optional<Batch> next();
+  LoaderPosition position() const;
+  int64_t skipped() const;
+  int64_t batches_per_epoch() const { return batches_per_epoch_; }
+
+  // The manifest rows of epoch `epoch`, in the order the loader visits them (exposed for tests).
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+
+ private:
+  struct Skip { int64_t row; std::string path, message; };  // message names the path
+  struct Result {
+    std::optional<Batch> batch;
+    std::exception_ptr error;
+    std::vector<Skip> skips;
+  };
+  Result build(int64_t seq) const;
+  std::shared_ptr<const std::vector<int64_t>> cached_order(int64_t epoch) const;
+  void worker_loop();
+
+  std::shared_ptr<const Manifest> manifest_;
+  const BpeTokenizer* tokenizer_;
+  LoaderConfig config_;
+  int64_t start_ = 0;              // global batch index of the first batch
+  int64_t batches_per_epoch_ = 0;
+  int64_t total_ = 0;              // batches this loader will yield (INT64_MAX when repeating)
+  bool has_images_ = false;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_, ready_cv_;
+  int64_t claimed_ = 0, consumed_ = 0;   // sequence numbers (0 = the first batch of this loader)
+  std::map<int64_t, Result> ready_;
+  bool stop_ = false;
+  int64_t skipped_ = 0;
+  std::set<std::string> logged_;
+  std::vector<std::thread> workers_;
+  mutable std::mutex order_mu_;
+  mutable std::map<int64_t, std::shared_ptr<const std::vector<int64_t>>> orders_;  // recent epochs
+};
+
+}  // namespace loom::data

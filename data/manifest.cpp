@@ -1,0 +1,69 @@
+#include "data/manifest.h"
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include "core/error.h"
+
+namespace loom::data {
+
+namespace {
+std::string json_type(const nlohmann::json& v) {
+  if (v.is_number_integer()) return "integer";
+  if (v.is_number()) return "number";
+  return v.type_name();
+}
+}  // namespace
+
+Manifest Manifest::load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(str_cat(path, ": cannot open manifest (", std::filesystem::exists(path) ? "unreadable" : "no such file", ")"));
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  auto resolve = [&](const std::string& p) {
+    std::filesystem::path fp(p);
+    return (fp.is_absolute() ? fp : dir / fp).lexically_normal().string();
+  };
+
+  Manifest m;
+  m.path = path;
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    auto where = [&] { return str_cat(path, ":", lineno, ": "); };
+    nlohmann::json row;
+    try {
+      row = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw Error(str_cat(where(), "bad JSON (", e.what(), ")"));
+    }
+    if (!row.is_object()) throw Error(str_cat(where(), "expected a JSON object, got ", json_type(row)));
+    Example ex;
+    for (auto it = row.begin(); it != row.end(); ++it) {
+      const std::string& key = it.key();
+      const nlohmann::json& v = it.value();
+      if (key == "image" || key == "text" || key == "audio") {
+        if (!v.is_string()) throw Error(str_cat(where(), "key \"", key, "\" must be a string, got ", json_type(v)));
+        const std::string s = v.get<std::string>();
+        if (key == "text") {
+          ex.text = s;
+        } else {
+          if (s.empty()) throw Error(str_cat(where(), "key \"", key, "\" is an empty path"));
+          (key == "image" ? ex.image : ex.audio) = resolve(s);
+        }
+      } else if (key == "label") {
+        if (!v.is_number_integer()) throw Error(str_cat(where(), "key \"label\" must be an integer, got ", json_type(v)));
+        ex.label = v.get<int64_t>();
+        if (ex.label < 0) throw Error(str_cat(where(), "key \"label\" must be >= 0, got ", ex.label));
+      } else {
+        throw Error(str_cat(where(), "unknown key \"", key, "\" (expected image, text, audio, label)"));
+      }
+    }
+    m.rows.push_back(std::move(ex));
+  }
+  if (in.bad()) throw Error(str_cat(path, ": read error"));
+  return m;
+}
+
+}  // namespace loom::data
