@@ -1,0 +1,62 @@
+// Strict recipe reading. A Config wraps one YAML file; typed getters record every key they read, and
+// check_unknown() then rejects any key nobody read, with a did-you-mean. Every error names the file,
+// the line and the dotted key, and is raised before any work starts.
+#pragma once
+#include <set>
+#include <string>
+#include <vector>
+#include <yaml-cpp/yaml.h>
+#include "core/error.h"
+
+namespace loom {
+
+struct ConfigError : Error {
+  using Error::Error;
+};
+
+class Config {
+ public:
+  static Config load(const std::string& path);
+  static Config parse(const std::string& yaml_text, const std::string& source_name);
+
+  // Applies "a.b.c=value" (value parsed as YAML). The key must exist in the recipe or be a known
+  // optional key — unknown ones are caught by check_unknown() like any other.
+  void apply_override(const std::string& assignment);
+
+  bool has(const std::string& key) const;
+  int64_t i64(const std::string& key) const;
+  int64_t i64(const std::string& key, int64_t fallback) const;
+  double f64(const std::string& key) const;
+  double f64(const std::string& key, double fallback) const;
+  bool boolean(const std::string& key, bool fallback) const;
+  std::string str(const std::string& key) const;
+  std::string str(const std::string& key, const std::string& fallback) const;
+  // One of `choices`; anything else is an error listing them.
+  std::string choice(const std::string& key, const std::vector<std::string>& choices, const std::string& fallback) const;
+  std::vector<double> f64_list(const std::string& key, const std::vector<double>& fallback) const;
+  std::vector<std::string> str_list(const std::string& key, const std::vector<std::string>& fallback) const;
+  // A path: must exist (relative paths are taken from the current directory).
+  std::string existing_path(const std::string& key) const;
+  // Marks a whole subtree as read (for free-form sections).
+  void accept(const std::string& key) const;
+  // The raw node of a free-form section (accepted as read); undefined if absent.
+  YAML::Node node(const std::string& key) const { accept(key); return find(key); }
+
+  void check_unknown() const;
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const;
+  std::string dump() const;  // the resolved recipe, as YAML
+  const std::string& source() const { return source_; }
+
+ private:
+  YAML::Node find(const std::string& key) const;  // null node if absent; marks the key read
+  YAML::Node require(const std::string& key) const;
+  std::string where(const std::string& key) const;  // "file:line: key"
+  YAML::Node root_;
+  std::string source_;
+  mutable std::set<std::string> read_;
+};
+
+// Edit distance, for did-you-mean suggestions.
+size_t edit_distance(const std::string& a, const std::string& b);
+
+}  // namespace loom

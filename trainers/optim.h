@@ -1,0 +1,48 @@
+// AdamW with decoupled weight decay (Loshchilov & Hutter), warmup + cosine/linear/constant
+// schedules, and global-norm gradient clipping. State is fp32 (f64 for f64 parameters).
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+#include "core/safetensors.h"
+#include "core/tensor.h"
+
+namespace loom {
+
+struct AdamWConfig {
+  double lr = 1e-3, weight_decay = 0.05, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+
+// Parameters that get no weight decay, as open_clip and MAE do: biases, norm gains and every other
+// 1-D or 0-D tensor (LayerScale, the temperature), embeddings and position/class tokens.
+bool exclude_from_weight_decay(const std::string& name, const Tensor& param);
+
+class AdamW {
+ public:
+  AdamW(std::vector<std::pair<std::string, Tensor>> named_params, AdamWConfig config);
+  void step(double lr);  // params without a gradient (frozen, unused) are skipped
+  void zero_grad();
+  int64_t steps() const { return step_; }
+  // "<name>.exp_avg" and "<name>.exp_avg_sq" for every parameter.
+  TensorMap state_dict() const;
+  void load_state_dict(const TensorMap& state, int64_t steps, const std::string& source);
+
+ private:
+  struct Slot { std::string name; Tensor param, m, v; bool decay; };
+  std::vector<Slot> slots_;
+  AdamWConfig c_;
+  int64_t step_ = 0;
+};
+
+struct ScheduleConfig {
+  std::string type = "cosine";  // cosine | linear | constant
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;    // floor of the decay, as a fraction of the peak
+};
+// Learning rate for `step` (0-based) of `total`: linear warmup from 0, then the decay.
+double scheduled_lr(const ScheduleConfig& s, double peak, int64_t step, int64_t total);
+
+// Scales all gradients so their global L2 norm is at most max_norm; returns the norm before.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+}  // namespace loom
