@@ -64,16 +64,20 @@ data::LoaderConfig loader_config(const DataSpec& d, const Recipe& r, bool train)
   return c;
 }
 
-// Rank of the positive (count of strictly higher scores) for each row of sim against column `row`.
-Metrics recall_at(const Tensor& sim, const std::string& prefix) {
+// Recall@K of rows against columns. Column j is a positive for row i when their captions are the same
+// text (group[i] == group[j]): with duplicate captions (ten class prompts over a test set) any copy is a
+// correct answer, as with COCO's five captions per image. rank = negatives scoring above the best positive.
+Metrics recall_at(const Tensor& sim, const std::vector<int64_t>& group, const std::string& prefix) {
   const int64_t n = sim.size(0);
   std::vector<float> s = sim.contiguous().to_vector<float>();
   int64_t hit[3] = {0, 0, 0};
   const int64_t ks[3] = {1, 5, 10};
   for (int64_t i = 0; i < n; ++i) {
-    const float pos = s[size_t(i * n + i)];
+    const float* row = s.data() + i * n;
+    float best = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) if (group[size_t(j)] == group[size_t(i)]) best = std::max(best, row[j]);
     int64_t rank = 0;
-    for (int64_t j = 0; j < n; ++j) rank += s[size_t(i * n + j)] > pos;
+    for (int64_t j = 0; j < n; ++j) rank += group[size_t(j)] != group[size_t(i)] && row[j] > best;
     for (int k = 0; k < 3; ++k) hit[k] += rank < ks[k];
   }
   Metrics m;
@@ -93,6 +97,8 @@ Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const Recipe& 
   auto manifest = std::make_shared<const data::Manifest>(data::Manifest::load(r.eval_data.manifest));
   data::Loader loader(manifest, &tok, loader_config(r.eval_data, r, false));
   std::vector<Tensor> img_feats, txt_feats, labels;
+  std::vector<int64_t> caption_group;  // same caption text -> same group
+  std::map<std::string, int64_t> caption_ids;
   int64_t seen = 0, with_text = 0;
   const int64_t limit = r.eval_max_samples > 0 ? r.eval_max_samples : INT64_MAX;
   while (seen < limit) {
@@ -109,6 +115,8 @@ Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const Recipe& 
     labels.push_back(lab);
     if (r.retrieval && with_text < r.retrieval_samples) {
       txt_feats.push_back(model.encode_text(tokens, data::BpeTokenizer::eot_id));
+      for (int64_t i = 0; i < take; ++i)
+        caption_group.push_back(caption_ids.emplace(b->texts[size_t(i)], int64_t(caption_ids.size())).first->second);
       with_text += take;
     }
     seen += take;
@@ -146,8 +154,8 @@ Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const Recipe& 
     Tensor txt = ops::cat(txt_feats, 0);
     const int64_t n = std::min<int64_t>(txt.size(0), r.retrieval_samples);
     Tensor sim = ops::matmul(img.narrow(0, 0, n), txt.narrow(0, 0, n).transpose(0, 1));
-    for (auto& [k, v] : recall_at(sim, "eval/i2t_r")) out[k] = v;
-    for (auto& [k, v] : recall_at(sim.transpose(0, 1), "eval/t2i_r")) out[k] = v;
+    for (auto& [k, v] : recall_at(sim, caption_group, "eval/i2t_r")) out[k] = v;
+    for (auto& [k, v] : recall_at(sim.transpose(0, 1), caption_group, "eval/t2i_r")) out[k] = v;
   }
   out["eval/samples"] = double(seen);
   model.train(was_training);

@@ -106,7 +106,10 @@ TEST(Trainer, TinyClipLearns) {
   EXPECT_GT(first, 3.0);
   EXPECT_LT(last, 2.5) << "loss did not fall: " << first << " -> " << last;
   EXPECT_GE(after.at("eval/zeroshot_top1"), 0.9) << "before training: " << before.at("eval/zeroshot_top1");
-  EXPECT_GT(after.at("eval/i2t_r5"), before.at("eval/i2t_r5") - 1e-9);
+  // Retrieval counts same-class captions of another template as negatives (the image cannot tell the
+  // template), so it cannot reach 1 here; it must still improve on the untrained model.
+  EXPECT_GT(after.at("eval/i2t_r10"), before.at("eval/i2t_r10"));
+  EXPECT_GT(after.at("eval/t2i_r1"), before.at("eval/t2i_r1"));
   // Checkpoints: the last K kept, latest points at the final one, names are module paths.
   EXPECT_TRUE(fs::exists(run / "checkpoints" / "step_00000100" / "model.safetensors"));
   EXPECT_TRUE(fs::exists(run / "checkpoints" / "step_00000090"));
