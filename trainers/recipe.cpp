@@ -126,8 +126,11 @@ Recipe Recipe::from(const Config& c) {
   r.schedule.warmup_steps = c.i64("schedule.warmup_steps", 0);
   r.schedule.min_lr_ratio = c.f64("schedule.min_lr_ratio", 0.0);
 
-  r.steps = c.i64("train.steps");
-  if (r.steps < 1) c.fail("train.steps", "must be >= 1");
+  if (c.has("train.steps") == c.has("train.epochs")) c.fail("train.steps", "give exactly one of train.steps and train.epochs");
+  r.steps = c.i64("train.steps", 0);
+  r.epochs = c.i64("train.epochs", 0);
+  if (c.has("train.steps") && r.steps < 1) c.fail("train.steps", "must be >= 1");
+  if (c.has("train.epochs") && r.epochs < 1) c.fail("train.epochs", "must be >= 1");
   r.grad_accum = c.i64("train.grad_accum", 1);
   if (r.grad_accum < 1) c.fail("train.grad_accum", "must be >= 1");
   r.clip_grad_norm = c.f64("train.clip_grad_norm", 0.0);

@@ -45,7 +45,8 @@ struct Recipe {
   AdamWConfig optim;
   ScheduleConfig schedule;
 
-  int64_t steps = 100, grad_accum = 1, checkpoint_every = 0, keep = 2, log_every = 10;
+  int64_t steps = 0, epochs = 0;  // exactly one is set; epochs become steps once the data is known
+  int64_t grad_accum = 1, checkpoint_every = 0, keep = 2, log_every = 10;
   double clip_grad_norm = 0.0;
   std::string device = "cpu", precision = "fp32";
   int threads = 0;  // 0: OpenMP's default

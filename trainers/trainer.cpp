@@ -213,6 +213,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     start = {st["loader"]["epoch"].get<int64_t>(), st["loader"]["batch"].get<int64_t>()};
   }
   loader_ = std::make_unique<data::Loader>(train_manifest_, tokenizer_.get(), loader_config(recipe_.train_data, recipe_, true), start);
+  if (recipe_.epochs > 0) recipe_.steps = std::max<int64_t>(1, recipe_.epochs * loader_->batches_per_epoch() / recipe_.grad_accum);
   metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
 }
 

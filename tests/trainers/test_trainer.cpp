@@ -149,6 +149,19 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   fs::remove_all(data);
 }
 
+TEST(Trainer, EpochsBecomeSteps) {
+  fs::path data = make_dataset("epochs");
+  std::string text = recipe_text(data, 10);
+  text.replace(text.find("steps: 10,"), 10, "epochs: 2,");
+  Config c = Config::parse(text, "tiny.yaml");
+  Recipe r = Recipe::from(c);
+  r.eval_every = 0;
+  Trainer t(r, c, (data / "run").string(), false);
+  t.train();
+  EXPECT_EQ(t.step(), 2 * (256 / 32));  // 256 training rows, batch 32, drop_last
+  fs::remove_all(data);
+}
+
 TEST(Trainer, RefusesToOverwriteARun) {
   fs::path data = make_dataset("overwrite");
   Config c = Config::parse(recipe_text(data, 10), "tiny.yaml");
@@ -207,6 +220,8 @@ TEST(Recipe, BrokenRecipesNameFileLineAndKey) {
   EXPECT_NE(e.find("schedule.type: 'cosine_with_typo' is not one of: cosine, linear, constant"), std::string::npos) << e;
   e = expect_config_error(replace("seed: 3", "seed: 3\nmodle: {}"));
   EXPECT_NE(e.find("modle: unknown key (did you mean 'model'?)"), std::string::npos) << e;
+  e = expect_config_error(replace("train: {steps: 10,", "train: {steps: 10, epochs: 2,"));
+  EXPECT_NE(e.find("exactly one of train.steps and train.epochs"), std::string::npos) << e;
   e = expect_config_error("name: [unclosed\n");
   EXPECT_NE(e.find("YAML syntax error"), std::string::npos) << e;
 
