@@ -1,6 +1,7 @@
 #include "trainers/config.h"
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 namespace loom {
@@ -33,28 +34,23 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }
 
 Config Config::load(const std::string& path) {
-  if (!std::filesystem::exists(path)) throw ConfigError(str_cat(path, ": recipe file not found"));
-  try {
-    Config c;
-    c.root_ = YAML::LoadFile(path);
-    c.source_ = path;
-    if (!c.root_.IsMap()) throw ConfigError(str_cat(path, ": a recipe must be a YAML mapping"));
-    return c;
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(str_cat(path, ":", e.mark.line + 1, ": YAML syntax error: ", e.msg));
-  }
+  std::ifstream f(path);
+  if (!f) throw ConfigError(str_cat(path, ": recipe file not found or unreadable"));
+  std::stringstream text;
+  text << f.rdbuf();
+  return parse(text.str(), path);
 }
 
 Config Config::parse(const std::string& text, const std::string& source_name) {
+  Config c;
+  c.source_ = source_name;
   try {
-    Config c;
     c.root_ = YAML::Load(text);
-    c.source_ = source_name;
-    if (!c.root_.IsMap()) throw ConfigError(str_cat(source_name, ": a recipe must be a YAML mapping"));
-    return c;
   } catch (const YAML::Exception& e) {
     throw ConfigError(str_cat(source_name, ":", e.mark.line + 1, ": YAML syntax error: ", e.msg));
   }
+  if (!c.root_.IsMap()) throw ConfigError(str_cat(source_name, ": a recipe must be a YAML mapping"));
+  return c;
 }
 
 void Config::apply_override(const std::string& assignment) {
@@ -116,9 +112,29 @@ void Config::fail(const std::string& key, const std::string& what) const {
   throw ConfigError(str_cat(where(key), ": ", what));
 }
 
+std::string Config::near_miss(const std::string& key) const {
+  const size_t dot = key.rfind('.');
+  const std::string parent = dot == std::string::npos ? "" : key.substr(0, dot);
+  const std::string name = dot == std::string::npos ? key : key.substr(dot + 1);
+  YAML::Node p;
+  p.reset(root_);
+  if (!parent.empty()) {
+    const std::set<std::string> before = read_;
+    p.reset(find(parent));
+    read_ = before;  // looking is not reading
+  }
+  if (!p.IsMap()) return "";
+  for (auto it = p.begin(); it != p.end(); ++it) {
+    const std::string sib = it->first.as<std::string>();
+    if (sib != name && edit_distance(sib, name) <= 2)
+      return str_cat(" (is '", sib, "' on line ", line_of(it->first), " a typo?)");
+  }
+  return "";
+}
+
 YAML::Node Config::require(const std::string& key) const {
   YAML::Node n = find(key);
-  if (!n.IsDefined() || n.IsNull()) fail(key, "required key is missing");
+  if (!n.IsDefined() || n.IsNull()) fail(key, "required key is missing" + near_miss(key));
   return n;
 }
 

@@ -44,6 +44,8 @@ class Config {
 
   void check_unknown() const;
   [[noreturn]] void fail(const std::string& key, const std::string& what) const;
+  // For a missing key: " (is 'stpes' on line 14 a typo?)" when a sibling in the file is a near miss, else "".
+  std::string near_miss(const std::string& key) const;
   std::string dump() const;  // the resolved recipe, as YAML
   const std::string& source() const { return source_; }
 

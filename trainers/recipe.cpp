@@ -126,7 +126,7 @@ Recipe Recipe::from(const Config& c) {
   r.schedule.warmup_steps = c.i64("schedule.warmup_steps", 0);
   r.schedule.min_lr_ratio = c.f64("schedule.min_lr_ratio", 0.0);
 
-  if (c.has("train.steps") == c.has("train.epochs")) c.fail("train.steps", "give exactly one of train.steps and train.epochs");
+  if (c.has("train.steps") == c.has("train.epochs")) c.fail("train.steps", "give exactly one of train.steps and train.epochs" + c.near_miss("train.steps"));
   r.steps = c.i64("train.steps", 0);
   r.epochs = c.i64("train.epochs", 0);
   if (c.has("train.steps") && r.steps < 1) c.fail("train.steps", "must be >= 1");

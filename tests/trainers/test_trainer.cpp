@@ -208,6 +208,7 @@ TEST(Recipe, BrokenRecipesNameFileLineAndKey) {
   std::string e = expect_config_error(replace("train: {steps: 10,", "train: {stpes: 10,"));
   EXPECT_NE(e.find("bad.yaml:"), std::string::npos) << e;
   EXPECT_NE(e.find("train.steps"), std::string::npos) << e;  // the required key that is now missing
+  EXPECT_NE(e.find("(is 'stpes' on line 14 a typo?)"), std::string::npos) << e;
   e = expect_config_error(replace("log_every: 1}", "log_every: 1, chekpoint_every: 3}"));
   EXPECT_NE(e.find("bad.yaml:14: train.chekpoint_every: unknown key (did you mean 'checkpoint_every'?)"), std::string::npos) << e;
   e = expect_config_error(replace("lr: 3.0e-3", "lr: fast"));
