@@ -139,6 +139,27 @@ Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token) {
 
 // ---- ViT ----
 
+namespace {
+// `layers` blocks registered as "blocks". Stochastic depth grows linearly with depth, from 0 at the
+// first block to drop_path at the last.
+std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int64_t heads, double mlp_ratio,
+                                               int64_t layers, double layer_scale_init, double drop_path, Generator& gen) {
+  auto blocks = std::make_shared<ModuleList<Block>>();
+  owner.register_module("blocks", blocks);
+  for (int64_t i = 0; i < layers; ++i) {
+    BlockConfig b;
+    b.width = width;
+    b.heads = heads;
+    b.mlp_ratio = mlp_ratio;
+    b.layer_scale_init = layer_scale_init;
+    b.drop_path = layers > 1 ? drop_path * double(i) / double(layers - 1) : drop_path;
+    b.total_layers = layers;
+    blocks->push_back(std::make_shared<Block>(b, gen));
+  }
+  return blocks;
+}
+}  // namespace
+
 ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
   LOOM_CHECK(c.patch > 0 && c.image_size % c.patch == 0, "ViT: patch ", c.patch, " must divide image_size ",
              c.image_size);
@@ -153,19 +174,7 @@ ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
     pos_embed = register_buffer("pos_embed", sincos_pos_embed_2d(c.width, grid, true));
   else
     throw Error(str_cat("ViT: pos_embed must be 'learned' or 'sincos', got '", c.pos_embed, "'"));
-  blocks = std::make_shared<ModuleList<Block>>();
-  register_module("blocks", blocks);
-  for (int64_t i = 0; i < c.layers; ++i) {
-    BlockConfig b;
-    b.width = c.width;
-    b.heads = c.heads;
-    b.mlp_ratio = c.mlp_ratio;
-    b.layer_scale_init = c.layer_scale_init;
-    // Stochastic depth grows linearly with depth, from 0 at the first block to drop_path at the last.
-    b.drop_path = c.layers > 1 ? c.drop_path * double(i) / double(c.layers - 1) : c.drop_path;
-    b.total_layers = c.layers;
-    blocks->push_back(std::make_shared<Block>(b, gen));
-  }
+  blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, c.layer_scale_init, c.drop_path, gen);
   ln_post = std::make_shared<LayerNorm>(c.width);
   register_module("ln_post", ln_post);
 }
@@ -193,16 +202,7 @@ Tensor ViT::forward(const Tensor& images, Generator* drop_gen) const {
 TextTransformer::TextTransformer(const TextConfig& c, Generator& gen) : config(c) {
   token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02));
   pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.01));
-  blocks = std::make_shared<ModuleList<Block>>();
-  register_module("blocks", blocks);
-  for (int64_t i = 0; i < c.layers; ++i) {
-    BlockConfig b;
-    b.width = c.width;
-    b.heads = c.heads;
-    b.mlp_ratio = c.mlp_ratio;
-    b.total_layers = c.layers;
-    blocks->push_back(std::make_shared<Block>(b, gen));
-  }
+  blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, 0.0, 0.0, gen);
   ln_final = std::make_shared<LayerNorm>(c.width);
   register_module("ln_final", ln_final);
 }
