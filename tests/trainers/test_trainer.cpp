@@ -162,6 +162,24 @@ TEST(Trainer, EpochsBecomeSteps) {
   fs::remove_all(data);
 }
 
+TEST(Trainer, GradientAccumulationTakesSeveralBatchesPerStep) {
+  fs::path data = make_dataset("accum");
+  Config c = Config::parse(recipe_text(data, 3), "tiny.yaml");
+  c.apply_override("train.grad_accum=3");
+  c.apply_override("train.clip_grad_norm=0.5");
+  Recipe r = Recipe::from(c);
+  r.eval_every = 0;
+  { Trainer t(r, c, (data / "run").string(), false); t.train(); }
+  std::ifstream f(data / "run/checkpoints/latest/trainer.json");
+  auto st = nlohmann::json::parse(f);
+  EXPECT_EQ(st["step"].get<int64_t>(), 3);
+  EXPECT_EQ(st["optimizer_steps"].get<int64_t>(), 3);
+  // 3 steps x 3 micro-batches = 9 batches; an epoch holds 256 / 32 = 8, so the next is epoch 1, batch 1.
+  EXPECT_EQ(st["loader"]["epoch"].get<int64_t>(), 1);
+  EXPECT_EQ(st["loader"]["batch"].get<int64_t>(), 1);
+  fs::remove_all(data);
+}
+
 TEST(Trainer, RefusesToOverwriteARun) {
   fs::path data = make_dataset("overwrite");
   Config c = Config::parse(recipe_text(data, 10), "tiny.yaml");
