@@ -73,6 +73,13 @@ void Config::apply_override(const std::string& assignment) {
     chain.push_back(next);
   }
   chain.back()[parts.back()] = v;
+  overrides_[key] = assignment;
+}
+
+std::string Config::origin(const std::string& key, const YAML::Node& node) const {
+  for (const auto& [k, assignment] : overrides_)
+    if (key == k || key.rfind(k + ".", 0) == 0) return str_cat("override '", assignment, "'");
+  return str_cat(source_, ":", line_of(node));
 }
 
 YAML::Node Config::find(const std::string& key) const {
@@ -95,17 +102,17 @@ bool Config::has(const std::string& key) const {
 }
 
 std::string Config::where(const std::string& key) const {
-  // Line of the deepest existing node on the key's path.
+  // The deepest existing node on the key's path gives the line.
   YAML::Node n;
   n.reset(root_);
-  std::string line = "1";
+  YAML::Node deepest;
   for (const auto& p : split_key(key)) {
     const YAML::Node& cn = n;
     if (!cn.IsMap() || !cn[p].IsDefined()) break;
     n.reset(cn[p]);
-    line = line_of(n);
+    deepest.reset(n);
   }
-  return str_cat(source_, ":", line, ": ", key);
+  return str_cat(origin(key, deepest.IsDefined() ? deepest : root_), ": ", key);
 }
 
 void Config::fail(const std::string& key, const std::string& what) const {
@@ -222,7 +229,7 @@ void Config::check_unknown() const {
         const size_t d = edit_distance(sib, name);
         if (d < best_d) { best_d = d; best = sib; }
       }
-      throw ConfigError(str_cat(source_, ":", line_of(it->first), ": ", key, ": unknown key",
+      throw ConfigError(str_cat(origin(key, it->first), ": ", key, ": unknown key",
                                 best.empty() ? "" : str_cat(" (did you mean '", best, "'?)")));
     }
   }

@@ -2,6 +2,7 @@
 // check_unknown() then rejects any key nobody read, with a did-you-mean. Every error names the file,
 // the line and the dotted key, and is raised before any work starts.
 #pragma once
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -53,8 +54,11 @@ class Config {
   YAML::Node find(const std::string& key) const;  // null node if absent; marks the key read
   YAML::Node require(const std::string& key) const;
   std::string where(const std::string& key) const;  // "file:line: key"
+  // "file:line" of a key, or the command-line override that set it.
+  std::string origin(const std::string& key, const YAML::Node& node) const;
   YAML::Node root_;
   std::string source_;
+  std::map<std::string, std::string> overrides_;  // dotted key -> "key=value" as given
   mutable std::set<std::string> read_;
 };
 

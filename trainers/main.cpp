@@ -36,7 +36,6 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  if (argc < 2) { a.help = true; return a; }
   a.command = argv[1];
   if (a.command == "--help" || a.command == "-h" || a.command == "help") { a.help = true; a.command.clear(); return a; }
   for (int i = 2; i < argc; ++i) {
@@ -70,10 +69,14 @@ Config load_recipe(const Args& a) {
 int main(int argc, char** argv) {
   Args a;
   try {
+    if (argc < 2) {  // no command: a usage error
+      std::cerr << kUsage;
+      return 2;
+    }
     a = parse(argc, argv);
     if (a.help || a.command.empty()) {
       std::cout << kUsage;
-      return a.command.empty() && !a.help ? 2 : 0;
+      return 0;
     }
     if (a.command != "train" && a.command != "eval" && a.command != "bench")
       throw Error(str_cat("unknown command '", a.command, "'\n", kUsage));

@@ -251,8 +251,23 @@ TEST(Recipe, BrokenRecipesNameFileLineAndKey) {
   EXPECT_DOUBLE_EQ(r.optim.lr, 5e-4);
   EXPECT_EQ(r.steps, 7);
   Config bad = Config::parse(good, "good.yaml");
-  bad.apply_override("optim.learning_rate=1");
-  EXPECT_THROW(Recipe::from(bad), ConfigError);
+  bad.apply_override("optim.lrr=1");
+  try {
+    Recipe::from(bad);
+    ADD_FAILURE() << "an unknown key given as an override must be rejected";
+  } catch (const ConfigError& err) {
+    EXPECT_NE(std::string(err.what()).find("override 'optim.lrr=1': optim.lrr: unknown key (did you mean 'lr'?)"),
+              std::string::npos) << err.what();
+  }
+  Config bad_value = Config::parse(good, "good.yaml");
+  bad_value.apply_override("optim.lr=fast");
+  try {
+    Recipe::from(bad_value);
+    ADD_FAILURE() << "a wrong type given as an override must be rejected";
+  } catch (const ConfigError& err) {
+    EXPECT_NE(std::string(err.what()).find("override 'optim.lr=fast': optim.lr: expected a number, got 'fast'"), std::string::npos)
+        << err.what();
+  }
   EXPECT_THROW(bad.apply_override("no_equals_sign"), ConfigError);
   fs::remove_all(data);
 }
