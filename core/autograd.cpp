@@ -104,8 +104,10 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     if (root.numel() != 1)
       throw Error(str_cat("backward: ", root.describe(), " is not a scalar; pass its gradient explicitly"));
     grad = Tensor::ones(root.shape(), root.dtype(), root.device());
-  } else if (!(grad.shape() == root.shape())) {
-    throw Error(str_cat("backward: gradient ", grad.describe(), " does not match output ", root.describe()));
+  } else if (!(grad.shape() == root.shape()) || grad.dtype() != root.dtype() || !(grad.device() == root.device())) {
+    // Gradient rules hand both to kernels that read them as one element type.
+    throw Error(str_cat("backward: gradient ", grad.describe(), " does not match output ", root.describe(),
+                        " (shape, dtype and device must agree)"));
   }
   NoGradGuard no_grad;
   std::shared_ptr<Node> start = root.is_leaf() ? accumulator_of(root) : root.grad_fn();

@@ -56,16 +56,25 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const s
   const fs::path target(path);
   const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp." + std::to_string(getpid()));
   {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
     LOOM_CHECK(f, "save_safetensors: cannot open ", tmp.string(), " for writing: ", std::strerror(errno));
     uint64_t len = h.size();
     unsigned char le[8];
     for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(len >> (8 * i));
-    f.write(reinterpret_cast<const char*>(le), 8);
-    f.write(h.data(), std::streamsize(h.size()));
-    for (const Tensor& c : cpu) f.write(static_cast<const char*>(c.raw_data()), std::streamsize(c.numel() * dtype_size(c.dtype())));
-    f.flush();
-    LOOM_CHECK(f, "save_safetensors: writing ", tmp.string(), " failed (disk full?)");
+    bool ok = std::fwrite(le, 1, 8, f) == 8 && std::fwrite(h.data(), 1, h.size(), f) == h.size();
+    for (const Tensor& c : cpu) {
+      const size_t n = size_t(c.numel()) * dtype_size(c.dtype());
+      ok = ok && std::fwrite(c.raw_data(), 1, n, f) == n;
+    }
+    // Data on disk before the rename makes it visible: a crash leaves the old file or the whole new one.
+    ok = std::fflush(f) == 0 && ok;
+    ok = ::fsync(fileno(f)) == 0 && ok;
+    ok = std::fclose(f) == 0 && ok;
+    if (!ok) {
+      const int err = errno;
+      std::filesystem::remove(tmp);
+      throw Error(str_cat("save_safetensors: writing ", tmp.string(), " failed: ", std::strerror(err)));
+    }
   }
   std::error_code ec;
   fs::rename(tmp, target, ec);
@@ -118,15 +127,18 @@ SafetensorsFile load_safetensors(const std::string& path) {
       bad(path, where + " has unsupported dtype " + e["dtype"].dump());
     Shape shape;
     if (!e["shape"].is_array() || e["shape"].size() > size_t(kMaxDims)) bad(path, where + " has a bad shape");
+    uint64_t need = dtype_size(dt);  // bytes, with every product checked: a hostile header must not wrap around
     for (const auto& d : e["shape"]) {
       if (!d.is_number_unsigned()) bad(path, where + " has a bad shape " + e["shape"].dump());
-      shape.push_back(d.get<int64_t>());
+      const uint64_t dim = d.get<uint64_t>();
+      if (__builtin_mul_overflow(need, dim, &need) || need > data_size)
+        bad(path, str_cat(where, " of shape ", e["shape"].dump(), " needs more bytes than the file holds"));
+      shape.push_back(int64_t(dim));
     }
     const auto& off = e["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       bad(path, where + " has bad data_offsets");
     const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
-    const uint64_t need = uint64_t(shape.numel()) * dtype_size(dt);
     if (en < b || en > data_size || en - b != need)
       bad(path, str_cat(where, " has data_offsets [", b, ", ", en, "] but needs ", need, " bytes within ", data_size));
     ranges.push_back({b, en});
@@ -137,8 +149,11 @@ SafetensorsFile load_safetensors(const std::string& path) {
     out.tensors.emplace(name, t);
   }
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first < ranges[i - 1].second && ranges[i].first != ranges[i].second) bad(path, "tensors overlap");
+  uint64_t covered = 0;  // furthest end so far: a range inside any earlier one overlaps it
+  for (const auto& [b, en] : ranges) {
+    if (b < covered && b != en) bad(path, "tensors overlap");
+    covered = std::max(covered, en);
+  }
   return out;
 }
 

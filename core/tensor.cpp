@@ -44,6 +44,11 @@ Tensor Tensor::arange(int64_t n, DType dtype) {
 // ---- metadata ----
 bool Tensor::is_contiguous() const { return view_desc().contiguous(); }
 
+int64_t Tensor::size(int d) const {
+  if (dim() == 0) throw OpError(str_cat("size(", d, "): tensor ", describe(), " has no dims"));
+  return impl().shape[wrap_dim(d)];
+}
+
 int Tensor::wrap_dim(int d) const {
   const int n = dim() == 0 ? 1 : dim();
   if (d < -n || d >= n) throw OpError(str_cat("dim ", d, " is out of range for tensor ", describe()));
@@ -125,6 +130,15 @@ void check_inplace(const Tensor& t, const char* op) {
 void check_cpu_inplace(const Tensor& t, const char* op) {
   if (!t.device().is_cpu()) throw OpError(str_cat(op, ": no CUDA kernel yet for ", t.describe()));
 }
+// An in-place destination must not hold one element at several positions (an expanded view):
+// the result would depend on which write lands last.
+void check_no_aliasing_dims(const Tensor& t, const char* op) {
+  for (int d = 0; d < t.dim(); ++d)
+    if (t.strides()[d] == 0 && t.shape()[d] > 1)
+      throw OpError(str_cat(op, ": destination ", t.describe(), " is an expanded view (dim ", d, " has stride 0)"));
+}
+// A source sharing storage with the destination is read from a copy, so overlapping views stay correct.
+Tensor unaliased(const Tensor& src, const Tensor& dst) { return src.same_storage(dst) ? src.detach().clone() : src; }
 }  // namespace
 
 Tensor& Tensor::copy_(const Tensor& src) {
@@ -132,7 +146,8 @@ Tensor& Tensor::copy_(const Tensor& src) {
   if (device().is_cpu() && src.device().is_cpu()) {
     if (!(ops::broadcast_shapes("copy_", *this, src) == shape()))
       throw OpError(str_cat("copy_: cannot copy ", src.describe(), " into ", describe()));
-    kernels::cpu::copy(ops::detail::broadcast_view(src, shape()), view_desc());
+    check_no_aliasing_dims(*this, "copy_");
+    kernels::cpu::copy(ops::detail::broadcast_view(unaliased(src, *this), shape()), view_desc());
     return *this;
   }
   if (!src.is_contiguous() || !is_contiguous() || !(src.shape() == shape()) || src.dtype() != dtype())
@@ -165,8 +180,9 @@ Tensor& Tensor::fill_(double value) {
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace(*this, "add_");
   check_cpu_inplace(*this, "add_");
+  check_no_aliasing_dims(*this, "add_");
   NoGradGuard g;
-  Tensor o = alpha == 1.0 ? other : ops::mul(other, alpha);
+  Tensor o = unaliased(alpha == 1.0 ? other : ops::mul(other, alpha), *this);
   if (o.dtype() != dtype()) o = o.to(dtype());
   Shape b = ops::broadcast_shapes("add_", *this, o);
   if (!(b == shape())) throw OpError(str_cat("add_: cannot add ", o.describe(), " into ", describe()));

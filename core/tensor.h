@@ -61,7 +61,7 @@ class Tensor {
   const Shape& shape() const { return impl().shape; }
   const Shape& strides() const { return impl().strides; }
   int dim() const { return impl().shape.size(); }
-  int64_t size(int d) const { return impl().shape[wrap_dim(d)]; }
+  int64_t size(int d) const;  // negative d counts from the end; a 0-d tensor has no sizes
   int64_t numel() const { return impl().shape.numel(); }
   DType dtype() const { return impl().dtype; }
   Device device() const { return impl().storage->device; }

@@ -21,11 +21,12 @@ DataSpec read_data(const Config& c, const std::string& k, int64_t image_size, bo
   DataSpec d;
   d.manifest = c.existing_path(k + ".manifest");
   d.batch_size = c.i64(k + ".batch_size", train ? 128 : 256);
-  d.workers = int(c.i64(k + ".workers", 2));
+  const int64_t workers = c.i64(k + ".workers", 2);
+  if (workers < 0 || workers > 256) c.fail(k + ".workers", "must be in [0, 256]");
+  d.workers = int(workers);
   d.on_error = c.choice(k + ".on_error", {"skip", "fail"}, "skip");
   d.transform = read_transform(c, k + ".transform", image_size, train);
   if (d.batch_size < 1) c.fail(k + ".batch_size", "must be >= 1");
-  if (d.workers < 0) c.fail(k + ".workers", "must be >= 0");
   return d;
 }
 
@@ -54,12 +55,16 @@ Recipe Recipe::from(const Config& c) {
   m.vision.pos_embed = c.choice("model.vision.pos_embed", {"learned", "sincos"}, "learned");
   m.vision.layer_scale_init = c.f64("model.vision.layer_scale_init", 0.0);
   m.vision.drop_path = c.f64("model.vision.drop_path", 0.0);
+  if (!(m.vision.drop_path >= 0 && m.vision.drop_path < 1)) c.fail("model.vision.drop_path", "must be in [0, 1)");
+  if (!(m.vision.layer_scale_init >= 0)) c.fail("model.vision.layer_scale_init", "must be >= 0");
+  check_positive(c, "model.vision.mlp_ratio", m.vision.mlp_ratio);
   c.choice("model.text.type", {"transformer"}, "transformer");
   m.text.context = c.i64("model.text.context");
   m.text.width = c.i64("model.text.width");
   m.text.layers = c.i64("model.text.layers");
   m.text.heads = c.i64("model.text.heads");
   m.text.mlp_ratio = c.f64("model.text.mlp_ratio", 4.0);
+  check_positive(c, "model.text.mlp_ratio", m.text.mlp_ratio);
   for (const char* k : {"model.embed_dim", "model.vision.image_size", "model.vision.channels", "model.vision.patch",
                         "model.vision.width", "model.vision.layers", "model.vision.heads", "model.text.context",
                         "model.text.width", "model.text.layers", "model.text.heads"})
@@ -91,7 +96,9 @@ Recipe Recipe::from(const Config& c) {
   check_positive(c, "task.temperature_init", m.init_temperature);
   r.loss = c.choice("task.loss", {"infonce", "triplet"}, "infonce");
   r.contrastive.same_label_positives = c.boolean("task.same_label_positives", false);
-  r.contrastive.max_logit_scale = std::log(c.f64("task.max_logit_scale", 100.0));
+  const double max_scale = c.f64("task.max_logit_scale", 100.0);
+  if (!(max_scale > 1.0)) c.fail("task.max_logit_scale", "must be > 1 (the scale is clamped to [1, max])");
+  r.contrastive.max_logit_scale = std::log(max_scale);
   r.triplet_margin = c.f64("task.margin", 0.2);
 
   r.train_data = read_data(c, "data.train", m.vision.image_size, true);
@@ -121,10 +128,14 @@ Recipe Recipe::from(const Config& c) {
   r.optim.beta2 = betas[1];
   r.optim.eps = c.f64("optim.eps", 1e-8);
   check_positive(c, "optim.lr", r.optim.lr);
+  check_positive(c, "optim.eps", r.optim.eps);
+  if (!(r.optim.weight_decay >= 0)) c.fail("optim.weight_decay", "must be >= 0");
 
   r.schedule.type = c.choice("schedule.type", {"cosine", "linear", "constant"}, "cosine");
   r.schedule.warmup_steps = c.i64("schedule.warmup_steps", 0);
   r.schedule.min_lr_ratio = c.f64("schedule.min_lr_ratio", 0.0);
+  if (r.schedule.warmup_steps < 0) c.fail("schedule.warmup_steps", "must be >= 0");
+  if (!(r.schedule.min_lr_ratio >= 0 && r.schedule.min_lr_ratio <= 1)) c.fail("schedule.min_lr_ratio", "must be in [0, 1]");
 
   if (c.has("train.steps") == c.has("train.epochs")) c.fail("train.steps", "give exactly one of train.steps and train.epochs" + c.near_miss("train.steps"));
   r.steps = c.i64("train.steps", 0);
@@ -134,6 +145,7 @@ Recipe Recipe::from(const Config& c) {
   r.grad_accum = c.i64("train.grad_accum", 1);
   if (r.grad_accum < 1) c.fail("train.grad_accum", "must be >= 1");
   r.clip_grad_norm = c.f64("train.clip_grad_norm", 0.0);
+  if (!(r.clip_grad_norm >= 0)) c.fail("train.clip_grad_norm", "must be >= 0 (0: off)");
   r.device = c.choice("train.device", {"cpu", "cuda"}, "cpu");
   if (r.device == "cuda") c.fail("train.device", "training on CUDA arrives with the CUDA backend; use cpu");
   r.precision = c.choice("train.precision", {"fp32", "bf16"}, "fp32");
@@ -141,7 +153,11 @@ Recipe Recipe::from(const Config& c) {
   r.checkpoint_every = c.i64("train.checkpoint_every", 0);
   r.keep = c.i64("train.keep", 2);
   r.log_every = c.i64("train.log_every", 10);
-  r.threads = int(c.i64("train.threads", 0));
+  const int64_t threads = c.i64("train.threads", 0);
+  if (threads < 0 || threads > 4096) c.fail("train.threads", "must be in [0, 4096] (0: OpenMP's default)");
+  r.threads = int(threads);
+  if (r.keep < 0) c.fail("train.keep", "must be >= 0 (0 keeps every checkpoint)");
+  if (r.checkpoint_every < 0) c.fail("train.checkpoint_every", "must be >= 0");
 
   r.eval_every = c.i64("eval.every", 0);
   if (c.has("eval.zeroshot")) {
@@ -153,6 +169,7 @@ Recipe Recipe::from(const Config& c) {
   }
   r.retrieval = c.boolean("eval.retrieval", false);
   r.retrieval_samples = c.i64("eval.retrieval_samples", 1000);
+  if (r.retrieval_samples < 1) c.fail("eval.retrieval_samples", "must be >= 1");
   r.eval_max_samples = c.i64("eval.max_samples", 0);
   if ((r.zeroshot || r.retrieval) && !r.has_eval_data) c.fail("eval", "evaluation needs data.eval");
 

@@ -1,13 +1,16 @@
 #include "trainers/trainer.h"
 #include <omp.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 #include "core/safetensors.h"
 
 namespace loom {
@@ -30,6 +33,34 @@ void MetricsLog::write(int64_t step, const Metrics& m) {
 }
 
 namespace {
+
+// fsync a file or directory by path (a directory's entry list is what makes a rename durable).
+void sync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY);
+  LOOM_CHECK(fd >= 0, "cannot open ", p.string(), " to sync it: ", std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  LOOM_CHECK(rc == 0, "fsync of ", p.string(), " failed: ", std::strerror(err));
+}
+
+int64_t step_of_dir(const fs::path& p) {  // "step_00000600" -> 600, anything else -> -1
+  const std::string n = p.filename().string();
+  if (n.rfind("step_", 0) != 0 || n.size() == 5 || n.find_first_not_of("0123456789", 5) != std::string::npos) return -1;
+  return std::stoll(n.substr(5));
+}
+
+// The recipe with the keys that may change on --resume removed (length, logging, evaluation, threads).
+std::string resume_relevant(const std::string& yaml) {
+  YAML::Node n = YAML::Load(yaml);
+  if (n["train"]) for (const char* k : {"steps", "epochs", "checkpoint_every", "keep", "log_every", "threads"}) n["train"].remove(k);
+  n.remove("eval");
+  if (n["data"] && n["data"]["eval"]) n["data"].remove("eval");
+  if (n["data"] && n["data"]["train"]) n["data"]["train"].remove("workers");
+  YAML::Emitter e;
+  e << n;
+  return e.c_str();
+}
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream f(path);
@@ -66,7 +97,8 @@ data::LoaderConfig loader_config(const DataSpec& d, const Recipe& r, bool train)
 
 // Recall@K of rows against columns. Column j is a positive for row i when their captions are the same
 // text (group[i] == group[j]): with duplicate captions (ten class prompts over a test set) any copy is a
-// correct answer, as with COCO's five captions per image. rank = negatives scoring above the best positive.
+// correct answer, as with COCO's five captions per image. rank = negatives scoring at least as high as the best
+// positive (ties count against it, so a collapsed model with equal scores everywhere scores 0, not 1).
 Metrics recall_at(const Tensor& sim, const std::vector<int64_t>& group, const std::string& prefix) {
   const int64_t n = sim.size(0);
   std::vector<float> s = sim.contiguous().to_vector<float>();
@@ -77,7 +109,7 @@ Metrics recall_at(const Tensor& sim, const std::vector<int64_t>& group, const st
     float best = -INFINITY;
     for (int64_t j = 0; j < n; ++j) if (group[size_t(j)] == group[size_t(i)]) best = std::max(best, row[j]);
     int64_t rank = 0;
-    for (int64_t j = 0; j < n; ++j) rank += group[size_t(j)] != group[size_t(i)] && row[j] > best;
+    for (int64_t j = 0; j < n; ++j) rank += group[size_t(j)] != group[size_t(i)] && row[j] >= best;
     for (int k = 0; k < 3; ++k) hit[k] += rank < ks[k];
   }
   Metrics m;
@@ -174,9 +206,11 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
                         " to continue it, or choose another run directory"));
   }
   fs::create_directories(ckdir);
-  {
+  if (!resume) {  // a resumed run keeps the recipe it started with (restore() checks the new one matches)
     std::ofstream f(fs::path(run_dir_) / "recipe.yaml");
     f << "# resolved recipe (file + overrides) of this run\n" << resolved_yaml_ << "\n";
+    f.close();
+    LOOM_CHECK(f, "writing ", (fs::path(run_dir_) / "recipe.yaml").string(), " failed");
   }
 
   train_manifest_ = std::make_shared<const data::Manifest>(data::Manifest::load(recipe_.train_data.manifest));
@@ -205,13 +239,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
   optim_ = std::make_unique<AdamW>(trainable, recipe_.optim);
 
   data::LoaderPosition start;
-  if (resume) {
-    const std::string latest = fs::canonical(ckdir / "latest").string();
-    restore(latest);
-    std::ifstream f(fs::path(latest) / "trainer.json");
-    json st = json::parse(f);
-    start = {st["loader"]["epoch"].get<int64_t>(), st["loader"]["batch"].get<int64_t>()};
-  }
+  if (resume) start = restore(fs::canonical(ckdir / "latest").string());
   loader_ = std::make_unique<data::Loader>(train_manifest_, tokenizer_.get(), loader_config(recipe_.train_data, recipe_, true), start);
   if (recipe_.epochs > 0) recipe_.steps = std::max<int64_t>(1, recipe_.epochs * loader_->batches_per_epoch() / recipe_.grad_accum);
   metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
@@ -260,41 +288,81 @@ void Trainer::save_checkpoint() {
   {
     std::ofstream f(tmp / "trainer.json");
     f << st.dump(2) << "\n";
+    f.close();
     LOOM_CHECK(f, "writing ", (tmp / "trainer.json").string(), " failed");
   }
+  // Every file and the directory reach the disk before the rename makes the checkpoint visible, and
+  // the rename reaches the disk before `latest` points at it.
+  for (auto& e : fs::directory_iterator(tmp)) sync_path(e.path());
+  sync_path(tmp);
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);  // the checkpoint appears whole or not at all
+  sync_path(final_dir.parent_path());
   const fs::path link = final_dir.parent_path() / "latest", link_tmp = final_dir.parent_path() / ".latest.tmp";
   fs::remove(link_tmp);
   fs::create_directory_symlink(final_dir.filename(), link_tmp);
   fs::rename(link_tmp, link);
+  sync_path(final_dir.parent_path());
   prune_checkpoints();
 }
 
 void Trainer::prune_checkpoints() {
   if (recipe_.keep <= 0) return;
-  std::vector<fs::path> dirs;
-  for (auto& e : fs::directory_iterator(fs::path(run_dir_) / "checkpoints"))
-    if (e.is_directory() && !e.is_symlink() && e.path().filename().string().rfind("step_", 0) == 0) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  for (size_t i = 0; i + size_t(recipe_.keep) < dirs.size(); ++i) fs::remove_all(dirs[i]);
+  const fs::path dir = fs::path(run_dir_) / "checkpoints";
+  std::error_code ec;
+  const fs::path latest = fs::read_symlink(dir / "latest", ec).filename();
+  std::vector<std::pair<int64_t, fs::path>> steps;
+  for (auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && !e.is_symlink() && step_of_dir(e.path()) >= 0) steps.emplace_back(step_of_dir(e.path()), e.path());
+  std::sort(steps.begin(), steps.end());  // by step number, not by name
+  for (size_t i = 0; i + size_t(recipe_.keep) < steps.size(); ++i)
+    if (steps[i].second.filename() != latest) fs::remove_all(steps[i].second);
 }
 
-void Trainer::restore(const std::string& dir) {
-  std::ifstream f(fs::path(dir) / "trainer.json");
-  LOOM_CHECK(f, dir, "/trainer.json: cannot open");
-  json st;
+data::LoaderPosition Trainer::restore(const std::string& dir) {
+  const std::string state_path = (fs::path(dir) / "trainer.json").string();
+  std::ifstream f(state_path);
+  LOOM_CHECK(f, state_path, ": cannot open");
+  int64_t optimizer_steps = 0;
+  data::LoaderPosition pos;
+  std::string saved_recipe;
   try {
-    st = json::parse(f);
+    json st = json::parse(f);
     step_ = st.at("step").get<int64_t>();
+    optimizer_steps = st.at("optimizer_steps").get<int64_t>();
     drop_gen_.set_state(st.at("drop_path_rng").at("seed").get<uint64_t>(), st.at("drop_path_rng").at("offset").get<uint64_t>());
+    pos = {st.at("loader").at("epoch").get<int64_t>(), st.at("loader").at("batch").get<int64_t>()};
+    saved_recipe = st.at("recipe").get<std::string>();
   } catch (const std::exception& e) {
-    throw Error(str_cat(dir, "/trainer.json: ", e.what()));
+    throw Error(str_cat(state_path, ": ", e.what()));
   }
+  if (resume_relevant(saved_recipe) != resume_relevant(resolved_yaml_))
+    throw Error(str_cat("--resume ", run_dir_, ": the recipe differs from the one this run was trained with (saved in ",
+                        state_path, "); only train.steps/epochs, logging, checkpointing, threads, workers and eval may "
+                        "change, or the run would not continue as it was"));
   model_->load_state_dict(load_safetensors((fs::path(dir) / "model.safetensors").string()).tensors, true);
   const std::string opt_path = (fs::path(dir) / "optimizer.safetensors").string();
-  optim_->load_state_dict(load_safetensors(opt_path).tensors, st["optimizer_steps"].get<int64_t>(), opt_path);
+  optim_->load_state_dict(load_safetensors(opt_path).tensors, optimizer_steps, opt_path);
+
+  // Steps after this checkpoint were lost with the interruption: drop their metrics and later checkpoints.
+  const fs::path metrics = fs::path(run_dir_) / "metrics.jsonl";
+  if (fs::exists(metrics)) {
+    std::ifstream in(metrics);
+    std::string kept, line;
+    while (std::getline(in, line)) {
+      try {
+        if (json::parse(line).at("step").get<int64_t>() <= step_) kept += line + "\n";
+      } catch (const std::exception&) {  // a torn last line from the crash
+      }
+    }
+    in.close();
+    std::ofstream out(metrics, std::ios::trunc);
+    out << kept;
+  }
+  for (auto& e : fs::directory_iterator(fs::path(run_dir_) / "checkpoints"))
+    if (e.is_directory() && !e.is_symlink() && step_of_dir(e.path()) > step_) fs::remove_all(e.path());
   std::cerr << "loom: resumed " << dir << " at step " << step_ << "\n";
+  return pos;
 }
 
 double Trainer::train_step(double lr) {
@@ -302,6 +370,15 @@ double Trainer::train_step(double lr) {
   double total = 0;
   for (int64_t a = 0; a < recipe_.grad_accum; ++a) {
     data::Batch b = *loader_->next();
+    // on_error: skip can shrink a batch; one with fewer than two pairs has no negatives to learn from.
+    for (int tries = 0; b.images.dim() == 0 || b.images.size(0) < 2; ++tries) {
+      LOOM_CHECK(tries < 100, recipe_.train_data.manifest, ": 100 batches in a row had fewer than two readable examples");
+      b = *loader_->next();
+    }
+    if (recipe_.contrastive.same_label_positives)
+      for (int64_t y : b.labels.to_vector<int64_t>())
+        LOOM_CHECK(y >= 0, recipe_.train_data.manifest,
+                   ": task.same_label_positives needs a label on every training example, and a row has none");
     Tensor img = model_->encode_image(b.images, &drop_gen_);
     Tensor txt = model_->encode_text(b.tokens, data::BpeTokenizer::eot_id);
     Tensor loss = recipe_.loss == "triplet"

@@ -50,7 +50,7 @@ class Trainer {
 
  private:
   double train_step(double lr);  // one optimizer step (grad_accum micro-batches); returns the mean loss
-  void restore(const std::string& checkpoint);
+  data::LoaderPosition restore(const std::string& checkpoint);  // returns where the data resumes
   void prune_checkpoints();
 
   Recipe recipe_;

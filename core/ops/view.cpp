@@ -156,6 +156,7 @@ Tensor Tensor::expand(const Shape& target) const {
       continue;
     }
     const int64_t have = shape()[sd];
+    if (target[d] < -1) fail("expand", str_cat("negative size ", target[d], " in ", target), {{"x", *this}});
     if (target[d] == -1 || target[d] == have) { sh[d] = have; st[d] = strides()[sd]; }
     else if (have == 1) st[d] = 0;
     else fail("expand", str_cat("cannot expand dim ", sd, " of size ", have, " to ", target[d]), {{"x", *this}});

@@ -11,7 +11,11 @@
 namespace loom::kernels::cpu {
 namespace {
 
-inline int64_t rows_of(const View& v) { return v.ndim == 0 ? 1 : v.numel() / v.shape[v.ndim - 1]; }
+inline int64_t rows_of(const View& v) {
+  if (v.ndim == 0) return 1;
+  const int64_t n = v.shape[v.ndim - 1];
+  return n == 0 ? 0 : v.numel() / n;  // a [N, 0] tensor has no rows to visit
+}
 inline int64_t cols_of(const View& v) { return v.ndim == 0 ? 1 : v.shape[v.ndim - 1]; }
 
 template <class T> int64_t target_at(const View& t, int64_t i) {

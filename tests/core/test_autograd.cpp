@@ -190,3 +190,29 @@ TEST(Autograd, L2NormalizeOfZeroRowHasFiniteGradient) {
   ops::sum(y).backward();
   for (double v : x.grad().to_vector<double>()) EXPECT_TRUE(std::isfinite(v)) << v;
 }
+
+TEST(Autograd, OutputGradientMustMatchDtype) {
+  Generator g(21);
+  Tensor x = ops::randn({3}, g).set_requires_grad();
+  Tensor y = ops::relu(x);  // f32; its rule hands the gradient and x to one kernel
+  EXPECT_THROW(y.backward(Tensor::ones({3}, DType::f64)), Error);
+  y.backward(Tensor::ones({3}, DType::f32));
+  EXPECT_TRUE(x.grad().defined());
+}
+
+TEST(Autograd, EmptyLastDimIsNoCrash) {
+  Tensor e = Tensor::empty({2, 0});
+  EXPECT_EQ(ops::softmax(e, -1).shape(), (Shape{2, 0}));
+  EXPECT_EQ(ops::log_softmax(e, -1).shape(), (Shape{2, 0}));
+  EXPECT_EQ(ops::layer_norm(e, Tensor(), Tensor()).shape(), (Shape{2, 0}));
+}
+
+TEST(Autograd, InPlaceOpsRefuseOrHandleAliasing) {
+  Tensor x = Tensor::from(std::vector<double>{1, 2, 3, 4}, {2, 2});
+  x.add_(x.transpose(0, 1));  // reads a copy: x + xᵀ
+  EXPECT_EQ(x.to_vector<double>(), (std::vector<double>{2, 5, 5, 8}));
+  Tensor row = Tensor::zeros({1, 3}, DType::f64);
+  EXPECT_THROW(row.expand({4, 3}).add_(Tensor::ones({4, 3}, DType::f64)), OpError);
+  EXPECT_THROW(Tensor::ones({1}).expand({-2}), OpError);
+  EXPECT_THROW(Tensor::scalar(1.0).size(0), OpError);
+}

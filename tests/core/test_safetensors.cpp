@@ -105,3 +105,15 @@ TEST(Safetensors, BrokenFilesNameThePathAndTheProblem) {
   expect_error_naming(write_raw(dir / "keys", R"({"w":{"dtype":"F32","shape":[1]}})", 4), "needs dtype, shape and data_offsets");
   fs::remove_all(dir);
 }
+
+TEST(Safetensors, HostileSizesAndNestedOverlapsAreRejected) {
+  fs::path dir = temp_dir();
+  // 2^62 elements of 4 bytes wraps a 64-bit byte count to 0; it must not load as an empty buffer.
+  expect_error_naming(write_raw(dir / "wrap", R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", 0),
+                      "needs more bytes than the file holds");
+  expect_error_naming(write_raw(dir / "nested",
+                                R"({"a":{"dtype":"U8","shape":[100],"data_offsets":[0,100]},"b":{"dtype":"U8","shape":[0],"data_offsets":[10,10]},"c":{"dtype":"U8","shape":[10],"data_offsets":[20,30]}})",
+                                100),
+                      "overlap");
+  fs::remove_all(dir);
+}

@@ -180,6 +180,48 @@ TEST(Trainer, GradientAccumulationTakesSeveralBatchesPerStep) {
   fs::remove_all(data);
 }
 
+TEST(Trainer, ResumeAfterACrashDropsLostStepsAndContinuesExactly) {
+  fs::path data = make_dataset("crash");
+  Config c = Config::parse(recipe_text(data, 20), "tiny.yaml");
+  Recipe r = Recipe::from(c);
+  r.eval_every = 0;
+  { Trainer straight(r, c, (data / "straight").string(), false); straight.train(); }
+  {
+    Trainer crashed(r, c, (data / "crashed").string(), false);
+    crashed.train(15);  // checkpoints at 10 and 15; then pretend it died at 15 before the second was written
+  }
+  const fs::path ck = data / "crashed/checkpoints";
+  fs::remove_all(ck / "step_00000015");
+  fs::remove(ck / "latest");
+  fs::create_directory_symlink("step_00000010", ck / "latest");
+  EXPECT_EQ(losses_of(data / "crashed").size(), 15u);
+  {
+    Trainer resumed(r, c, (data / "crashed").string(), true);
+    EXPECT_EQ(resumed.step(), 10);
+    EXPECT_EQ(losses_of(data / "crashed").size(), 10u);  // steps 11-15 were lost with the crash
+    resumed.train();
+  }
+  EXPECT_EQ(losses_of(data / "straight"), losses_of(data / "crashed"));
+  // keep: 2 keeps the two newest by step number, and latest's target.
+  EXPECT_TRUE(fs::exists(ck / "step_00000020"));
+  EXPECT_EQ(fs::read_symlink(ck / "latest").string(), "step_00000020");
+  fs::remove_all(data);
+}
+
+TEST(Trainer, ResumeRefusesAChangedRecipe) {
+  fs::path data = make_dataset("changed");
+  Config c = Config::parse(recipe_text(data, 10), "tiny.yaml");
+  { Trainer t(Recipe::from(c), c, (data / "run").string(), false); t.train(5); }
+  Config other = Config::parse(recipe_text(data, 10), "tiny.yaml");
+  other.apply_override("optim.lr=1e-2");
+  EXPECT_THROW(Trainer(Recipe::from(other), other, (data / "run").string(), true), Error);
+  Config longer = Config::parse(recipe_text(data, 10), "tiny.yaml");
+  longer.apply_override("train.steps=12");  // the length may change
+  Trainer t(Recipe::from(longer), longer, (data / "run").string(), true);
+  EXPECT_EQ(t.step(), 5);
+  fs::remove_all(data);
+}
+
 TEST(Trainer, RefusesToOverwriteARun) {
   fs::path data = make_dataset("overwrite");
   Config c = Config::parse(recipe_text(data, 10), "tiny.yaml");
@@ -241,6 +283,10 @@ TEST(Recipe, BrokenRecipesNameFileLineAndKey) {
   EXPECT_NE(e.find("modle: unknown key (did you mean 'model'?)"), std::string::npos) << e;
   e = expect_config_error(replace("train: {steps: 10,", "train: {steps: 10, epochs: 2,"));
   EXPECT_NE(e.find("exactly one of train.steps and train.epochs"), std::string::npos) << e;
+  e = expect_config_error(replace("betas: [0.9, 0.98]}", "betas: [0.9, 0.98], eps: 0}"));
+  EXPECT_NE(e.find("optim.eps: must be > 0"), std::string::npos) << e;
+  e = expect_config_error(replace("temperature_init: 0.1}", "temperature_init: 0.1, max_logit_scale: 0.5}"));
+  EXPECT_NE(e.find("task.max_logit_scale: must be > 1"), std::string::npos) << e;
   e = expect_config_error("name: [unclosed\n");
   EXPECT_NE(e.find("YAML syntax error"), std::string::npos) << e;
 
