@@ -39,10 +39,11 @@ void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, double lr, double wd,
 void AdamW::step(double lr) {
   NoGradGuard ng;
   ++step_;
-  const double bc1 = 1.0 - std::pow(c_.beta1, double(step_)), bc2 = 1.0 - std::pow(c_.beta2, double(step_));
   for (Slot& s : slots_) {
     Tensor g = s.param.grad();
     if (!g.defined() || !s.param.requires_grad()) continue;
+    ++s.steps;
+    const double bc1 = 1.0 - std::pow(c_.beta1, double(s.steps)), bc2 = 1.0 - std::pow(c_.beta2, double(s.steps));
     LOOM_CHECK(s.param.is_contiguous(), "AdamW: parameter ", s.name, " is not contiguous");
     g = g.to(s.param.dtype()).contiguous();
     const double wd = s.decay ? c_.weight_decay : 0.0;
@@ -64,6 +65,7 @@ TensorMap AdamW::state_dict() const {
   for (const Slot& s : slots_) {
     m[s.name + ".exp_avg"] = s.m;
     m[s.name + ".exp_avg_sq"] = s.v;
+    m[s.name + ".step"] = Tensor::scalar(double(s.steps), DType::i64);
   }
   return m;
 }
@@ -78,6 +80,9 @@ void AdamW::load_state_dict(const TensorMap& state, int64_t steps, const std::st
                  " but the parameter is ", s.param.describe());
       dst->copy_(it->second);
     }
+    auto st = state.find(s.name + ".step");
+    LOOM_CHECK(st != state.end() && st->second.numel() == 1, source, ": optimizer state lacks '", s.name, ".step'");
+    s.steps = st->second.item<int64_t>();
   }
   step_ = steps;
 }

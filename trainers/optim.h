@@ -20,15 +20,17 @@ bool exclude_from_weight_decay(const std::string& name, const Tensor& param);
 class AdamW {
  public:
   AdamW(std::vector<std::pair<std::string, Tensor>> named_params, AdamWConfig config);
-  void step(double lr);  // params without a gradient (frozen, unused) are skipped
+  // Params without a gradient (frozen, unused) are skipped; each parameter counts its own steps for
+  // the bias correction, as PyTorch does, so one unfrozen mid-run starts its correction afresh.
+  void step(double lr);
   void zero_grad();
-  int64_t steps() const { return step_; }
-  // "<name>.exp_avg" and "<name>.exp_avg_sq" for every parameter.
+  int64_t steps() const { return step_; }  // calls of step()
+  // "<name>.exp_avg", "<name>.exp_avg_sq" and "<name>.step" (i64 scalar) for every parameter.
   TensorMap state_dict() const;
   void load_state_dict(const TensorMap& state, int64_t steps, const std::string& source);
 
  private:
-  struct Slot { std::string name; Tensor param, m, v; bool decay; };
+  struct Slot { std::string name; Tensor param, m, v; bool decay; int64_t steps = 0; };
   std::vector<Slot> slots_;
   AdamWConfig c_;
   int64_t step_ = 0;

@@ -348,6 +348,24 @@ TEST(AdamW, MatchesTheUpdateRuleByHand) {
   EXPECT_EQ(opt.steps(), 1);
 }
 
+TEST(AdamW, BiasCorrectionCountsEachParametersOwnSteps) {
+  // b is frozen (no gradient) for two steps, then trained: its first update is the step-1 Adam update.
+  Tensor a = Tensor::from(std::vector<double>{1.0}, {1}).set_requires_grad();
+  Tensor b = Tensor::from(std::vector<double>{1.0}, {1}).set_requires_grad();
+  AdamW opt({{"a", a}, {"b", b}}, {0.1, 0.0, 0.9, 0.99, 1e-8});
+  for (int i = 0; i < 2; ++i) {
+    a.set_grad(Tensor::from(std::vector<double>{0.5}, {1}));
+    opt.step(0.1);
+  }
+  a.set_grad(Tensor::from(std::vector<double>{0.5}, {1}));
+  b.set_grad(Tensor::from(std::vector<double>{0.5}, {1}));
+  opt.step(0.1);
+  EXPECT_NEAR(b.item<double>(), 1.0 - 0.1 * 0.5 / (0.5 + 1e-8), 1e-12);
+  auto state = opt.state_dict();
+  EXPECT_EQ(state.at("a.step").item<int64_t>(), 3);
+  EXPECT_EQ(state.at("b.step").item<int64_t>(), 1);
+}
+
 TEST(ClipGradNorm, ScalesToTheBound) {
   Tensor a = Tensor::zeros({2}, DType::f64).set_requires_grad();
   a.set_grad(Tensor::from(std::vector<double>{3.0, 4.0}, {2}));
