@@ -33,8 +33,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   }
   if (opt.bias.defined()) {
     check_float_operands("scaled_dot_product_attention", {{"q", q}, {"bias", opt.bias}});
-    Tensor probe = Tensor::empty({B, H, Sq, Sk}, DType::boolean);
-    if (!(broadcast_shapes("scaled_dot_product_attention", probe, opt.bias) == probe.shape()))
+    const Shape scores{B, H, Sq, Sk};
+    Shape joint;
+    if (!broadcast_shape(scores, opt.bias.shape(), joint) || !(joint == scores))
       fail("scaled_dot_product_attention", str_cat("bias must broadcast to [", B, ", ", H, ", ", Sq, ", ", Sk, "]"),
            {{"q", q}, {"bias", opt.bias}});
   }

@@ -1,4 +1,5 @@
 #include "core/ops/common.h"
+#include <algorithm>
 
 namespace loom::ops::detail {
 
@@ -58,6 +59,18 @@ void check_float_operands(const char* op, std::initializer_list<Named> operands)
   check_device(op, operands);
   check_floating(op, operands);
   check_same_dtype(op, operands);
+}
+
+bool broadcast_shape(const Shape& a, const Shape& b, Shape& out) {
+  const int n = std::max(a.size(), b.size());
+  out = Shape();
+  for (int i = 0; i < n; ++i) {
+    const int ia = i - (n - a.size()), ib = i - (n - b.size());
+    const int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
+    if (da != db && da != 1 && db != 1) return false;
+    out.push_back(da == 1 ? db : da);
+  }
+  return true;
 }
 
 int wrap_dim(const char* op, int dim, int ndim) {

@@ -28,6 +28,9 @@ void check_index_dtype(const char* op, Named index);  // i32 or i64
 // All of: defined, same device, same floating dtype.
 void check_float_operands(const char* op, std::initializer_list<Named> operands);
 
+// numpy broadcasting of two shapes; false if they do not broadcast (out is then unspecified).
+bool broadcast_shape(const Shape& a, const Shape& b, Shape& out);
+
 int wrap_dim(const char* op, int dim, int ndim);
 uint32_t dims_mask(const char* op, const std::vector<int>& dims, int ndim);  // empty = all
 // Shape with the masked dims kept as 1 (keepdim) or removed.

@@ -9,15 +9,8 @@ using kernels::cpu::Binary;
 using kernels::cpu::Unary;
 
 Shape broadcast_shapes(const char* op, const Tensor& a, const Tensor& b) {
-  const int n = std::max(a.dim(), b.dim());
   Shape out;
-  for (int i = 0; i < n; ++i) out.push_back(1);
-  for (int i = 0; i < n; ++i) {
-    const int ia = i - (n - a.dim()), ib = i - (n - b.dim());
-    const int64_t da = ia >= 0 ? a.shape()[ia] : 1, db = ib >= 0 ? b.shape()[ib] : 1;
-    if (da != db && da != 1 && db != 1) fail(op, "shapes do not broadcast", {{"a", a}, {"b", b}});
-    out[i] = da == 1 ? db : da;
-  }
+  if (!broadcast_shape(a.shape(), b.shape(), out)) fail(op, "shapes do not broadcast", {{"a", a}, {"b", b}});
   return out;
 }
 
@@ -177,10 +170,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   if (cond.dtype() != DType::boolean) fail("where", "cond must be bool", {{"cond", cond}});
   check_same_dtype("where", {{"a", a}, {"b", b}});
   Shape shape = broadcast_shapes("where", a, b);
-  {
-    Tensor probe = Tensor::empty(shape, DType::boolean);  // geometry only, for the message
-    shape = broadcast_shapes("where", cond, probe);
-  }
+  if (!broadcast_shape(cond.shape(), Shape(shape), shape))
+    fail("where", "cond does not broadcast with a and b", {{"cond", cond}, {"a", a}, {"b", b}});
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   kernels::cpu::where(broadcast_view(cond, shape), broadcast_view(a, shape), broadcast_view(b, shape), out.view_desc());
   if (!is_floating(a.dtype())) return out;

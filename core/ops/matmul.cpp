@@ -61,7 +61,8 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   if (b.shape()[b.dim() - 2] != k) fail("matmul", "inner dimensions differ", {{"a", a_in}, {"b", b_in}});
   // broadcast batch dims
   Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
-  Shape batch = broadcast_shapes("matmul", Tensor::empty(ba, DType::boolean), Tensor::empty(bb, DType::boolean));
+  Shape batch;
+  if (!broadcast_shape(ba, bb, batch)) fail("matmul", "batch dimensions do not broadcast", {{"a", a_in}, {"b", b_in}});
   Shape os = batch;
   os.push_back(a.shape()[a.dim() - 2]);
   os.push_back(b.shape()[b.dim() - 1]);
