@@ -1,6 +1,8 @@
 #include "core/device.h"
 #include <array>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <new>
 #include "core/error.h"
 #ifdef LOOM_WITH_CUDA
@@ -24,16 +26,46 @@ class CpuAllocator final : public Allocator {
 };
 
 #ifdef LOOM_WITH_CUDA
-// Plain cudaMalloc/cudaFree for now; the caching allocator replaces it with the CUDA backend.
+class CudaBackend final : public CachingAllocator::Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {}
+  void* raw_alloc(size_t nbytes) override { return kernels::cuda::device_try_malloc(nbytes, device_); }
+  void raw_free(void* ptr) override { kernels::cuda::device_free(ptr, device_); }
+  std::string memory_info() override {
+    size_t free_b = 0, total_b = 0;
+    kernels::cuda::mem_get_info(device_, &free_b, &total_b);
+    return str_cat(format_bytes(free_b), " of ", format_bytes(total_b), " free on the device");
+  }
+
+ private:
+  int device_;
+};
+
+// One caching allocator per device, each serving the calling thread's current stream.
 class CudaAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes, Device d) override {
-    return nbytes ? kernels::cuda::device_malloc(nbytes, d.index) : nullptr;
+    return nbytes ? cache(d).allocate(nbytes, kernels::cuda::current_stream()) : nullptr;
   }
   void deallocate(void* ptr, size_t, Device d) override {
-    try { kernels::cuda::device_free(ptr, d.index); } catch (...) {}  // never throw from a destructor
+    try { cache(d).deallocate(ptr); } catch (...) {}  // never throw from a destructor
   }
   const char* name() const override { return "cuda"; }
+  MemoryStats memory_stats(Device d) const override { return cache(d).stats(); }
+  void empty_cache(Device d) override { cache(d).empty_cache(); }
+  void reset_peak_memory(Device d) override { cache(d).reset_peaks(); }
+
+ private:
+  static constexpr int kMaxDevices = 64;
+  CachingAllocator& cache(Device d) const {
+    if (d.index < 0 || d.index >= kMaxDevices) throw Error(str_cat("no such device: ", d.str()));
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& c = caches_[size_t(d.index)];
+    if (!c) c = std::make_unique<CachingAllocator>(std::make_unique<CudaBackend>(d.index), d.str());
+    return *c;
+  }
+  mutable std::mutex mu_;
+  mutable std::array<std::unique_ptr<CachingAllocator>, kMaxDevices> caches_;
 };
 #endif
 
@@ -58,6 +90,18 @@ Allocator& allocator_for(DeviceType type) {
 }
 
 void register_allocator(DeviceType type, Allocator* allocator) { registry()[size_t(type)] = allocator; }
+
+MemoryStats memory_stats(Device d) { return allocator_for(d.type).memory_stats(d); }
+void empty_cache(Device d) { allocator_for(d.type).empty_cache(d); }
+void reset_peak_memory(Device d) { allocator_for(d.type).reset_peak_memory(d); }
+
+int cuda_device_count() {
+#ifdef LOOM_WITH_CUDA
+  return kernels::cuda::device_count();
+#else
+  return 0;
+#endif
+}
 
 Storage::Storage(size_t n, Device d) : nbytes(n), device(d), allocator(&allocator_for(d.type)) {
   data = allocator->allocate(n, d);

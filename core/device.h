@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include "core/caching_allocator.h"
 
 namespace loom {
 
@@ -25,11 +26,21 @@ class Allocator {
   virtual void* allocate(size_t nbytes, Device device) = 0;
   virtual void deallocate(void* ptr, size_t nbytes, Device device) = 0;
   virtual const char* name() const = 0;
+  // Memory accounting; allocators without a cache report zeros and have nothing to release.
+  virtual MemoryStats memory_stats(Device) const { return {}; }
+  virtual void empty_cache(Device) {}
+  virtual void reset_peak_memory(Device) {}
 };
 
 // The allocator that serves `type`; throws if that backend is not built or not registered.
 Allocator& allocator_for(DeviceType type);
 void register_allocator(DeviceType type, Allocator* allocator);
+
+// Bytes held by tensors and by the allocator's cache on a device (peaks since the last reset).
+MemoryStats memory_stats(Device device);
+void empty_cache(Device device);  // returns cached, unused device memory to the driver
+void reset_peak_memory(Device device);
+int cuda_device_count();  // 0 when built without CUDA or without a GPU
 
 // One allocation. Tensors (and views) share it through shared_ptr; freed when the last one goes.
 struct Storage {

@@ -110,8 +110,10 @@ Tensor patchify(const Tensor& images, int64_t patch);
 Tensor unpatchify(const Tensor& patches, int64_t patch, int64_t channels, int64_t height, int64_t width);
 
 // ---- randomness (core/ops/random.cpp); no gradient except dropout ----
-Tensor rand(const Shape& shape, Generator& gen = default_generator(), DType dtype = DType::f32);
-Tensor randn(const Shape& shape, Generator& gen = default_generator(), DType dtype = DType::f32);
+Tensor rand(const Shape& shape, Generator& gen = default_generator(), DType dtype = DType::f32,
+            Device device = Device::cpu());
+Tensor randn(const Shape& shape, Generator& gen = default_generator(), DType dtype = DType::f32,
+             Device device = Device::cpu());
 Tensor randperm(int64_t n, Generator& gen = default_generator());
 // Zeroes each element with probability p and scales the rest by 1/(1-p); identity when !train.
 Tensor dropout(const Tensor& x, double p, bool train = true, Generator& gen = default_generator());

@@ -7,9 +7,6 @@
 #include "core/ops.h"
 #include "core/ops/common.h"
 #include "kernels/cpu/cpu.h"
-#ifdef LOOM_WITH_CUDA
-#include "kernels/cuda/cuda.h"
-#endif
 
 namespace loom {
 
@@ -127,9 +124,6 @@ void check_inplace(const Tensor& t, const char* op) {
     throw OpError(str_cat(op, ": in-place change of ", t.describe(),
                           " which requires grad; do it under NoGradGuard (as optimizers do)"));
 }
-void check_cpu_inplace(const Tensor& t, const char* op) {
-  if (!t.device().is_cpu()) throw OpError(str_cat(op, ": no CUDA kernel yet for ", t.describe()));
-}
 // An in-place destination must not hold one element at several positions (an expanded view):
 // the result would depend on which write lands last.
 void check_no_aliasing_dims(const Tensor& t, const char* op) {
@@ -143,57 +137,57 @@ Tensor unaliased(const Tensor& src, const Tensor& dst) { return src.same_storage
 
 Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace(*this, "copy_");
-  if (device().is_cpu() && src.device().is_cpu()) {
-    if (!(ops::broadcast_shapes("copy_", *this, src) == shape()))
-      throw OpError(str_cat("copy_: cannot copy ", src.describe(), " into ", describe()));
-    check_no_aliasing_dims(*this, "copy_");
-    kernels::cpu::copy(ops::detail::broadcast_view(unaliased(src, *this), shape()), view_desc());
+  if (!(ops::broadcast_shapes("copy_", *this, src) == shape()))
+    throw OpError(str_cat("copy_: cannot copy ", src.describe(), " into ", describe()));
+  check_no_aliasing_dims(*this, "copy_");
+  if (src.device() == device()) {  // on one device: strides, broadcasting and dtype conversion in the kernel
+    Tensor s = unaliased(src, *this);
+    LOOM_KERNEL(device(), copy, ops::detail::broadcast_view(s, shape()), view_desc());
     return *this;
   }
-  if (!src.is_contiguous() || !is_contiguous() || !(src.shape() == shape()) || src.dtype() != dtype())
-    throw OpError(str_cat("copy_: on or across CUDA devices only same-shape, same-dtype contiguous copies "
-                          "are supported yet (", src.describe(), " -> ", describe(), ")"));
 #ifdef LOOM_WITH_CUDA
+  // Across devices: a byte copy of a contiguous source of the same dtype and shape, straight into a
+  // contiguous destination; anything else is staged on the destination device and converted there.
   using kernels::cuda::CopyKind;
-  const size_t n = size_t(numel()) * dtype_size(dtype());
-  CopyKind kind = src.device().is_cpu() ? CopyKind::host_to_device
-                  : device().is_cpu()   ? CopyKind::device_to_host : CopyKind::device_to_device;
-  if (n) kernels::cuda::memcpy(raw_data(), src.raw_data(), n, kind);
+  const CopyKind kind = src.device().is_cpu() ? CopyKind::host_to_device
+                        : device().is_cpu()   ? CopyKind::device_to_host : CopyKind::device_to_device;
+  Tensor s = src.contiguous();
+  const size_t n = size_t(s.numel()) * dtype_size(s.dtype());
+  if (is_contiguous() && s.dtype() == dtype() && s.shape() == shape()) {
+    if (n) kernels::cuda::memcpy(raw_data(), s.raw_data(), n, kind);
+    return *this;
+  }
+  Tensor staged = empty(s.shape(), s.dtype(), device());
+  if (n) kernels::cuda::memcpy(staged.raw_data(), s.raw_data(), n, kind);
+  return copy_(staged);
+#else
+  throw OpError(str_cat("copy_: ", src.describe(), " -> ", describe(), ": this loom was built without CUDA"));
 #endif
-  return *this;
 }
 
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");
-  if (device().is_cpu()) {
-    kernels::cpu::fill(view_desc(), value);
-    return *this;
-  }
-#ifdef LOOM_WITH_CUDA
-  kernels::cuda::fill(view_desc(), value);
+  LOOM_KERNEL(device(), fill, view_desc(), value);
   return *this;
-#else
-  throw Error("fill_: built without CUDA");
-#endif
 }
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace(*this, "add_");
-  check_cpu_inplace(*this, "add_");
   check_no_aliasing_dims(*this, "add_");
   NoGradGuard g;
+  if (!(other.device() == device()))
+    throw OpError(str_cat("add_: ", other.describe(), " is not on the device of ", describe()));
   Tensor o = unaliased(alpha == 1.0 ? other : ops::mul(other, alpha), *this);
   if (o.dtype() != dtype()) o = o.to(dtype());
   Shape b = ops::broadcast_shapes("add_", *this, o);
   if (!(b == shape())) throw OpError(str_cat("add_: cannot add ", o.describe(), " into ", describe()));
-  kernels::cpu::binary(kernels::cpu::Binary::add, view_desc(), ops::detail::broadcast_view(o, shape()), view_desc());
+  LOOM_KERNEL(device(), binary, kernels::Binary::add, view_desc(), ops::detail::broadcast_view(o, shape()), view_desc());
   return *this;
 }
 
 Tensor& Tensor::mul_(double value) {
   check_inplace(*this, "mul_");
-  check_cpu_inplace(*this, "mul_");
-  kernels::cpu::unary(kernels::cpu::Unary::mul_scalar, view_desc(), view_desc(), value);
+  LOOM_KERNEL(device(), unary, kernels::Unary::mul_scalar, view_desc(), view_desc(), value, 0.0);
   return *this;
 }
 

@@ -160,7 +160,7 @@ Tensor Tensor::from(const std::vector<T>& values, const Shape& shape, DType dtyp
 }
 
 template <class T> std::vector<T> Tensor::to_vector() const {
-  LOOM_CHECK(device().is_cpu(), "to_vector: tensor is on ", device().str(), "; move it to the CPU first");
+  if (!device().is_cpu()) return detach().to(Device::cpu()).to_vector<T>();  // one copy back (a synchronisation)
   Tensor dst = empty(shape(), kernels::dtype_of<T>::value);
   convert_copy(view_desc(), dst.view_desc());
   const T* p = dst.data_ptr<T>();
@@ -169,8 +169,7 @@ template <class T> std::vector<T> Tensor::to_vector() const {
 
 template <class T> T Tensor::item() const {
   LOOM_CHECK(numel() == 1, "item: tensor ", describe(), " has ", numel(), " elements, not 1");
-  Tensor c = device().is_cpu() ? *this : to(Device::cpu());
-  return c.to_vector<T>()[0];
+  return to_vector<T>()[0];
 }
 
 }  // namespace loom

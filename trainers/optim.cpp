@@ -1,6 +1,11 @@
 #include "trainers/optim.h"
 #include <cmath>
 #include "core/autograd.h"
+#include "core/ops.h"
+#include "kernels/cpu/cpu.h"
+#ifdef LOOM_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#endif
 
 namespace loom {
 
@@ -13,46 +18,47 @@ bool exclude_from_weight_decay(const std::string& name, const Tensor& p) {
 
 AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> named, AdamWConfig c) : c_(c) {
   for (auto& [name, p] : named) {
-    LOOM_CHECK(p.device().is_cpu(), "AdamW: parameter ", name, " is on ", p.device().str(), "; the CPU optimizer needs CPU tensors");
     LOOM_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, "AdamW: parameter ", name, " is ", p.describe(),
                "; master weights must be f32 or f64");
-    slots_.push_back({name, p, Tensor::zeros(p.shape(), p.dtype()), Tensor::zeros(p.shape(), p.dtype()),
+    LOOM_CHECK(p.is_contiguous(), "AdamW: parameter ", name, " is not contiguous");
+    LOOM_CHECK(named.empty() || p.device() == named.front().second.device(), "AdamW: parameter ", name, " is on ",
+               p.device().str(), ", the first parameter on ", named.front().second.device().str());
+    slots_.push_back({name, p, Tensor::zeros(p.shape(), p.dtype(), p.device()), Tensor::zeros(p.shape(), p.dtype(), p.device()),
                       !exclude_from_weight_decay(name, p)});
   }
 }
 
-namespace {
-template <class T>
-void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, double lr, double wd, double b1, double b2, double eps,
-                  double bc1, double bc2) {
-  const T decay = T(1.0 - lr * wd), tb1 = T(b1), tb2 = T(b2), step = T(lr / bc1), te = T(eps), rbc2 = T(1.0 / std::sqrt(bc2));
-#pragma omp parallel for schedule(static) if (n >= 32768)
-  for (int64_t i = 0; i < n; ++i) {
-    const T gi = g[i];
-    m[i] = tb1 * m[i] + (T(1) - tb1) * gi;
-    v[i] = tb2 * v[i] + (T(1) - tb2) * gi * gi;
-    p[i] = p[i] * decay - step * m[i] / (std::sqrt(v[i]) * rbc2 + te);
-  }
-}
-}  // namespace
-
+// One fused update per dtype group: every parameter with a gradient, in a single kernel call
+// (a few launches on the GPU), with its own bias corrections from its own step count.
 void AdamW::step(double lr) {
   NoGradGuard ng;
   ++step_;
+  std::vector<Tensor> keep_alive;  // gradients converted to the parameter dtype live until the kernel has run
+  std::vector<kernels::AdamWTensor> groups[2];  // f32, f64
   for (Slot& s : slots_) {
     Tensor g = s.param.grad();
     if (!g.defined() || !s.param.requires_grad()) continue;
     ++s.steps;
     const double bc1 = 1.0 - std::pow(c_.beta1, double(s.steps)), bc2 = 1.0 - std::pow(c_.beta2, double(s.steps));
-    LOOM_CHECK(s.param.is_contiguous(), "AdamW: parameter ", s.name, " is not contiguous");
     g = g.to(s.param.dtype()).contiguous();
+    keep_alive.push_back(g);
     const double wd = s.decay ? c_.weight_decay : 0.0;
-    if (s.param.dtype() == DType::f32)
-      adamw_update(s.param.data_ptr<float>(), g.data_ptr<float>(), s.m.data_ptr<float>(), s.v.data_ptr<float>(),
-                   s.param.numel(), lr, wd, c_.beta1, c_.beta2, c_.eps, bc1, bc2);
-    else
-      adamw_update(s.param.data_ptr<double>(), g.data_ptr<double>(), s.m.data_ptr<double>(), s.v.data_ptr<double>(),
-                   s.param.numel(), lr, wd, c_.beta1, c_.beta2, c_.eps, bc1, bc2);
+    groups[s.param.dtype() == DType::f64].push_back(
+        {s.param.raw_data(), g.raw_data(), s.m.raw_data(), s.v.raw_data(), s.param.numel(), 1.0 - lr * wd, lr / bc1,
+         1.0 / std::sqrt(bc2)});
+  }
+  if (slots_.empty()) return;
+  [[maybe_unused]] const Device device = slots_.front().param.device();
+  for (int k = 0; k < 2; ++k) {
+    if (groups[k].empty()) continue;
+    const DType dtype = k ? DType::f64 : DType::f32;
+#ifdef LOOM_WITH_CUDA
+    if (device.is_cuda()) {
+      kernels::cuda::adamw(dtype, groups[k].data(), int64_t(groups[k].size()), c_.beta1, c_.beta2, c_.eps);
+      continue;
+    }
+#endif
+    kernels::cpu::adamw(dtype, groups[k].data(), int64_t(groups[k].size()), c_.beta1, c_.beta2, c_.eps);
   }
 }
 
@@ -99,13 +105,16 @@ double scheduled_lr(const ScheduleConfig& s, double peak, int64_t step, int64_t 
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard ng;
-  double sq = 0;
+  // Squares summed on the gradients' device, one value read back (one synchronisation on a GPU).
+  Tensor total;
   for (const Tensor& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    for (double v : g.to_vector<double>()) sq += v * v;
+    Tensor gd = g.to(DType::f64);
+    Tensor sq = ops::sum(ops::mul(gd, gd));
+    total = total.defined() ? ops::add(total, sq) : sq;
   }
-  const double norm = std::sqrt(sq);
+  const double norm = total.defined() ? std::sqrt(total.item<double>()) : 0.0;
   if (max_norm > 0 && norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);
     for (const Tensor& p : params) {

@@ -8,6 +8,18 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "kernels/cpu/cpu.h"
+#ifdef LOOM_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#endif
+
+// Calls kernel `fn` of the backend that holds `device`: kernels::cpu::fn or kernels::cuda::fn
+// (the two APIs match one for one). Without CUDA, check_device has already refused CUDA tensors.
+#ifdef LOOM_WITH_CUDA
+#define LOOM_KERNEL(device, fn, ...) \
+  ((device).is_cuda() ? ::loom::kernels::cuda::fn(__VA_ARGS__) : ::loom::kernels::cpu::fn(__VA_ARGS__))
+#else
+#define LOOM_KERNEL(device, fn, ...) ::loom::kernels::cpu::fn(__VA_ARGS__)
+#endif
 
 namespace loom::ops::detail {
 
@@ -22,7 +34,7 @@ std::string describe_operands(std::initializer_list<Named> operands);
 void check_defined(const char* op, std::initializer_list<Named> operands);
 void check_floating(const char* op, std::initializer_list<Named> operands);
 void check_same_dtype(const char* op, std::initializer_list<Named> operands);
-// Same device, and a device whose kernels are built (CUDA ops arrive with the CUDA backend).
+// Same device, and a device whose kernels are built.
 void check_device(const char* op, std::initializer_list<Named> operands);
 void check_index_dtype(const char* op, Named index);  // i32 or i64
 // All of: defined, same device, same floating dtype.

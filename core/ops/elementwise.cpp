@@ -31,13 +31,13 @@ namespace {
 
 Tensor binary_kernel(Binary k, const Tensor& a, const Tensor& b, const Shape& shape, DType out_dtype) {
   Tensor out = Tensor::empty(shape, out_dtype, a.device());
-  kernels::cpu::binary(k, broadcast_view(a, shape), broadcast_view(b, shape), out.view_desc());
+  LOOM_KERNEL(out.device(), binary, k, broadcast_view(a, shape), broadcast_view(b, shape), out.view_desc());
   return out;
 }
 
 Tensor unary_kernel(Unary k, const Tensor& x, double p0 = 0, double p1 = 0) {
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernels::cpu::unary(k, x.view_desc(), out.view_desc(), p0, p1);
+  LOOM_KERNEL(out.device(), unary, k, x.view_desc(), out.view_desc(), p0, p1);
   return out;
 }
 
@@ -173,7 +173,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   if (!broadcast_shape(cond.shape(), Shape(shape), shape))
     fail("where", "cond does not broadcast with a and b", {{"cond", cond}, {"a", a}, {"b", b}});
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
-  kernels::cpu::where(broadcast_view(cond, shape), broadcast_view(a, shape), broadcast_view(b, shape), out.view_desc());
+  LOOM_KERNEL(out.device(), where, broadcast_view(cond, shape), broadcast_view(a, shape), broadcast_view(b, shape), out.view_desc());
   if (!is_floating(a.dtype())) return out;
   const Shape sa = a.shape(), sb = b.shape();
   Tensor c = cond.detach();
@@ -206,7 +206,7 @@ Tensor logical_not(const Tensor& x) {
   check_defined("logical_not", {{"x", x}});
   check_device("logical_not", {{"x", x}});
   Tensor out = Tensor::empty(x.shape(), DType::boolean, x.device());
-  kernels::cpu::unary(Unary::logical_not, x.view_desc(), out.view_desc());
+  LOOM_KERNEL(out.device(), unary, Unary::logical_not, x.view_desc(), out.view_desc());
   return out;
 }
 

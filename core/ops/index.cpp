@@ -9,7 +9,7 @@ namespace {
 // Runs a kernel's index check, turning its error into an OpError naming the op and operands.
 void check_range(const char* op, const Tensor& index, int64_t bound, std::initializer_list<Named> operands) {
   try {
-    kernels::cpu::check_indices(index.view_desc(), bound, op);
+    LOOM_KERNEL(index.device(), check_indices, index.view_desc(), bound, op);
   } catch (const std::out_of_range& e) {
     fail(op, e.what(), operands);
   }
@@ -36,12 +36,12 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   Shape os = ids.shape();
   os.push_back(weight.shape()[1]);
   Tensor out = Tensor::empty({idc.numel(), weight.shape()[1]}, weight.dtype(), weight.device());
-  kernels::cpu::index_select(w.view_desc(), 0, idc.view_desc(), out.view_desc());
+  LOOM_KERNEL(out.device(), index_select, w.view_desc(), 0, idc.view_desc(), out.view_desc());
   const Shape ws = weight.shape();
   out = autograd::record("embedding", {weight}, out, [idc, ws](const Tensor& g) {
     Tensor dw = Tensor::zeros(ws, g.dtype(), g.device());
     Tensor gc = g.contiguous();
-    kernels::cpu::embedding_backward(gc.view_desc(), idc.view_desc(), dw.view_desc());
+    LOOM_KERNEL(dw.device(), embedding_backward, gc.view_desc(), idc.view_desc(), dw.view_desc());
     return std::vector<Tensor>{dw};
   });
   return out.reshape(os);
@@ -69,7 +69,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
   std::vector<int64_t> sizes;
   int64_t at = 0;
   for (const Tensor& x : xs) {
-    kernels::cpu::copy(x.view_desc(), out.detach().narrow(d, at, x.shape()[d]).view_desc());
+    LOOM_KERNEL(out.device(), copy, x.view_desc(), out.detach().narrow(d, at, x.shape()[d]).view_desc());
     sizes.push_back(x.shape()[d]);
     at += x.shape()[d];
   }
@@ -100,13 +100,13 @@ Tensor gather(const Tensor& x, int dim, const Tensor& index) {
   Tensor xc = x.detach().contiguous(), ic = index.contiguous();
   check_range("gather", ic, x.dim() ? x.shape()[d] : 1, {{"x", x}, {"index", index}});
   Tensor out = Tensor::empty(index.shape(), x.dtype(), x.device());
-  kernels::cpu::gather(xc.view_desc(), d, ic.view_desc(), out.view_desc());
+  LOOM_KERNEL(out.device(), gather, xc.view_desc(), d, ic.view_desc(), out.view_desc());
   if (!is_floating(x.dtype())) return out;
   const Shape xs = x.shape();
   return autograd::record("gather", {x}, out, [xs, d, ic](const Tensor& g) {
     Tensor dx = Tensor::zeros(xs, g.dtype(), g.device());
     Tensor gc = g.contiguous();
-    kernels::cpu::scatter_add(dx.view_desc(), d, ic.view_desc(), gc.view_desc());
+    LOOM_KERNEL(dx.device(), scatter_add, dx.view_desc(), d, ic.view_desc(), gc.view_desc());
     return std::vector<Tensor>{dx};
   });
 }
@@ -123,7 +123,7 @@ Tensor index_select(const Tensor& x, int dim, const Tensor& index) {
   Shape os = x.shape();
   os[d] = index.numel();
   Tensor out = Tensor::empty(os, x.dtype(), x.device());
-  kernels::cpu::index_select(xc.view_desc(), d, ic.view_desc(), out.view_desc());
+  LOOM_KERNEL(out.device(), index_select, xc.view_desc(), d, ic.view_desc(), out.view_desc());
   if (!is_floating(x.dtype())) return out;
   const Shape xs = x.shape();
   return autograd::record("index_select", {x}, out, [xs, d, ic, os](const Tensor& g) {
@@ -133,7 +133,7 @@ Tensor index_select(const Tensor& x, int dim, const Tensor& index) {
     Tensor full_index = ic.reshape(view_shape).expand(os).contiguous();
     Tensor dx = Tensor::zeros(xs, g.dtype(), g.device());
     Tensor gc = g.contiguous();
-    kernels::cpu::scatter_add(dx.view_desc(), d, full_index.view_desc(), gc.view_desc());
+    LOOM_KERNEL(dx.device(), scatter_add, dx.view_desc(), d, full_index.view_desc(), gc.view_desc());
     return std::vector<Tensor>{dx};
   });
 }
@@ -150,7 +150,7 @@ Tensor scatter_add(const Tensor& x, int dim, const Tensor& index, const Tensor& 
   check_range("scatter_add", ic, x.dim() ? x.shape()[d] : 1, {{"x", x}, {"index", index}});
   Tensor out = x.detach().clone();
   Tensor sc = src.detach().contiguous();
-  kernels::cpu::scatter_add(out.view_desc(), d, ic.view_desc(), sc.view_desc());
+  LOOM_KERNEL(out.device(), scatter_add, out.view_desc(), d, ic.view_desc(), sc.view_desc());
   return autograd::record("scatter_add", {x, src}, out, [d, ic](const Tensor& g) {
     return std::vector<Tensor>{g, gather(g, d, ic)};
   });

@@ -21,14 +21,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   if (c == 0) fail("cross_entropy", "there are no classes", {{"logits", logits}});
   Tensor x = logits.detach().contiguous(), t = targets.contiguous();
   try {
-    kernels::cpu::check_indices(t.view_desc(), c, "cross_entropy targets", ignore_index);
+    LOOM_KERNEL(t.device(), check_indices, t.view_desc(), c, "cross_entropy targets", ignore_index);
   } catch (const std::out_of_range& e) {
     fail("cross_entropy", e.what(), {{"logits", logits}, {"targets", targets}});
   }
   const int64_t rows = t.numel();
   const DType st = stat_dtype(x.dtype());
   Tensor losses = Tensor::empty({rows}, st, x.device()), lse = Tensor::empty({rows}, st, x.device());
-  kernels::cpu::cross_entropy_forward(x.view_desc(), t.view_desc(), ignore_index, label_smoothing, losses.view_desc(),
+  LOOM_KERNEL(x.device(), cross_entropy_forward, x.view_desc(), t.view_desc(), ignore_index, label_smoothing, losses.view_desc(),
                                       lse.view_desc());
   int64_t kept = 0;
   for (int64_t v : t.to_vector<int64_t>()) kept += v != ignore_index;
@@ -38,7 +38,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   return autograd::record("cross_entropy", {logits}, out, [x, t, lse, ignore_index, label_smoothing, kept](const Tensor& g) {
     Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     const double scale = kept ? g.item<double>() / double(kept) : NAN;
-    kernels::cpu::cross_entropy_backward(x.view_desc(), t.view_desc(), lse.view_desc(), ignore_index, label_smoothing,
+    LOOM_KERNEL(x.device(), cross_entropy_backward, x.view_desc(), t.view_desc(), lse.view_desc(), ignore_index, label_smoothing,
                                          scale, dx.view_desc());
     return std::vector<Tensor>{dx};
   });

@@ -43,7 +43,7 @@ void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
       oa += idx * va.strides[d];
       ob += idx * vb.strides[d];
     }
-    kernels::cpu::gemm(out.dtype(), m, n, k, 1.0,
+    LOOM_KERNEL(out.device(), gemm, out.dtype(), m, n, k, 1.0,
                        {static_cast<const char*>(va.data) + oa * int64_t(es), la.trans, la.ld},
                        {static_cast<const char*>(vb.data) + ob * int64_t(es), lb.trans, lb.ld}, 0.0,
                        po + i * m * n * int64_t(es), std::max<int64_t>(1, n));
@@ -95,16 +95,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activat
   Tensor w = weight.detach().contiguous();
   const int64_t m = x2.shape()[0];
   Tensor y = Tensor::empty({m, outf}, x.dtype(), x.device());
-  kernels::cpu::gemm(x.dtype(), m, outf, in, 1.0, {lx.t.raw_data(), lx.trans, lx.ld}, {w.raw_data(), true, std::max<int64_t>(1, in)},
+  LOOM_KERNEL(y.device(), gemm, x.dtype(), m, outf, in, 1.0, {lx.t.raw_data(), lx.trans, lx.ld}, {w.raw_data(), true, std::max<int64_t>(1, in)},
                      0.0, y.raw_data(), std::max<int64_t>(1, outf));
   if (bias.defined())
-    kernels::cpu::binary(kernels::cpu::Binary::add, y.view_desc(), broadcast_view(bias, y.shape()), y.view_desc());
+    LOOM_KERNEL(y.device(), binary, kernels::Binary::add, y.view_desc(), broadcast_view(bias, y.shape()), y.view_desc());
   Tensor pre;  // the GEMM+bias output, kept for the GELU gradient
   if (act != Activation::none) {
     pre = y;
     y = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
-    kernels::cpu::unary(act == Activation::gelu ? kernels::cpu::Unary::gelu_erf : kernels::cpu::Unary::gelu_tanh,
-                        pre.view_desc(), y.view_desc());
+    LOOM_KERNEL(y.device(), unary, act == Activation::gelu ? kernels::Unary::gelu_erf : kernels::Unary::gelu_tanh,
+                pre.view_desc(), y.view_desc(), 0.0, 0.0);
   }
   Shape ys = x.shape();
   ys[ys.size() - 1] = outf;
@@ -114,9 +114,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activat
     Tensor gp = g.reshape({-1, outf});
     if (act != Activation::none) {  // through the GELU, from its saved input
       Tensor through = Tensor::empty(gp.shape(), gp.dtype(), gp.device());
-      kernels::cpu::binary(act == Activation::gelu ? kernels::cpu::Binary::gelu_erf_backward
-                                                   : kernels::cpu::Binary::gelu_tanh_backward,
-                           gp.view_desc(), pre.view_desc(), through.view_desc());
+      LOOM_KERNEL(through.device(), binary,
+                  act == Activation::gelu ? kernels::Binary::gelu_erf_backward : kernels::Binary::gelu_tanh_backward,
+                  gp.view_desc(), pre.view_desc(), through.view_desc());
       gp = through;
     }
     return std::vector<Tensor>{gx ? matmul(gp, w).reshape(xs) : Tensor(),

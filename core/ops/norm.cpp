@@ -23,7 +23,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   const DType st = stat_dtype(x.dtype());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({rows}, st, x.device()), rstd = Tensor::empty({rows}, st, x.device());
-  kernels::cpu::layer_norm_forward(xc.view_desc(), w.defined() ? w.view_desc() : null_view(),
+  LOOM_KERNEL(xc.device(), layer_norm_forward, xc.view_desc(), w.defined() ? w.view_desc() : null_view(),
                                    b.defined() ? b.view_desc() : null_view(), eps, y.view_desc(), mean.view_desc(),
                                    rstd.view_desc());
   const bool gw = weight.defined() && weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
@@ -32,7 +32,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
     Tensor dw = gw ? Tensor::empty({c}, xc.dtype(), xc.device()) : Tensor();
     Tensor db = gb ? Tensor::empty({c}, xc.dtype(), xc.device()) : Tensor();
-    kernels::cpu::layer_norm_backward(gc.view_desc(), xc.view_desc(), w.defined() ? w.view_desc() : null_view(),
+    LOOM_KERNEL(xc.device(), layer_norm_backward, gc.view_desc(), xc.view_desc(), w.defined() ? w.view_desc() : null_view(),
                                       mean.view_desc(), rstd.view_desc(), dx.view_desc(),
                                       gw ? dw.view_desc() : null_view(), gb ? db.view_desc() : null_view());
     return std::vector<Tensor>{dx, dw, db};

@@ -10,17 +10,17 @@ void check_float_dtype(const char* op, DType t) {
 }
 }  // namespace
 
-Tensor rand(const Shape& shape, Generator& gen, DType dtype) {
+Tensor rand(const Shape& shape, Generator& gen, DType dtype, Device device) {
   check_float_dtype("rand", dtype);
-  Tensor out = Tensor::empty(shape, dtype);
-  kernels::cpu::uniform(out.view_desc(), gen.seed(), gen.reserve(uint64_t(out.numel())));
+  Tensor out = Tensor::empty(shape, dtype, device);
+  LOOM_KERNEL(out.device(), uniform, out.view_desc(), gen.seed(), gen.reserve(uint64_t(out.numel())));
   return out;
 }
 
-Tensor randn(const Shape& shape, Generator& gen, DType dtype) {
+Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
   check_float_dtype("randn", dtype);
-  Tensor out = Tensor::empty(shape, dtype);
-  kernels::cpu::normal(out.view_desc(), gen.seed(), gen.reserve(uint64_t(out.numel())));
+  Tensor out = Tensor::empty(shape, dtype, device);
+  LOOM_KERNEL(out.device(), normal, out.view_desc(), gen.seed(), gen.reserve(uint64_t(out.numel())));
   return out;
 }
 
@@ -38,7 +38,7 @@ Tensor dropout(const Tensor& x, double p, bool train, Generator& gen) {
   Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor keep = Tensor::empty(x.shape(), DType::u8, x.device());
-  kernels::cpu::dropout(xc.view_desc(), p, gen.seed(), gen.reserve(uint64_t(x.numel())), y.view_desc(), keep.view_desc());
+  LOOM_KERNEL(y.device(), dropout, xc.view_desc(), p, gen.seed(), gen.reserve(uint64_t(x.numel())), y.view_desc(), keep.view_desc());
   const double scale = 1.0 / (1.0 - p);
   return autograd::record("dropout", {x}, y, [keep, scale](const Tensor& g) {
     return std::vector<Tensor>{mul(mul(g, keep.to(g.dtype())), scale)};

@@ -15,7 +15,7 @@ Tensor reduce_keepdim(Reduce k, const Tensor& x, uint32_t mask) {
     out.fill_(k == Reduce::sum ? 0.0 : -INFINITY);
     return out;
   }
-  kernels::cpu::reduce(k, x.view_desc(), mask, out.view_desc());
+  LOOM_KERNEL(out.device(), reduce, k, x.view_desc(), mask, out.view_desc());
   return out;
 }
 
@@ -82,7 +82,7 @@ Tensor argmax(const Tensor& x, int dim, bool keepdim) {
   if (x.dim() == 0) return Tensor::zeros({}, DType::i64);
   const uint32_t mask = 1u << d;
   Tensor out = Tensor::empty(reduced_shape(x.shape(), mask, true), DType::i64, x.device());
-  kernels::cpu::argmax(x.view_desc(), d, out.view_desc());
+  LOOM_KERNEL(out.device(), argmax, x.view_desc(), d, out.view_desc());
   return keepdim ? out : out.reshape(reduced_shape(x.shape(), mask, false));
 }
 

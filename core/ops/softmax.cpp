@@ -12,12 +12,12 @@ Tensor softmax_impl(const char* name, const Tensor& x, int dim, bool log) {
   const int d = wrap_dim(name, dim, x.dim()), last = x.dim() - 1;
   Tensor xt = (d == last ? x.detach() : x.detach().transpose(d, last)).contiguous();
   Tensor yt = Tensor::empty(xt.shape(), xt.dtype(), xt.device());
-  kernels::cpu::softmax(xt.view_desc(), yt.view_desc(), log);
+  LOOM_KERNEL(yt.device(), softmax, xt.view_desc(), yt.view_desc(), log);
   Tensor y = d == last ? yt : yt.transpose(d, last);
   return autograd::record(name, {x}, y, [yt, d, last, log](const Tensor& g) {
     Tensor gt = (d == last ? g : g.transpose(d, last)).contiguous();
     Tensor dx = Tensor::empty(gt.shape(), gt.dtype(), gt.device());
-    kernels::cpu::softmax_backward(yt.view_desc(), gt.view_desc(), dx.view_desc(), log);
+    LOOM_KERNEL(dx.device(), softmax_backward, yt.view_desc(), gt.view_desc(), dx.view_desc(), log);
     return std::vector<Tensor>{d == last ? dx : dx.transpose(d, last)};
   });
 }

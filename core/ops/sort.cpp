@@ -11,7 +11,7 @@ Tensor argsort(const Tensor& x, int dim, bool descending) {
   const int d = wrap_dim("argsort", dim, x.dim()), last = x.dim() - 1;
   Tensor xt = (d == last ? x.detach() : x.detach().transpose(d, last)).contiguous();
   Tensor out = Tensor::empty(xt.shape(), DType::i64, x.device());
-  kernels::cpu::argsort(xt.view_desc(), descending, out.view_desc());
+  LOOM_KERNEL(out.device(), argsort, xt.view_desc(), descending, out.view_desc());
   return d == last ? out : out.transpose(d, last).contiguous();
 }
 

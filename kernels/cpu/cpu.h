@@ -3,42 +3,34 @@
 // contiguous unless stated. bf16/f16 are computed in f32, f64 in f64.
 #pragma once
 #include <cstdint>
+#include "kernels/common/kernel_enums.h"
 #include "kernels/common/view.h"
 
 namespace loom::kernels::cpu {
+
+using kernels::AdamWTensor;
+using kernels::Binary;
+using kernels::GemmOperand;
+using kernels::Reduce;
+using kernels::Unary;
 
 // ---- elementwise (elementwise.cpp) ----
 void copy(const View& src, const View& dst);  // same shape, any strides, converts dtype
 void fill(const View& dst, double value);     // any strides
 
-enum class Unary {
-  neg, exp, log, sqrt, rsqrt, pow, tanh, sigmoid, relu, gelu_erf, gelu_tanh, clamp,
-  add_scalar, mul_scalar, rsub_scalar, rdiv_scalar, logical_not
-};
 // out = op(x; a, b): pow uses a as exponent, clamp uses [a, b], *_scalar use a.
 void unary(Unary op, const View& x, const View& out, double a = 0, double b = 0);
 
-enum class Binary {
-  add, sub, mul, div, eq, ne, lt, le, gt, ge,
-  gelu_erf_backward, gelu_tanh_backward,  // a = upstream gradient, b = gelu input
-  step_backward,                          // a * (b > 0), the relu rule
-};
 // a and b are already broadcast (expanded) to out's shape; comparisons write bool.
 void binary(Binary op, const View& a, const View& b, const View& out);
 void where(const View& cond, const View& a, const View& b, const View& out);
 
 // ---- reductions (reduce.cpp) ----
-enum class Reduce { sum, amax, logsumexp };
 // out has x's rank with the reduced dims (bits of dims_mask) of size 1; out contiguous.
 void reduce(Reduce op, const View& x, uint32_t dims_mask, const View& out);
 void argmax(const View& x, int dim, const View& out);  // out i64 with dim of size 1
 
 // ---- GEMM (gemm.cpp) ----
-struct GemmOperand {
-  const void* data;
-  bool trans;   // use the operand transposed
-  int64_t ld;   // leading dimension (row stride) of the stored matrix
-};
 // C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C; all of dtype `dtype`, row-major.
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
           double beta, void* C, int64_t ldc);
@@ -80,5 +72,9 @@ void dropout(const View& x, double p, uint64_t seed, uint64_t offset, const View
 
 // ---- sorting (sort.cpp): along the last dim of a contiguous [rows, n] tensor ----
 void argsort(const View& x, bool descending, const View& out);  // stable, out i64
+
+// ---- optimizer (optim.cpp): fused AdamW over many tensors, f32 or f64 ----
+// m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2; p = p*decay - step_size * m / (sqrt(v)*rbc2 + eps)
+void adamw(DType dtype, const AdamWTensor* tensors, int64_t count, double beta1, double beta2, double eps);
 
 }  // namespace loom::kernels::cpu

@@ -1,7 +1,12 @@
+// The device runtime: devices, raw allocations, streams, events, copies.
+#include <string>
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/cuda.h"
 
 namespace loom::kernels::cuda {
+namespace {
+thread_local cudaStream_t tls_stream = nullptr;  // null: the legacy default stream
+}
 
 int device_count() {
   int n = 0;
@@ -10,6 +15,22 @@ int device_count() {
     return 0;
   }
   return n;
+}
+
+int current_device() {
+  int d = 0;
+  LOOM_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+void set_device(int device) { LOOM_CUDA_CHECK(cudaSetDevice(device)); }
+
+void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
+  int prev = current_device();
+  LOOM_CUDA_CHECK(cudaSetDevice(device));
+  cudaError_t err = cudaMemGetInfo(free_bytes, total_bytes);
+  LOOM_CUDA_CHECK(cudaSetDevice(prev));
+  LOOM_CUDA_CHECK(err);
 }
 
 void* device_malloc(size_t nbytes, int device) {
@@ -27,16 +48,93 @@ void* device_malloc(size_t nbytes, int device) {
   return p;
 }
 
+void* device_try_malloc(size_t nbytes, int device) {
+  LOOM_CUDA_CHECK(cudaSetDevice(device));
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, nbytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // not sticky; clear it so the next check does not see it
+    return nullptr;
+  }
+  LOOM_CUDA_CHECK(err);
+  return p;
+}
+
 void device_free(void* ptr, int device) {
   LOOM_CUDA_CHECK(cudaSetDevice(device));
   LOOM_CUDA_CHECK(cudaFree(ptr));
 }
 
+void* host_malloc_pinned(size_t nbytes) {
+  void* p = nullptr;
+  cudaError_t err = cudaHostAlloc(&p, nbytes, cudaHostAllocDefault);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("could not allocate " + std::to_string(nbytes) + " bytes of pinned host memory (" +
+                             cudaGetErrorString(err) + ")");
+  }
+  return p;
+}
+
+void host_free_pinned(void* ptr) { LOOM_CUDA_CHECK(cudaFreeHost(ptr)); }
+
+StreamHandle current_stream() { return tls_stream; }
+void set_current_stream(StreamHandle stream) { tls_stream = static_cast<cudaStream_t>(stream); }
+
+StreamHandle stream_create() {
+  cudaStream_t s = nullptr;
+  LOOM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return s;
+}
+void stream_destroy(StreamHandle stream) { LOOM_CUDA_CHECK(cudaStreamDestroy(static_cast<cudaStream_t>(stream))); }
+void stream_synchronize(StreamHandle stream) {
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+}
+void device_synchronize() { LOOM_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+EventHandle event_create(bool timing) {
+  cudaEvent_t e = nullptr;
+  LOOM_CUDA_CHECK(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
+  return e;
+}
+void event_destroy(EventHandle event) { LOOM_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event))); }
+void event_record(EventHandle event, StreamHandle stream) {
+  LOOM_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)));
+}
+void event_synchronize(EventHandle event) { LOOM_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
+bool event_query(EventHandle event) {
+  cudaError_t err = cudaEventQuery(static_cast<cudaEvent_t>(event));
+  if (err == cudaErrorNotReady) {
+    cudaGetLastError();
+    return false;
+  }
+  LOOM_CUDA_CHECK(err);
+  return true;
+}
+void stream_wait_event(StreamHandle stream, EventHandle event) {
+  LOOM_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0));
+}
+float event_elapsed_ms(EventHandle start, EventHandle end) {
+  float ms = 0;
+  LOOM_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+  return ms;
+}
+
+static cudaMemcpyKind to_cuda(CopyKind kind) {
+  return kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
+         : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
+                                            : cudaMemcpyDeviceToDevice;
+}
+
+// Synchronous with respect to the host, and ordered after the work queued on the current stream
+// (a plain cudaMemcpy would only order against the legacy stream).
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind) {
-  const cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
-                           : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
-                                                              : cudaMemcpyDeviceToDevice;
-  LOOM_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, k));
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, to_cuda(kind), tls_stream));
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(tls_stream));
+}
+
+void memcpy_async(void* dst, const void* src, size_t nbytes, CopyKind kind) {
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, to_cuda(kind), tls_stream));
 }
 
 }  // namespace loom::kernels::cuda

@@ -1,5 +1,7 @@
-// The CUDA runtime skeleton: device tensors, host<->device copies, fill. Skipped without a GPU.
+// The CUDA runtime: device tensors, host<->device copies, fill, the caching allocator. Skipped without a GPU.
 #include <gtest/gtest.h>
+#include "core/device.h"
+#include "core/error.h"
 #include "core/ops.h"
 #include "kernels/cuda/cuda.h"
 
@@ -27,13 +29,31 @@ TEST(CudaRuntime, FillOnDevice) {
   for (float v : d.to(Device::cpu()).to_vector<float>()) ASSERT_EQ(v, 2.5f);
 }
 
-TEST(CudaRuntime, OpsWithoutCudaKernelsSayTheyAreCpuOnly) {
+TEST(CudaRuntime, CachingAllocatorReusesBlocksAndReportsMemory) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine";
-  Tensor d = Tensor::ones({4}, DType::f32, Device::cuda());
+  const Device dev = Device::cuda();
+  { Tensor warm = Tensor::empty({1 << 20}, DType::f32, dev); }
+  const uint64_t before = memory_stats(dev).backend_allocs;
+  for (int i = 0; i < 10; ++i) {
+    Tensor t = Tensor::full({1 << 20}, 1.0, DType::f32, dev);
+    ASSERT_EQ(ops::sum(t).item<double>(), double(1 << 20));
+  }
+  const MemoryStats s = memory_stats(dev);
+  EXPECT_LE(s.backend_allocs - before, 2u);  // the sum's scalar and scratch at most; the big block is reused
+  EXPECT_GE(s.peak_allocated, size_t(4) << 20);
+  EXPECT_GE(s.reserved, s.allocated);
+  empty_cache(dev);
+  EXPECT_EQ(memory_stats(dev).reserved, memory_stats(dev).allocated);
+}
+
+TEST(CudaRuntime, OutOfMemorySaysHowMuch) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine";
   try {
-    ops::exp(d);
-    FAIL() << "expected OpError";
-  } catch (const OpError& e) {
-    EXPECT_NE(std::string(e.what()).find("exp"), std::string::npos);
+    Tensor::empty({int64_t(1) << 42}, DType::f32, Device::cuda());  // 16 TiB
+    FAIL() << "expected an out-of-memory error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("out of memory on cuda:0"), std::string::npos) << m;
+    EXPECT_NE(m.find("free on the device"), std::string::npos) << m;
   }
 }
