@@ -13,7 +13,7 @@
 #endif
 
 // Calls kernel `fn` of the backend that holds `device`: kernels::cpu::fn or kernels::cuda::fn
-// (the two APIs match one for one). Without CUDA, check_device has already refused CUDA tensors.
+// (the two APIs match one for one). Without CUDA no CUDA tensor can exist: its allocation throws.
 #ifdef LOOM_WITH_CUDA
 #define LOOM_KERNEL(device, fn, ...) \
   ((device).is_cuda() ? ::loom::kernels::cuda::fn(__VA_ARGS__) : ::loom::kernels::cpu::fn(__VA_ARGS__))
