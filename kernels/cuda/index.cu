@@ -36,20 +36,6 @@ template <> struct bits_of<2> { using type = uint16_t; };
 template <> struct bits_of<4> { using type = uint32_t; };
 template <> struct bits_of<8> { using type = uint64_t; };
 
-// Stream-ordered scratch memory, released on the stream even when a later call throws.
-struct Scratch {
-  void* p = nullptr;
-  cudaStream_t s;
-  Scratch(size_t nbytes, cudaStream_t s_) : s(s_) {
-    if (nbytes) LOOM_CUDA_CHECK(cudaMallocAsync(&p, nbytes, s));
-  }
-  ~Scratch() {
-    if (p) cudaFreeAsync(p, s);  // a destructor must not throw; a failure here leaks at worst
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
 // ---- check_indices: the first offending position wins (atomicMin), as in the CPU's scan ----
 template <class I>
 __global__ void check_indices_kernel(const I* idx, int64_t n, int64_t bound, int64_t allowed,
@@ -126,7 +112,6 @@ __global__ void embedding_segments_kernel(const uint64_t* keys, const int64_t* p
   }
 }
 
-inline size_t align_up(size_t n) { return (n + 255) & ~size_t(255); }
 
 }  // namespace
 

@@ -98,6 +98,23 @@ template <class A> __device__ __forceinline__ A block_max(A v, A* scratch) {
   return v;
 }
 
+// Stream-ordered scratch memory, released on the stream even when a later call throws.
+struct Scratch {
+  void* p = nullptr;
+  cudaStream_t s;
+  Scratch(size_t nbytes, cudaStream_t s_) : s(s_) {
+    if (nbytes) LOOM_CUDA_CHECK(cudaMallocAsync(&p, nbytes, s));
+  }
+  ~Scratch() {
+    if (p) cudaFreeAsync(p, s);  // a destructor must not throw; a failure here leaks at worst
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// Offsets of arrays carved from one Scratch buffer, 256-byte aligned as cudaMalloc's are.
+inline size_t align_up(size_t n) { return (n + 255) & ~size_t(255); }
+
 // Loads/stores through the compute type (bf16/f16 as f32) on the device.
 template <class T> __device__ __forceinline__ acc_t<T> ld(const T* p) { return load(*p); }
 template <class T, class A> __device__ __forceinline__ void st(T* p, A v) { *p = store<T>(v); }

@@ -178,14 +178,13 @@ void reduce_typed(const View& x, uint32_t mask, const View& out) {
     const int64_t chunk = 64, chunks = (rows + chunk - 1) / chunk;
     if (chunks > 65535) goto general;  // grid.y limit; the general path handles it
     {
-      S* part = nullptr;
-      LOOM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&part), size_t(chunks * cols) * sizeof(S), stream()));
+      Scratch buf(size_t(chunks * cols) * sizeof(S), stream());
+      S* part = static_cast<S*>(buf.p);
       const dim3 grid(unsigned((cols + kThreads - 1) / kThreads), unsigned(chunks));
       columns_partial_kernel<op, T, S><<<grid, kThreads, 0, stream()>>>(x.ptr<T>(), part, rows, cols, chunk);
       LOOM_CUDA_LAUNCH_CHECK();
       columns_final_kernel<op, T, S><<<blocks_for(cols), kThreads, 0, stream()>>>(part, out.ptr<T>(), chunks, cols);
       LOOM_CUDA_LAUNCH_CHECK();
-      LOOM_CUDA_CHECK(cudaFreeAsync(part, stream()));
       return;
     }
   }

@@ -219,20 +219,6 @@ __global__ void layer_norm_colsum_final_kernel(const acc_t<T>* pw, const acc_t<T
   }
 }
 
-// Stream-ordered scratch memory, released on the stream even when a later launch throws.
-struct Scratch {
-  void* p = nullptr;
-  cudaStream_t s;
-  Scratch(size_t nbytes, cudaStream_t s_) : s(s_) {
-    if (nbytes) LOOM_CUDA_CHECK(cudaMallocAsync(&p, nbytes, s));
-  }
-  ~Scratch() {
-    if (p) cudaFreeAsync(p, s);  // a destructor must not throw; a failure here leaks at worst
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
 // ---- cross-entropy ----
 __device__ __forceinline__ int64_t target_at(const int32_t* t32, const int64_t* t64, int64_t r) {
   return t64 ? t64[r] : int64_t(t32[r]);

@@ -75,21 +75,6 @@ __global__ void argsort_rows_kernel(const int64_t* flat, int64_t total, int64_t 
   }
 }
 
-// Stream-ordered scratch memory, released on the stream even when a later call throws.
-struct Scratch {
-  void* p = nullptr;
-  cudaStream_t s;
-  Scratch(size_t nbytes, cudaStream_t s_) : s(s_) {
-    if (nbytes) LOOM_CUDA_CHECK(cudaMallocAsync(&p, nbytes, s));
-  }
-  ~Scratch() {
-    if (p) cudaFreeAsync(p, s);  // a destructor must not throw; a failure here leaks at worst
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
-inline size_t align_up(size_t n) { return (n + 255) & ~size_t(255); }
 inline int bit_width(uint64_t v) { int b = 0; while (b < 64 && (v >> b) != 0) ++b; return b; }
 
 // Stable radix sort of (key, value) pairs on bits [0, end_bit); with temp == nullptr, sizes temp.
