@@ -124,6 +124,23 @@ struct TopK { Tensor values, indices; };
 // values are gather(x, dim, indices), so they carry a gradient.
 TopK topk(const Tensor& x, int64_t k, int dim = -1, bool largest = true);
 
+// ---- optimizer updates (core/ops/optim.cpp); in place, no gradient ----
+// One parameter of a fused AdamW step. param, grad, exp_avg and exp_avg_sq are contiguous, have the
+// parameter's shape and dtype (f32 or f64) and share one device; step is this parameter's own step
+// count, this update included (>= 1), for the bias corrections; weight_decay is 0 for no decay.
+struct AdamWParam {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+  int64_t step = 1;
+  double weight_decay = 0.0;
+};
+// AdamW with decoupled weight decay on every entry, elementwise, with bc1 = 1 - beta1^step and
+// bc2 = 1 - beta2^step:
+//   m = beta1·m + (1 - beta1)·g;  v = beta2·v + (1 - beta2)·g²
+//   p = p·(1 - lr·weight_decay) - (lr / bc1)·m / (sqrt(v) / sqrt(bc2) + eps)
+// One fused kernel call per dtype (a few launches on a GPU). A parameter that requires grad is
+// updated only under NoGradGuard, as optimizers do.
+void adamw_step(const std::vector<AdamWParam>& params, double lr, double beta1, double beta2, double eps);
+
 }  // namespace loom::ops
 
 namespace loom {

@@ -2,10 +2,6 @@
 #include <cmath>
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "kernels/cpu/cpu.h"
-#ifdef LOOM_WITH_CUDA
-#include "kernels/cuda/cuda.h"
-#endif
 
 namespace loom {
 
@@ -28,38 +24,21 @@ AdamW::AdamW(std::vector<std::pair<std::string, Tensor>> named, AdamWConfig c) :
   }
 }
 
-// One fused update per dtype group: every parameter with a gradient, in a single kernel call
-// (a few launches on the GPU), with its own bias corrections from its own step count.
+// One fused update (ops::adamw_step: one kernel call per dtype, a few launches on the GPU) over every
+// parameter with a gradient, each with its own bias corrections from its own step count.
 void AdamW::step(double lr) {
   NoGradGuard ng;
   ++step_;
-  std::vector<Tensor> keep_alive;  // gradients converted to the parameter dtype live until the kernel has run
-  std::vector<kernels::AdamWTensor> groups[2];  // f32, f64
+  std::vector<ops::AdamWParam> update;
+  update.reserve(slots_.size());
   for (Slot& s : slots_) {
     Tensor g = s.param.grad();
     if (!g.defined() || !s.param.requires_grad()) continue;
     ++s.steps;
-    const double bc1 = 1.0 - std::pow(c_.beta1, double(s.steps)), bc2 = 1.0 - std::pow(c_.beta2, double(s.steps));
-    g = g.to(s.param.dtype()).contiguous();
-    keep_alive.push_back(g);
-    const double wd = s.decay ? c_.weight_decay : 0.0;
-    groups[s.param.dtype() == DType::f64].push_back(
-        {s.param.raw_data(), g.raw_data(), s.m.raw_data(), s.v.raw_data(), s.param.numel(), 1.0 - lr * wd, lr / bc1,
-         1.0 / std::sqrt(bc2)});
+    // A gradient converted to the parameter's dtype lives in `update` until the kernels have run.
+    update.push_back({s.param, g.to(s.param.dtype()).contiguous(), s.m, s.v, s.steps, s.decay ? c_.weight_decay : 0.0});
   }
-  if (slots_.empty()) return;
-  [[maybe_unused]] const Device device = slots_.front().param.device();
-  for (int k = 0; k < 2; ++k) {
-    if (groups[k].empty()) continue;
-    const DType dtype = k ? DType::f64 : DType::f32;
-#ifdef LOOM_WITH_CUDA
-    if (device.is_cuda()) {
-      kernels::cuda::adamw(dtype, groups[k].data(), int64_t(groups[k].size()), c_.beta1, c_.beta2, c_.eps);
-      continue;
-    }
-#endif
-    kernels::cpu::adamw(dtype, groups[k].data(), int64_t(groups[k].size()), c_.beta1, c_.beta2, c_.eps);
-  }
+  ops::adamw_step(update, lr, c_.beta1, c_.beta2, c_.eps);
 }
 
 void AdamW::zero_grad() {

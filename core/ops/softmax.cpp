@@ -14,10 +14,13 @@ Tensor softmax_impl(const char* name, const Tensor& x, int dim, bool log) {
   Tensor yt = Tensor::empty(xt.shape(), xt.dtype(), xt.device());
   LOOM_KERNEL(yt.device(), softmax, xt.view_desc(), yt.view_desc(), log);
   Tensor y = d == last ? yt : yt.transpose(d, last);
-  return autograd::record(name, {x}, y, [yt, d, last, log](const Tensor& g) {
+  // The rule keeps the probabilities through a detached handle: for the last dim yt *is* the output,
+  // and capturing it would make output -> grad_fn -> rule -> output a cycle that is never freed.
+  Tensor ys = yt.detach();
+  return autograd::record(name, {x}, y, [ys, d, last, log](const Tensor& g) {
     Tensor gt = (d == last ? g : g.transpose(d, last)).contiguous();
     Tensor dx = Tensor::empty(gt.shape(), gt.dtype(), gt.device());
-    LOOM_KERNEL(dx.device(), softmax_backward, yt.view_desc(), gt.view_desc(), dx.view_desc(), log);
+    LOOM_KERNEL(dx.device(), softmax_backward, ys.view_desc(), gt.view_desc(), dx.view_desc(), log);
     return std::vector<Tensor>{d == last ? dx : dx.transpose(d, last)};
   });
 }

@@ -23,11 +23,23 @@ LOOM_HD inline Philox4 philox4x32(uint64_t counter, uint64_t key) {
   return {{c0, c1, c2, c3}};
 }
 
-// Uniform in [0, 1) with 24 bits, for element `index` of the stream (seed, offset).
+// Uniform in [0, 1) with 24 bits, for element `index` of the stream (seed, offset): f32, bf16, f16
+// and dropout masks (f64 draws use philox_uniform_f64).
 LOOM_HD inline float philox_uniform(uint64_t seed, uint64_t offset, uint64_t index) {
   uint64_t i = offset + index;
   Philox4 r = philox4x32(i >> 2, seed);
   return float(r.v[i & 3] >> 8) * (1.0f / 16777216.0f);
+}
+
+// Uniform in [0, 1) with 53 bits, for element `index` of the f64 stream (seed, offset): 27 + 26 bits
+// from two words of block (i >> 1) under its own key, so f64 draws never share a Philox block with
+// the 24-bit uniforms or the normals. Element i takes words (i & 1) * 2 and (i & 1) * 2 + 1, and
+// Generator::reserve rounds every draw to 4 counters (2 blocks here), so successive draws are disjoint.
+LOOM_HD inline double philox_uniform_f64(uint64_t seed, uint64_t offset, uint64_t index) {
+  uint64_t i = offset + index;
+  Philox4 r = philox4x32(i >> 1, seed ^ 0xD1B54A32D192ED03ull);
+  uint64_t hi = r.v[(i & 1) * 2] >> 5, lo = r.v[(i & 1) * 2 + 1] >> 6;
+  return double((hi << 26) | lo) * (1.0 / 9007199254740992.0);  // 2^-53
 }
 
 // Standard normal for element `index`, by Box-Muller over a pair of uniforms from one counter.

@@ -1,4 +1,6 @@
 // Random fills and dropout: element i always uses Philox counter (offset + i), whatever the threads.
+// f64 uniforms take 53 bits from their own stream; every other dtype and dropout take 24 bits.
+#include <type_traits>
 #include "kernels/common/philox.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/loops.h"
@@ -10,7 +12,10 @@ void uniform(const View& out, uint64_t seed, uint64_t offset) {
     using scalar_t = typename decltype(tag_)::type;
     scalar_t* p = out.ptr<scalar_t>();
     parallel_range(out.numel(), [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) p[i] = store<scalar_t>(acc_t<scalar_t>(philox_uniform(seed, offset, uint64_t(i))));
+      for (int64_t i = lo; i < hi; ++i) {
+        if constexpr (std::is_same_v<scalar_t, double>) p[i] = philox_uniform_f64(seed, offset, uint64_t(i));
+        else p[i] = store<scalar_t>(acc_t<scalar_t>(philox_uniform(seed, offset, uint64_t(i))));
+      }
     });
   });
 }

@@ -1,6 +1,8 @@
 // Random fills and dropout on the GPU from the same counter-based Philox streams as the CPU:
 // element i uses counter (offset + i), so a tensor drawn on either device holds the same numbers
-// (up to the last bits of the device's log/cos in the normal transform).
+// (up to the last bits of the device's log/cos in the normal transform; f64 uniforms, 53 bits from
+// integer arithmetic, match bit for bit).
+#include <type_traits>
 #include "kernels/common/philox.h"
 #include "kernels/cuda/launch.cuh"
 
@@ -9,8 +11,10 @@ namespace {
 
 template <class T>
 __global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = store<T>(acc_t<T>(philox_uniform(seed, offset, uint64_t(i))));
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if constexpr (std::is_same_v<T, double>) out[i] = philox_uniform_f64(seed, offset, uint64_t(i));
+    else out[i] = store<T>(acc_t<T>(philox_uniform(seed, offset, uint64_t(i))));
+  }
 }
 
 template <class T>

@@ -3,6 +3,9 @@
 // are worked out by hand from the formulas, on random inputs.
 #include <gtest/gtest.h>
 #include <cmath>
+#include <functional>
+#include <memory>
+#include <optional>
 #include "core/ops.h"
 
 using namespace loom;
@@ -215,4 +218,101 @@ TEST(Autograd, InPlaceOpsRefuseOrHandleAliasing) {
   EXPECT_THROW(row.expand({4, 3}).add_(Tensor::ones({4, 3}, DType::f64)), OpError);
   EXPECT_THROW(Tensor::ones({1}).expand({-2}), OpError);
   EXPECT_THROW(Tensor::scalar(1.0).size(0), OpError);
+}
+
+// ---- no reference cycles: a graph frees its tensors once the last handle goes ----
+// A gradient rule that captured the very tensor its op returned would form the cycle
+// output -> grad_fn -> rule -> output, so a graph abandoned before backward (a loss found to be
+// non-finite) or kept by retain_graph would never be freed. Each case builds one op's graph from
+// fresh leaves, drops every handle (before backward, or after a retain_graph backward), and checks
+// that the output's TensorImpl and its Storage are gone.
+namespace {
+
+struct FreedCase {
+  const char* name;
+  std::function<Tensor()> build;  // makes its own leaves; returns the op's output
+};
+
+std::vector<FreedCase> freed_cases() {
+  auto leaf = [](const Shape& s, uint64_t seed) { return random_leaf(s, seed); };
+  auto ids = [](std::vector<int64_t> v) { return Tensor::from(v, {int64_t(v.size())}); };
+  return {
+      {"softmax last dim", [=] { return ops::softmax(leaf({3, 4}, 1), -1); }},
+      {"softmax dim 0", [=] { return ops::softmax(leaf({3, 4}, 2), 0); }},
+      {"log_softmax last dim", [=] { return ops::log_softmax(leaf({3, 4}, 3), -1); }},
+      {"log_softmax dim 0", [=] { return ops::log_softmax(leaf({3, 4}, 4), 0); }},
+      {"softmax 0-d", [=] { return ops::softmax(leaf({}, 5), 0); }},
+      {"exp", [=] { return ops::exp(leaf({5}, 6)); }},
+      {"tanh", [=] { return ops::tanh(leaf({5}, 7)); }},
+      {"sigmoid", [=] { return ops::sigmoid(leaf({5}, 8)); }},
+      {"rsqrt", [=] { return ops::rsqrt(ops::add(ops::mul(leaf({5}, 9), 0.0), 2.0)); }},
+      {"relu", [=] { return ops::relu(leaf({5}, 10)); }},
+      {"gelu", [=] { return ops::gelu(leaf({5}, 11)); }},
+      {"clamp", [=] { return ops::clamp(leaf({5}, 12), -0.5, 0.5); }},
+      {"mul", [=] { return ops::mul(leaf({2, 3}, 13), leaf({3}, 14)); }},
+      {"div", [=] { return ops::div(leaf({2, 3}, 15), leaf({3}, 16)); }},
+      {"where", [=] { Tensor a = leaf({4}, 17); return ops::where(ops::gt(a, 0.0), a, leaf({4}, 18)); }},
+      {"sum", [=] { return ops::sum(leaf({2, 3}, 19), {1}); }},
+      {"amax", [=] { return ops::amax(leaf({2, 3}, 20), {1}); }},
+      {"logsumexp", [=] { return ops::logsumexp(leaf({2, 3}, 21), {1}); }},
+      {"matmul", [=] { return ops::matmul(leaf({2, 3}, 22), leaf({3, 4}, 23)); }},
+      {"linear", [=] { return ops::linear(leaf({2, 3}, 24), leaf({4, 3}, 25), leaf({4}, 26)); }},
+      {"linear gelu", [=] {
+         return ops::linear(leaf({2, 3}, 27), leaf({4, 3}, 28), leaf({4}, 29), ops::Activation::gelu);
+       }},
+      {"layer_norm", [=] { return ops::layer_norm(leaf({2, 4}, 30), leaf({4}, 31), leaf({4}, 32)); }},
+      {"l2_normalize", [=] { return ops::l2_normalize(leaf({2, 4}, 33)); }},
+      {"cross_entropy", [=] { return ops::cross_entropy(leaf({3, 4}, 34), ids({0, 3, 1})); }},
+      {"mse_loss", [=] { return ops::mse_loss(leaf({3}, 35), leaf({3}, 36)); }},
+      {"attention", [=] {
+         ops::AttentionOptions o;
+         o.causal = true;
+         return ops::scaled_dot_product_attention(leaf({1, 2, 3, 4}, 37), leaf({1, 2, 3, 4}, 38),
+                                                  leaf({1, 2, 3, 4}, 39), o);
+       }},
+      {"embedding", [=] { return ops::embedding(leaf({5, 3}, 40), ids({4, 0, 4})); }},
+      {"cat", [=] { return ops::cat({leaf({2, 3}, 41), leaf({1, 3}, 42)}, 0); }},
+      {"gather", [=] { return ops::gather(leaf({2, 3}, 43), 1, Tensor::from(std::vector<int64_t>{2, 0}, {2, 1})); }},
+      {"index_select", [=] { return ops::index_select(leaf({4, 3}, 44), 0, ids({3, 1})); }},
+      {"scatter_add", [=] {
+         return ops::scatter_add(leaf({2, 3}, 45), 1, Tensor::from(std::vector<int64_t>{2, 0}, {2, 1}), leaf({2, 1}, 46));
+       }},
+      {"topk values", [=] { return ops::topk(leaf({2, 5}, 47), 2).values; }},
+      {"dropout", [=] { Generator g(3); return ops::dropout(leaf({50}, 48), 0.5, true, g); }},
+      {"views", [=] { return leaf({2, 3, 4}, 49).permute({2, 0, 1}).reshape({4, 6}).slice(1, 1, 5).unsqueeze(0).expand({2, 4, 4}); }},
+      {"copies", [=] { return leaf({2, 3}, 50).transpose(0, 1).contiguous().clone().to(DType::f32); }},
+  };
+}
+
+struct Watch {
+  std::weak_ptr<TensorImpl> impl;
+  std::weak_ptr<Storage> storage;
+  explicit Watch(const Tensor& t) : impl(t.impl_ptr()), storage(t.impl().storage) {}
+  bool freed() const { return impl.expired() && storage.expired(); }
+};
+
+}  // namespace
+
+TEST(Autograd, GraphAbandonedBeforeBackwardIsFreed) {
+  for (const FreedCase& c : freed_cases()) {
+    std::optional<Watch> w;
+    {
+      Tensor y = c.build();
+      ASSERT_TRUE(y.requires_grad()) << c.name;
+      w.emplace(y);
+    }
+    EXPECT_TRUE(w->freed()) << c.name << ": output kept alive by its own graph";
+  }
+}
+
+TEST(Autograd, GraphRetainedByBackwardIsFreed) {
+  for (const FreedCase& c : freed_cases()) {
+    std::optional<Watch> w;
+    {
+      Tensor y = c.build();
+      y.backward(Tensor::ones(y.shape(), y.dtype()), /*retain_graph=*/true);
+      w.emplace(y);
+    }
+    EXPECT_TRUE(w->freed()) << c.name << ": output kept alive by its retained graph";
+  }
 }

@@ -1154,6 +1154,71 @@ TEST(Randperm, DeterministicAndShuffled) {
   EXPECT_NE(a, id);
 }
 
+// f64 uniforms carry 53 random bits (two Philox words each), so large draws have no ties for the
+// stable argsort of randperm and noise masking to break by index; 24-bit uniforms would repeat
+// about n²/2^25 times (128 times in 2^16 draws).
+TEST(Rand, F64HasFiftyThreeBits) {
+  Generator g(11);
+  (void)ops::rand(Shape{3}, g, DType::f64);  // an offset that is not zero
+  const int64_t n = int64_t(1) << 16;
+  std::vector<double> v = ops::rand(Shape{n}, g, DType::f64).to_vector<double>();
+  for (double x : v) ASSERT_TRUE(x >= 0.0 && x < 1.0) << x;
+  EXPECT_EQ(std::set<double>(v.begin(), v.end()).size(), v.size());
+  int64_t fine = 0;  // values that are not multiples of 2^-24
+  for (double x : v) fine += std::ldexp(x, 24) != std::floor(std::ldexp(x, 24));
+  EXPECT_GT(fine, n * 99 / 100);
+  int64_t lowest = 0;  // the lowest bit, 2^-53, is set about half the time
+  for (double x : v) lowest += int64_t(std::ldexp(x, 53)) & 1;
+  EXPECT_NEAR(double(lowest) / double(n), 0.5, 0.02);
+  EXPECT_NEAR(mean_of(v), 0.5, 0.005);
+}
+
+// Successive f64 draws of odd sizes take disjoint counters (reserve rounds to whole blocks), and
+// element i of a draw depends only on its counter: no value repeats across the draws, and a window
+// drawn alone at a later offset equals the matching slice of one big draw.
+TEST(Rand, F64DrawsUseDisjointCounters) {
+  Generator g(12);
+  std::vector<double> all;
+  for (int64_t n : {1, 2, 3, 5, 7, 1, 4}) {
+    std::vector<double> v = ops::rand(Shape{n}, g, DType::f64).to_vector<double>();
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  EXPECT_EQ(std::set<double>(all.begin(), all.end()).size(), all.size());
+  Generator big(13);
+  std::vector<double> full = ops::rand(Shape{64}, big, DType::f64).to_vector<double>();
+  for (uint64_t k : {1u, 2u, 5u, 33u}) {
+    Generator w;
+    w.set_state(13, k);
+    std::vector<double> win = ops::rand(Shape{9}, w, DType::f64).to_vector<double>();
+    EXPECT_EQ(win, std::vector<double>(full.begin() + int64_t(k), full.begin() + int64_t(k) + 9)) << "window at " << k;
+  }
+}
+
+// The 24-bit streams of f32/bf16 (and dropout) stay bit for bit what they were: trained results and
+// checkpoints depend on them. Values recorded before f64 got its own 53-bit stream.
+TEST(Rand, F32AndBf16NumbersUnchanged) {
+  Generator g(42);
+  (void)ops::rand(Shape{3}, g);  // offset 4
+  EXPECT_EQ(ops::rand(Shape{6}, g).to_vector<float>(),
+            (std::vector<float>{0x1.f9b642p-1f, 0x1.4ee9bp-2f, 0x1.071eb4p-1f, 0x1.d13818p-2f, 0x1.a6d804p-1f,
+                                0x1.510ebap-1f}));
+  Generator h(7);
+  EXPECT_EQ(ops::rand(Shape{4}, h, DType::bf16).to_vector<float>(),
+            (std::vector<float>{0x1.e8p-1f, 0x1.8p-1f, 0x1.d4p-4f, 0x1.5ep-4f}));
+}
+
+TEST(Randperm, LargeIsAPermutation) {
+  Generator g(14);
+  const int64_t n = 5000;
+  std::vector<int64_t> v = ops::randperm(n, g).to_vector<int64_t>();
+  std::vector<int64_t> sorted = v;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(sorted[size_t(i)], i);
+  int64_t fixed = 0;
+  for (int64_t i = 0; i < n; ++i) fixed += v[size_t(i)] == i;
+  EXPECT_LT(fixed, 10);  // a uniform permutation has about one fixed point
+}
+
 TEST(RandomOps, HaveNoGradient) {
   Generator g(1);
   EXPECT_FALSE(ops::rand(Shape{3}, g).requires_grad());

@@ -163,3 +163,39 @@ TEST_P(CudaOps, RandomMatchesCpuStreams) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaOps, ::testing::Values(DType::f32, DType::bf16),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// f64 uniforms (53 bits, integer arithmetic) are the same bits on both devices, at any offset.
+TEST(CudaRandom, F64UniformMatchesCpuBitwise) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine";
+  Generator a(15), b(15);
+  for (int64_t n : {1, 3, 1000, 65537}) {
+    std::vector<double> cpu = ops::rand({n}, a, DType::f64).to_vector<double>();
+    std::vector<double> gpu = ops::rand({n}, b, DType::f64, Device::cuda()).to_vector<double>();
+    EXPECT_EQ(cpu, gpu) << "n = " << n;
+  }
+}
+
+// The fused AdamW op on the GPU against the CPU: f32 and f64 parameters in one call, more than one
+// launch's worth of tensors (48) and tensors of more than one chunk (8192 elements).
+TEST(CudaOptim, AdamWStepMatchesCpu) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine";
+  Generator g(16);
+  std::vector<ops::AdamWParam> cpu, gpu;
+  for (int k = 0; k < 53; ++k) {
+    const DType dt = k % 3 == 0 ? DType::f64 : DType::f32;
+    const Shape s = k == 5 ? Shape{3, 9000} : Shape{k % 7 + 1, 5};
+    Tensor p = ops::randn(s, g, dt), grad = ops::randn(s, g, dt), m = ops::mul(ops::randn(s, g, dt), 0.1);
+    Tensor v = ops::mul(ops::exp(ops::randn(s, g, dt)), 0.01);
+    cpu.push_back({p, grad, m, v, k % 4 + 1, k % 2 ? 0.05 : 0.0});
+    gpu.push_back({p.to(Device::cuda()), grad.to(Device::cuda()), m.to(Device::cuda()), v.to(Device::cuda()), k % 4 + 1,
+                   k % 2 ? 0.05 : 0.0});
+  }
+  ops::adamw_step(cpu, 1e-2, 0.9, 0.98, 1e-8);
+  ops::adamw_step(gpu, 1e-2, 0.9, 0.98, 1e-8);
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    const double tol = tolerance(cpu[k].param.dtype());
+    expect_close(cpu[k].param, gpu[k].param, tol, "param " + std::to_string(k));
+    expect_close(cpu[k].exp_avg, gpu[k].exp_avg, tol, "exp_avg " + std::to_string(k));
+    expect_close(cpu[k].exp_avg_sq, gpu[k].exp_avg_sq, tol, "exp_avg_sq " + std::to_string(k));
+  }
+}
