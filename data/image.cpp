@@ -1,5 +1,7 @@
 #include "data/image.h"
+#include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +21,9 @@
 #define STBI_NO_STDIO      // we read files ourselves (clear errors for missing files)
 #define STBI_FAILURE_USERMSG
 #include "stb_image.h"
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STBI_WRITE_NO_STDIO  // we write files ourselves (errors name the path)
+#include "stb_image_write.h"
 #pragma GCC diagnostic pop
 
 namespace loom::data {
@@ -75,6 +80,31 @@ Tensor decode_image(const std::string& path, int64_t channels) {
   std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error(str_cat(path, ": read error"));
   return decode_image_bytes(bytes.data(), bytes.size(), channels, path);
+}
+
+void write_png(const std::string& path, const Tensor& image) {
+  LOOM_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3) && image.size(1) > 0 && image.size(2) > 0,
+             path, ": write_png needs an image [1 or 3, H, W], got ", image.describe());
+  const int64_t C = image.size(0), H = image.size(1), W = image.size(2);
+  const std::vector<float> v = image.to(DType::f32).contiguous().to_vector<float>();
+  std::vector<unsigned char> px(size_t(C * H * W));
+  for (int64_t c = 0; c < C; ++c)  // planar [C, H, W] -> interleaved rows
+    for (int64_t i = 0; i < H * W; ++i) {
+      const float x = v[size_t(c * H * W + i)];
+      px[size_t(i * C + c)] = (unsigned char)(std::lround(std::clamp(std::isfinite(x) ? x : 0.f, 0.f, 1.f) * 255.f));
+    }
+  std::string bytes;
+  auto append = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size)); };
+  LOOM_CHECK(stbi_write_png_to_func(append, &bytes, int(W), int(H), int(C), px.data(), int(W * C)) != 0, path,
+             ": PNG encoding failed");
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+    f.close();
+    LOOM_CHECK(f, path, ": cannot write the picture");
+  }
+  std::filesystem::rename(tmp, path);
 }
 
 }  // namespace loom::data

@@ -13,4 +13,8 @@ Tensor decode_image(const std::string& path, int64_t channels);
 // The same from bytes already in memory; `name` is used in errors.
 Tensor decode_image_bytes(const unsigned char* bytes, size_t size, int64_t channels, const std::string& name);
 
+// Writes f32 [C, H, W] (C = 1 or 3) with values in [0, 1] (clamped; NaN as 0) as a PNG, through a
+// temporary file and a rename.
+void write_png(const std::string& path, const Tensor& image);
+
 }  // namespace loom::data

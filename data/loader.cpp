@@ -14,6 +14,36 @@ constexpr uint64_t kOrderSalt = 0x6F72646572ull;  // "order"
 constexpr uint64_t kAugSalt = 0x617567ull;        // "aug"
 }  // namespace
 
+const Tensor& Batch::operator[](const std::string& key) const {
+  auto it = tensors.find(key);
+  if (it == tensors.end()) throw Error(str_cat("batch has no '", key, "' (it holds: ", keys(), ")"));
+  return it->second;
+}
+
+std::string Batch::keys() const {
+  std::string out;
+  for (const auto& [k, t] : tensors) out += (out.empty() ? "" : ", ") + k;
+  return out.empty() ? "nothing" : out;
+}
+
+void check_token_ids(const Tensor& tokens, int64_t vocab_size, int64_t eot_id, const std::string& source) {
+  LOOM_CHECK(tokens.dim() == 2 && tokens.dtype() == DType::i64 && tokens.device().is_cpu(), source,
+             ": token ids must be i64 [B, context] on the CPU, got ", tokens.describe());
+  const Tensor t = tokens.contiguous();
+  const int64_t* p = t.data_ptr<int64_t>();
+  const int64_t rows = t.size(0), cols = t.size(1);
+  for (int64_t r = 0; r < rows; ++r) {
+    bool eot = false;
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t id = p[r * cols + j];
+      LOOM_CHECK(id >= 0 && id < vocab_size, source, ": token id ", id, " in row ", r, " is outside the vocabulary [0, ",
+                 vocab_size, ")");
+      eot = eot || id == eot_id;
+    }
+    LOOM_CHECK(eot, source, ": row ", r, " of the token ids has no end-of-text id ", eot_id);
+  }
+}
+
 Loader::Loader(std::shared_ptr<const Manifest> manifest, const BpeTokenizer* tokenizer, LoaderConfig config,
                LoaderPosition start)
     : manifest_(std::move(manifest)), tokenizer_(tokenizer), config_(std::move(config)) {
@@ -112,13 +142,18 @@ Loader::Result Loader::build(int64_t seq) const {
     if (has_images_) {
       Shape s = images.empty() ? Shape{config_.channels, config_.transform.size, config_.transform.size}
                                : images.front().shape();
-      batch.images = Tensor::empty({B, s[0], s[1], s[2]});
-      float* dst = batch.images.data_ptr<float>();
+      Tensor stacked = Tensor::empty({B, s[0], s[1], s[2]});
+      float* dst = stacked.data_ptr<float>();
       const int64_t per = s.numel();
       for (int64_t i = 0; i < B; ++i) std::memcpy(dst + i * per, images[size_t(i)].data_ptr<float>(), size_t(per) * sizeof(float));
+      batch.tensors["image"] = stacked;
     }
-    batch.labels = Tensor::from(labels, {B}, DType::i64);
-    if (tokenizer_) batch.tokens = tokenizer_->encode_batch(batch.texts, config_.context);
+    batch.tensors["label"] = Tensor::from(labels, {B}, DType::i64);
+    if (tokenizer_) {
+      Tensor tokens = tokenizer_->encode_batch(batch.texts, config_.context);
+      check_token_ids(tokens, tokenizer_->vocab_size(), BpeTokenizer::eot_id, manifest_->path);
+      batch.tensors["text"] = tokens;
+    }
     res.batch = std::move(batch);
   } catch (...) {
     res.error = std::current_exception();

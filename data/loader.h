@@ -40,13 +40,23 @@ struct LoaderConfig {
   int64_t context = 16;
 };
 
+// A batch is named tensors that tasks ask for by key: "image" f32 [B, C, H, W] (when the manifest has
+// images), "text" i64 [B, context] token ids (with a tokenizer; every row holds an end-of-text id and
+// ids below the vocabulary size, checked here on the host), "label" i64 [B] (-1: none).
 struct Batch {
-  Tensor images;   // f32 [B, C, H, W]; undefined when the manifest has no images
-  Tensor tokens;   // i64 [B, context]; undefined without a tokenizer
-  Tensor labels;   // i64 [B]
+  std::map<std::string, Tensor> tensors;
   std::vector<int64_t> indices;     // manifest rows
   std::vector<std::string> texts;
+  int64_t size() const { return int64_t(indices.size()); }
+  bool has(const std::string& key) const { return tensors.count(key) > 0; }
+  // The tensor under `key`; throws loom::Error naming the key and the keys the batch holds.
+  const Tensor& operator[](const std::string& key) const;
+  std::string keys() const;  // "image, label, text"
 };
+
+// Token ids [B, context] checked on the host before they reach any op: every id in [0, vocab_size),
+// an end-of-text id in every row. Throws loom::Error naming `source`.
+void check_token_ids(const Tensor& tokens, int64_t vocab_size, int64_t eot_id, const std::string& source);
 
 struct LoaderPosition {  // the next batch next() will return
   int64_t epoch = 0, batch = 0;

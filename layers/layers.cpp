@@ -115,9 +115,10 @@ Tensor PatchEmbed::forward(const Tensor& images) const {
 
 // ---- sin-cos position embeddings (MAE's get_2d_sincos_pos_embed) ----
 
-Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token) {
+Tensor sincos_pos_embed_2d(int64_t width, int64_t grid_h, int64_t grid_w, bool cls_token) {
   LOOM_CHECK(width > 0 && width % 4 == 0, "sincos_pos_embed_2d: width ", width, " must be divisible by 4");
-  const int64_t rows = grid * grid + (cls_token ? 1 : 0);
+  LOOM_CHECK(grid_h > 0 && grid_w > 0, "sincos_pos_embed_2d: grid ", grid_h, "x", grid_w, " must be positive");
+  const int64_t rows = grid_h * grid_w + (cls_token ? 1 : 0);
   std::vector<double> v(size_t(rows * width), 0.0);
   const int64_t half = width / 2, quarter = width / 4;
   // 1-D embedding of `pos` into `half` dims: [sin(pos·ω_k)]_k ++ [cos(pos·ω_k)]_k, ω_k = 10000^(-k/quarter).
@@ -128,9 +129,9 @@ Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token) {
       out[quarter + k] = std::cos(pos * omega);
     }
   };
-  for (int64_t i = 0; i < grid; ++i)      // patch row
-    for (int64_t j = 0; j < grid; ++j) {  // patch column
-      double* row = v.data() + (i * grid + j + (cls_token ? 1 : 0)) * width;
+  for (int64_t i = 0; i < grid_h; ++i)      // patch row
+    for (int64_t j = 0; j < grid_w; ++j) {  // patch column
+      double* row = v.data() + (i * grid_w + j + (cls_token ? 1 : 0)) * width;
       fill_1d(row, double(j));          // MAE: the first half encodes the column (meshgrid's w)
       fill_1d(row + half, double(i));   // and the second half the row
     }
@@ -139,9 +140,6 @@ Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token) {
 
 // ---- ViT ----
 
-namespace {
-// `layers` blocks registered as "blocks". Stochastic depth grows linearly with depth, from 0 at the
-// first block to drop_path at the last.
 std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int64_t heads, double mlp_ratio,
                                                int64_t layers, double layer_scale_init, double drop_path, Generator& gen) {
   auto blocks = std::make_shared<ModuleList<Block>>();
@@ -158,12 +156,11 @@ std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int
   }
   return blocks;
 }
-}  // namespace
 
 ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
-  LOOM_CHECK(c.patch > 0 && c.image_size % c.patch == 0, "ViT: patch ", c.patch, " must divide image_size ",
-             c.image_size);
-  const int64_t grid = c.image_size / c.patch, tokens = 1 + grid * grid;
+  LOOM_CHECK(c.patch > 0 && c.height() % c.patch == 0 && c.width_px() % c.patch == 0, "ViT: patch ", c.patch,
+             " must divide the image size ", c.height(), "x", c.width_px());
+  const int64_t tokens = 1 + c.num_patches();
   patch_embed = std::make_shared<PatchEmbed>(c.channels, c.patch, c.width, gen);
   register_module("patch_embed", patch_embed);
   const double scale = std::pow(double(c.width), -0.5);
@@ -171,7 +168,7 @@ ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
   if (c.pos_embed == "learned")
     pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({tokens, c.width}, gen), scale));
   else if (c.pos_embed == "sincos")
-    pos_embed = register_buffer("pos_embed", sincos_pos_embed_2d(c.width, grid, true));
+    pos_embed = register_buffer("pos_embed", sincos_pos_embed_2d(c.width, c.grid_h(), c.grid_w(), true));
   else
     throw Error(str_cat("ViT: pos_embed must be 'learned' or 'sincos', got '", c.pos_embed, "'"));
   blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, c.layer_scale_init, c.drop_path, gen);
@@ -179,22 +176,47 @@ ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
   register_module("ln_post", ln_post);
 }
 
-Tensor ViT::forward_tokens(const Tensor& images, Generator* drop_gen) const {
+void ViT::check_images(const Tensor& images) const {
   const auto& c = config;
-  if (images.dim() != 4 || images.size(1) != c.channels || images.size(2) != c.image_size ||
-      images.size(3) != c.image_size)
-    throw OpError(str_cat("ViT: images must be [B, ", c.channels, ", ", c.image_size, ", ", c.image_size, "], got ",
+  if (images.dim() != 4 || images.size(1) != c.channels || images.size(2) != c.height() || images.size(3) != c.width_px())
+    throw OpError(str_cat("ViT: images must be [B, ", c.channels, ", ", c.height(), ", ", c.width_px(), "], got ",
                           images.describe()));
+}
+
+Tensor ViT::forward_tokens(const Tensor& images, Generator* drop_gen) const {
+  // The class token and the patches are joined before the position embedding is added: the same
+  // numbers as embed_patches + prepend_cls, in fewer ops.
+  check_images(images);
+  const int64_t W = config.width;
   Tensor x = patch_embed->forward(images);  // [B, N, W]
   const int64_t B = x.size(0);
-  Tensor cls = cls_token.reshape({1, 1, c.width}).expand({B, 1, c.width});
+  Tensor cls = cls_token.reshape({1, 1, W}).expand({B, 1, W});
   x = ops::add(ops::cat({cls, x}, 1), pos_embed);
-  for (size_t i = 0; i < blocks->size(); ++i) x = (*blocks)[i].forward(x, {}, drop_gen);
-  return ln_post->forward(x);
+  return forward_blocks(x, drop_gen);
 }
 
 Tensor ViT::forward(const Tensor& images, Generator* drop_gen) const {
   return forward_tokens(images, drop_gen).select(1, 0);
+}
+
+Tensor ViT::embed_patches(const Tensor& images) const {
+  check_images(images);
+  return ops::add(patch_embed->forward(images), pos_embed.narrow(0, 1, config.num_patches()));
+}
+
+Tensor ViT::prepend_cls(const Tensor& tokens) const {
+  const int64_t W = config.width;
+  if (tokens.dim() != 3 || tokens.size(2) != W)
+    throw OpError(str_cat("ViT::prepend_cls: tokens must be [B, K, ", W, "], got ", tokens.describe()));
+  const int64_t B = tokens.size(0);
+  Tensor cls = ops::add(cls_token, pos_embed.select(0, 0)).reshape({1, 1, W}).expand({B, 1, W});
+  return ops::cat({cls, tokens}, 1);
+}
+
+Tensor ViT::forward_blocks(const Tensor& x, Generator* drop_gen) const {
+  Tensor h = x;
+  for (size_t i = 0; i < blocks->size(); ++i) h = (*blocks)[i].forward(h, {}, drop_gen);
+  return ln_post->forward(h);
 }
 
 // ---- TextTransformer ----

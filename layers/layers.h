@@ -96,16 +96,33 @@ class PatchEmbed : public Module {
 
 struct ViTConfig {
   int64_t image_size = 28, channels = 1, patch = 4, width = 128, layers = 4, heads = 4;
+  // Non-square inputs (a 128x1024 spectrogram): height x width; 0 means image_size.
+  int64_t image_height = 0, image_width = 0;
   double mlp_ratio = 4.0;
   std::string pos_embed = "learned";  // learned | sincos (2-D, fixed buffer)
   double layer_scale_init = 0.0, drop_path = 0.0;
+  int64_t height() const { return image_height > 0 ? image_height : image_size; }
+  int64_t width_px() const { return image_width > 0 ? image_width : image_size; }
+  int64_t grid_h() const { return height() / patch; }
+  int64_t grid_w() const { return width_px() / patch; }
+  int64_t num_patches() const { return grid_h() * grid_w(); }
 };
 
+// A ViT whose stages can be called one by one, so a task can drop tokens between them (MAE):
+//   tokens = embed_patches(images)            [B, N, width], patch projection + position embedding
+//   tokens = <select, e.g. random_masking>     [B, K, width]
+//   x = forward_blocks(prepend_cls(tokens))    [B, 1+K, width], class token + its position, blocks, ln_post
+// forward_tokens() runs all of it on every patch. pos_embed row 0 is the class token's position, row
+// 1 + i patch i's (patches in row-major grid order, as patchify orders them).
 class ViT : public Module {
  public:
   ViT(const ViTConfig& c, Generator& gen);
   Tensor forward_tokens(const Tensor& images, Generator* drop_gen = nullptr) const;  // [B, 1+N, width]
   Tensor forward(const Tensor& images, Generator* drop_gen = nullptr) const;         // class token [B, width]
+  Tensor embed_patches(const Tensor& images) const;                                  // [B, N, width]
+  Tensor prepend_cls(const Tensor& tokens) const;                                    // [B, 1+K, width]
+  Tensor forward_blocks(const Tensor& x, Generator* drop_gen = nullptr) const;      // blocks, then ln_post
+  void check_images(const Tensor& images) const;  // throws OpError unless [B, channels, height, width]
   std::shared_ptr<PatchEmbed> patch_embed;
   Tensor cls_token, pos_embed;
   std::shared_ptr<ModuleList<Block>> blocks;
@@ -130,7 +147,16 @@ class TextTransformer : public Module {
   TextConfig config;
 };
 
-// 2-D sine-cosine position embeddings (MAE): [grid*grid, width], width divisible by 4.
-Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token);
+// 2-D sine-cosine position embeddings (MAE): [grid_h*grid_w (+1 zero row first with cls_token), width],
+// width divisible by 4. The first half of each row encodes the column, the second half the row.
+Tensor sincos_pos_embed_2d(int64_t width, int64_t grid_h, int64_t grid_w, bool cls_token);
+inline Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token) {
+  return sincos_pos_embed_2d(width, grid, grid, cls_token);
+}
+
+// `layers` pre-LN blocks registered on `owner` as "blocks"; drop-path rises linearly from 0 at the
+// first block to `drop_path` at the last.
+std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int64_t heads, double mlp_ratio,
+                                               int64_t layers, double layer_scale_init, double drop_path, Generator& gen);
 
 }  // namespace loom

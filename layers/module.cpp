@@ -161,6 +161,12 @@ void Module::to(DType dtype) {
   for (auto& [_, child] : children_) child->to(dtype);
 }
 
+std::shared_ptr<Module> Module::child(const std::string& name) const {
+  for (const auto& [n, c] : children_)
+    if (n == name) return c;
+  return nullptr;
+}
+
 void Module::zero_grad() {
   for (Tensor& t : parameters()) t.zero_grad();
 }

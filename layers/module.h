@@ -37,6 +37,10 @@ class Module {
     return *child;
   }
 
+  // The direct child registered as `name`, or null.
+  std::shared_ptr<Module> child(const std::string& name) const;
+  bool has_child(const std::string& name) const { return child(name) != nullptr; }
+
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;  // dotted; own first, then children (as PyTorch)
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   std::vector<Tensor> parameters() const;

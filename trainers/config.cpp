@@ -15,6 +15,16 @@ std::vector<std::string> split_key(const std::string& key) {
   return parts;
 }
 
+bool is_index(const std::string& p) { return !p.empty() && p.find_first_not_of("0123456789") == std::string::npos; }
+
+// The child of a map by name, or of a sequence by index ("stages.1.task"); undefined if absent. Const
+// lookups only, so nothing is inserted.
+YAML::Node child_of(const YAML::Node& n, const std::string& p) {
+  if (n.IsMap()) return n[p];
+  if (n.IsSequence() && is_index(p) && std::stoull(p) < n.size()) return n[size_t(std::stoull(p))];
+  return YAML::Node(YAML::NodeType::Undefined);
+}
+
 std::string line_of(const YAML::Node& n) {
   return n.Mark().line >= 0 ? std::to_string(n.Mark().line + 1) : "?";
 }
@@ -65,14 +75,25 @@ void Config::apply_override(const std::string& assignment) {
     throw ConfigError(str_cat("override '", assignment, "': value is not valid YAML: ", e.msg));
   }
   auto parts = split_key(key);
+  // A list item is addressed by its index (stages.1.steps=100); an index past the end is an error.
+  auto step_into = [&](YAML::Node& at, const std::string& p) -> YAML::Node {
+    if (at.IsSequence()) {
+      if (!is_index(p) || std::stoull(p) >= at.size())
+        throw ConfigError(str_cat("override '", assignment, "': '", p, "' is not an index of that list (it has ",
+                                  at.size(), " items)"));
+      return at[size_t(std::stoull(p))];
+    }
+    return at[p];
+  };
   std::vector<YAML::Node> chain{root_};
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    YAML::Node next = chain.back()[parts[i]];
-    if (next.IsDefined() && !next.IsNull() && !next.IsMap())
+    YAML::Node next = step_into(chain.back(), parts[i]);
+    if (next.IsDefined() && !next.IsNull() && !next.IsMap() && !next.IsSequence())
       throw ConfigError(str_cat("override '", assignment, "': '", parts[i], "' is not a section"));
     chain.push_back(next);
   }
-  chain.back()[parts.back()] = v;
+  YAML::Node leaf = step_into(chain.back(), parts.back());
+  leaf = v;
   overrides_[key] = assignment;
 }
 
@@ -87,9 +108,8 @@ YAML::Node Config::find(const std::string& key) const {
   YAML::Node n;
   n.reset(root_);  // (yaml-cpp: assignment would overwrite the tree; reset rebinds)
   for (const auto& p : split_key(key)) {
-    if (!n.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
     const YAML::Node& cn = n;
-    YAML::Node child = cn[p];  // const lookup: does not insert
+    YAML::Node child = child_of(cn, p);
     if (!child.IsDefined()) return YAML::Node(YAML::NodeType::Undefined);
     n.reset(child);
   }
@@ -108,8 +128,9 @@ std::string Config::where(const std::string& key) const {
   YAML::Node deepest;
   for (const auto& p : split_key(key)) {
     const YAML::Node& cn = n;
-    if (!cn.IsMap() || !cn[p].IsDefined()) break;
-    n.reset(cn[p]);
+    YAML::Node child = child_of(cn, p);
+    if (!child.IsDefined()) break;
+    n.reset(child);
     deepest.reset(n);
   }
   return str_cat(origin(key, deepest.IsDefined() ? deepest : root_), ": ", key);
@@ -198,6 +219,21 @@ std::string Config::existing_path(const std::string& key) const {
   return p;
 }
 
+std::vector<std::string> Config::keys(const std::string& key) const {
+  const std::set<std::string> before = read_;
+  YAML::Node n = find(key);
+  read_ = before;  // looking is not reading
+  std::vector<std::string> out;
+  if (n.IsMap())
+    for (auto it = n.begin(); it != n.end(); ++it) out.push_back(it->first.as<std::string>());
+  return out;
+}
+
+size_t Config::list_size(const std::string& key) const {
+  YAML::Node n = find(key);
+  return n.IsSequence() ? n.size() : 0;
+}
+
 void Config::accept(const std::string& key) const { read_.insert(key + ".*"); }
 
 void Config::check_unknown() const {
@@ -206,6 +242,18 @@ void Config::check_unknown() const {
   while (!stack.empty()) {
     auto [prefix, node] = stack.back();
     stack.pop_back();
+    if (node.IsSequence()) {  // list items are keys "prefix.0", "prefix.1", ... (e.g. stages)
+      bool read_below = false;
+      for (const auto& r : read_) read_below = read_below || r.rfind(prefix + ".", 0) == 0;
+      if (!read_below) continue;  // a list value (betas, templates), read as a whole
+      for (size_t i = 0; i < node.size(); ++i) {
+        const std::string key = prefix + "." + std::to_string(i);
+        bool used = false;
+        for (const auto& r : read_) used = used || r == key || r.rfind(key + ".", 0) == 0;
+        if (used) stack.push_back({key, node[i]});
+      }
+      continue;
+    }
     if (!node.IsMap()) continue;
     for (auto it = node.begin(); it != node.end(); ++it) {
       const std::string name = it->first.as<std::string>();

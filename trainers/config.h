@@ -43,6 +43,11 @@ class Config {
   // The raw node of a free-form section (accepted as read); undefined if absent.
   YAML::Node node(const std::string& key) const { accept(key); return find(key); }
 
+  // The keys of the mapping at `key` (empty if it is not one), without marking them read.
+  std::vector<std::string> keys(const std::string& key) const;
+  // The length of the list at `key` (0 if it is not one).
+  size_t list_size(const std::string& key) const;
+
   void check_unknown() const;
   [[noreturn]] void fail(const std::string& key, const std::string& what) const;
   // For a missing key: " (is 'stpes' on line 14 a typo?)" when a sibling in the file is a near miss, else "".

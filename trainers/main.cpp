@@ -18,9 +18,11 @@ commands:
         Train from a YAML recipe. Overrides change any recipe key. The run directory (default
         runs/<name>) receives recipe.yaml, tokenizer.json, metrics.jsonl and checkpoints/.
         --resume RUN_DIR continues that run from checkpoints/latest, bitwise as if uninterrupted.
-  eval RECIPE --checkpoint DIR [key.path=value ...]
-        Zero-shot classification and retrieval of a checkpoint on the recipe's data.eval
-        (e.g. eval.zeroshot.templates='["a picture of a {}."]' to try other prompts).
+  eval RECIPE (--checkpoint DIR | --random-init) [key.path=value ...]
+        The evaluation of the recipe's last stage (zero-shot and retrieval for contrastive, loss for
+        mae) and the linear probe / k-NN of eval.probe, of a checkpoint or, with --random-init, of the
+        model as initialised from the seed (a baseline); e.g. eval.probe.features=pixels probes raw pixels,
+        eval.zeroshot.templates='["a picture of a {}."]' tries other prompts.
   bench RECIPE [--steps N] [key.path=value ...]
         Training throughput (samples/s) of the recipe's model on its data, after 3 warm-up steps.
 
@@ -31,7 +33,7 @@ struct Args {
   std::string command, recipe, resume, run_dir, checkpoint;
   std::vector<std::string> overrides;
   int64_t steps = 20;
-  bool help = false;
+  bool help = false, random_init = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -48,6 +50,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--resume") a.resume = value("--resume");
     else if (s == "--run-dir") a.run_dir = value("--run-dir");
     else if (s == "--checkpoint") a.checkpoint = value("--checkpoint");
+    else if (s == "--random-init") a.random_init = true;
     else if (s == "--steps") a.steps = std::stoll(value("--steps"));
     else if (s.rfind("--", 0) == 0) throw Error(str_cat("unknown option ", s, " (see loom ", a.command, " --help)"));
     else if (s.find('=') != std::string::npos) a.overrides.push_back(s);
@@ -90,15 +93,9 @@ int main(int argc, char** argv) {
       t.train();
       std::cout << "loom: done. checkpoint: " << dir << "/checkpoints/latest  metrics: " << dir << "/metrics.jsonl\n";
     } else if (a.command == "eval") {
-      if (a.checkpoint.empty()) throw Error("loom eval: --checkpoint DIR is required");
-      if (!r.has_eval_data) throw Error(str_cat(a.recipe, ": eval needs data.eval in the recipe"));
-      auto tok = data::BpeTokenizer::load((std::filesystem::path(a.checkpoint) / "tokenizer.json").string());
-      r.model.text.vocab_size = tok.vocab_size();
-      Generator g(r.seed);
-      Clip model(r.model, g);
-      Trainer::load_weights(model, InitFrom{a.checkpoint, {}, true});
-      if (!r.zeroshot && !r.retrieval) r.retrieval = true;
-      Metrics m = evaluate_clip(model, tok, r);
+      if (a.checkpoint.empty() == !a.random_init) throw Error("loom eval: give --checkpoint DIR or --random-init");
+      Metrics m = evaluate_recipe(r, a.checkpoint);
+      if (m.empty()) throw Error(str_cat(a.recipe, ": nothing to evaluate (set eval.zeroshot, eval.retrieval or eval.probe, and data.eval)"));
       for (auto& [k, v] : m) std::cout << k << " = " << v << "\n";
     } else {
       const std::string dir = (std::filesystem::temp_directory_path() / ("loom-bench-" + std::to_string(::getpid()))).string();
@@ -108,7 +105,7 @@ int main(int argc, char** argv) {
         sps = t.bench(a.steps, 3);
       }
       std::filesystem::remove_all(dir);
-      std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.train_data.batch_size << ", "
+      std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.data.at(r.stages[0].data).batch_size << ", "
                 << a.steps << " steps)\n";
     }
     return 0;

@@ -1,15 +1,16 @@
 #include "trainers/recipe.h"
+#include <algorithm>
 #include <cmath>
+#include <set>
 
 namespace loom {
 namespace {
 
-data::ImageTransform read_transform(const Config& c, const std::string& k, int64_t image_size, bool train) {
+data::ImageTransform read_transform(const Config& c, const std::string& k) {
   data::ImageTransform t;
-  t.size = image_size;
-  t.random_resized_crop = train && c.boolean(k + ".random_resized_crop", false);
+  t.random_resized_crop = c.boolean(k + ".random_resized_crop", false);  // training only (loader_config)
   t.crop_scale_min = c.f64(k + ".crop_scale_min", 0.5);
-  t.hflip = train && c.boolean(k + ".hflip", false);
+  t.hflip = c.boolean(k + ".hflip", false);
   t.mean = c.f64_list(k + ".mean", {0.5});
   t.std = c.f64_list(k + ".std", {0.5});
   if (!(t.crop_scale_min > 0 && t.crop_scale_min <= 1)) c.fail(k + ".crop_scale_min", "must be in (0, 1]");
@@ -17,15 +18,23 @@ data::ImageTransform read_transform(const Config& c, const std::string& k, int64
   return t;
 }
 
-DataSpec read_data(const Config& c, const std::string& k, int64_t image_size, bool train) {
+DataSpec read_data(const Config& c, const std::string& name) {
+  const std::string k = "data." + name;
   DataSpec d;
+  d.name = name;
   d.manifest = c.existing_path(k + ".manifest");
-  d.batch_size = c.i64(k + ".batch_size", train ? 128 : 256);
+  try {
+    d.rows = std::make_shared<const data::Manifest>(data::Manifest::load(d.manifest));
+  } catch (const Error& e) {
+    c.fail(k + ".manifest", e.what());
+  }
+  if (d.rows->rows.empty()) c.fail(k + ".manifest", str_cat(d.manifest, ": the manifest is empty"));
+  d.batch_size = c.i64(k + ".batch_size", name == "eval" ? 256 : 128);
   const int64_t workers = c.i64(k + ".workers", 2);
   if (workers < 0 || workers > 256) c.fail(k + ".workers", "must be in [0, 256]");
   d.workers = int(workers);
   d.on_error = c.choice(k + ".on_error", {"skip", "fail"}, "skip");
-  d.transform = read_transform(c, k + ".transform", image_size, train);
+  d.transform = read_transform(c, k + ".transform");
   if (d.batch_size < 1) c.fail(k + ".batch_size", "must be >= 1");
   return d;
 }
@@ -34,79 +43,165 @@ void check_positive(const Config& c, const std::string& key, double v) {
   if (!(v > 0)) c.fail(key, str_cat("must be > 0, got ", v));
 }
 
+// optim.* at `k`, each key falling back to `base` (the top-level optim for a stage's overrides).
+AdamWConfig read_optim(const Config& c, const std::string& k, const AdamWConfig& base) {
+  c.choice(k + ".type", {"adamw"}, "adamw");
+  AdamWConfig o;
+  o.lr = c.f64(k + ".lr", base.lr);
+  o.weight_decay = c.f64(k + ".weight_decay", base.weight_decay);
+  auto betas = c.f64_list(k + ".betas", {base.beta1, base.beta2});
+  if (betas.size() != 2 || !(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1))
+    c.fail(k + ".betas", "expected two numbers in [0, 1)");
+  o.beta1 = betas[0];
+  o.beta2 = betas[1];
+  o.eps = c.f64(k + ".eps", base.eps);
+  check_positive(c, k + ".lr", o.lr);
+  check_positive(c, k + ".eps", o.eps);
+  if (!(o.weight_decay >= 0)) c.fail(k + ".weight_decay", "must be >= 0");
+  return o;
+}
+
+ScheduleConfig read_schedule(const Config& c, const std::string& k, const ScheduleConfig& base) {
+  ScheduleConfig s;
+  s.type = c.choice(k + ".type", {"cosine", "linear", "constant"}, base.type);
+  s.warmup_steps = c.i64(k + ".warmup_steps", base.warmup_steps);
+  s.min_lr_ratio = c.f64(k + ".min_lr_ratio", base.min_lr_ratio);
+  if (s.warmup_steps < 0) c.fail(k + ".warmup_steps", "must be >= 0");
+  if (!(s.min_lr_ratio >= 0 && s.min_lr_ratio <= 1)) c.fail(k + ".min_lr_ratio", "must be in [0, 1]");
+  return s;
+}
+
+// steps or epochs at `k` ("train" or "stages.N"): exactly one.
+void read_length(const Config& c, const std::string& k, StageSpec& s) {
+  if (c.has(k + ".steps") == c.has(k + ".epochs"))
+    c.fail(k + ".steps", str_cat("give exactly one of ", k, ".steps and ", k, ".epochs", c.near_miss(k + ".steps")));
+  s.steps = c.i64(k + ".steps", 0);
+  s.epochs = c.i64(k + ".epochs", 0);
+  if (c.has(k + ".steps") && s.steps < 1) c.fail(k + ".steps", "must be >= 1");
+  if (c.has(k + ".epochs") && s.epochs < 1) c.fail(k + ".epochs", "must be >= 1");
+}
+
+std::string join(const std::vector<std::string>& xs) {
+  std::string out;
+  for (const auto& x : xs) out += (out.empty() ? "" : ", ") + x;
+  return out;
+}
+
+ProbeOptions read_probe(const Config& c, const std::string& k) {
+  ProbeOptions p;
+  p.train_data = c.str(k + ".train_data", "train");
+  p.train_samples = c.i64(k + ".train_samples", p.train_samples);
+  p.test_samples = c.i64(k + ".test_samples", p.test_samples);
+  p.features = c.choice(k + ".features", {"encoder", "pixels"}, "encoder");
+  p.pool = c.choice(k + ".pool", {"cls", "mean"}, "cls");
+  p.linear = c.boolean(k + ".linear", true);
+  p.knn = c.boolean(k + ".knn", true);
+  p.knn_k = c.i64(k + ".knn_k", p.knn_k);
+  p.knn_temperature = c.f64(k + ".knn_temperature", p.knn_temperature);
+  p.epochs = c.i64(k + ".epochs", p.epochs);
+  p.lr = c.f64(k + ".lr", p.lr);
+  p.weight_decays = c.f64_list(k + ".weight_decays", p.weight_decays);
+  if (p.train_samples < 0) c.fail(k + ".train_samples", "must be >= 0 (0: all)");
+  if (p.test_samples < 0) c.fail(k + ".test_samples", "must be >= 0 (0: all)");
+  if (p.knn_k < 1) c.fail(k + ".knn_k", "must be >= 1");
+  check_positive(c, k + ".knn_temperature", p.knn_temperature);
+  if (p.epochs < 1) c.fail(k + ".epochs", "must be >= 1");
+  check_positive(c, k + ".lr", p.lr);
+  if (p.weight_decays.empty()) c.fail(k + ".weight_decays", "give at least one");
+  for (double w : p.weight_decays) if (!(w >= 0)) c.fail(k + ".weight_decays", "every weight decay must be >= 0");
+  if (!p.linear && !p.knn) c.fail(k, "both linear and knn are off; remove eval.probe instead");
+  return p;
+}
+
 }  // namespace
+
+bool Recipe::needs_text() const {
+  for (const auto& s : stages) if (s.task.needs_text) return true;
+  return false;
+}
+
+const DataSpec* Recipe::find_data(const std::string& n) const {
+  auto it = data.find(n);
+  return it == data.end() ? nullptr : &it->second;
+}
 
 Recipe Recipe::from(const Config& c) {
   Recipe r;
   r.name = c.str("name");
   r.seed = uint64_t(c.i64("seed", 0));
+  r.model = parse_model(c);
 
-  c.choice("model.type", {"clip"}, "clip");
-  ClipConfig& m = r.model;
-  m.embed_dim = c.i64("model.embed_dim", 64);
-  c.choice("model.vision.type", {"vit"}, "vit");
-  m.vision.image_size = c.i64("model.vision.image_size");
-  m.vision.channels = c.i64("model.vision.channels", 3);
-  m.vision.patch = c.i64("model.vision.patch");
-  m.vision.width = c.i64("model.vision.width");
-  m.vision.layers = c.i64("model.vision.layers");
-  m.vision.heads = c.i64("model.vision.heads");
-  m.vision.mlp_ratio = c.f64("model.vision.mlp_ratio", 4.0);
-  m.vision.pos_embed = c.choice("model.vision.pos_embed", {"learned", "sincos"}, "learned");
-  m.vision.layer_scale_init = c.f64("model.vision.layer_scale_init", 0.0);
-  m.vision.drop_path = c.f64("model.vision.drop_path", 0.0);
-  if (!(m.vision.drop_path >= 0 && m.vision.drop_path < 1)) c.fail("model.vision.drop_path", "must be in [0, 1)");
-  if (!(m.vision.layer_scale_init >= 0)) c.fail("model.vision.layer_scale_init", "must be >= 0");
-  check_positive(c, "model.vision.mlp_ratio", m.vision.mlp_ratio);
-  c.choice("model.text.type", {"transformer"}, "transformer");
-  m.text.context = c.i64("model.text.context");
-  m.text.width = c.i64("model.text.width");
-  m.text.layers = c.i64("model.text.layers");
-  m.text.heads = c.i64("model.text.heads");
-  m.text.mlp_ratio = c.f64("model.text.mlp_ratio", 4.0);
-  check_positive(c, "model.text.mlp_ratio", m.text.mlp_ratio);
-  for (const char* k : {"model.embed_dim", "model.vision.image_size", "model.vision.channels", "model.vision.patch",
-                        "model.vision.width", "model.vision.layers", "model.vision.heads", "model.text.context",
-                        "model.text.width", "model.text.layers", "model.text.heads"})
-    if (c.i64(k) < 1) c.fail(k, "must be >= 1");
-  if (m.vision.image_size % m.vision.patch != 0)
-    c.fail("model.vision.patch", str_cat("patch ", m.vision.patch, " does not divide image_size ", m.vision.image_size));
-  if (m.vision.width % m.vision.heads != 0)
-    c.fail("model.vision.heads", str_cat("heads ", m.vision.heads, " does not divide width ", m.vision.width));
-  if (m.text.width % m.text.heads != 0)
-    c.fail("model.text.heads", str_cat("heads ", m.text.heads, " does not divide width ", m.text.width));
-  if (m.vision.pos_embed == "sincos" && m.vision.width % 4 != 0)
-    c.fail("model.vision.pos_embed", "sincos needs a width divisible by 4");
-  if (m.text.context < 3) c.fail("model.text.context", "must be >= 3 (start, a token, end)");
+  if (!c.has("data.train")) c.fail("data.train", "required key is missing" + c.near_miss("data.train"));
+  for (const std::string& name : c.keys("data")) r.data[name] = read_data(c, name);
+
+  // Optimizer and schedule at the top level are the defaults of every stage.
+  const AdamWConfig optim = read_optim(c, "optim", AdamWConfig{});
+  const ScheduleConfig schedule = read_schedule(c, "schedule", ScheduleConfig{});
+  r.explicit_stages = c.has("stages");
+  if (r.explicit_stages) {
+    if (!c.node("stages").IsSequence() || c.list_size("stages") == 0) c.fail("stages", "expected a list of stages");
+    if (c.has("task")) c.fail("task", "with stages:, each stage has its own task; move it into a stage");
+    for (const char* k : {"train.steps", "train.epochs"})
+      if (c.has(k)) c.fail(k, "with stages:, each stage sets its own steps or epochs");
+    std::set<std::string> names;
+    for (size_t i = 0; i < c.list_size("stages"); ++i) {
+      const std::string k = str_cat("stages.", i);
+      if (!c.node(k).IsMap()) c.fail(k, "a stage is a mapping (name, task, data, steps, ...)");
+      StageSpec s;
+      s.key = k;
+      s.task = parse_task(c, k + ".task");
+      s.name = c.str(k + ".name", str_cat(s.task.type, "_", i));
+      if (!names.insert(s.name).second) c.fail(k + ".name", str_cat("two stages are named '", s.name, "'"));
+      s.data = c.str(k + ".data", "train");
+      s.eval_data = c.str(k + ".eval_data", r.data.count("eval") ? "eval" : "");
+      read_length(c, k, s);
+      s.optim = read_optim(c, k + ".optim", optim);
+      s.schedule = read_schedule(c, k + ".schedule", schedule);
+      s.freeze = c.str_list(k + ".freeze", {});
+      s.train_only = c.str_list(k + ".train_only", {});
+      r.stages.push_back(std::move(s));
+    }
+  } else {
+    StageSpec s;
+    s.key = "task";
+    s.task = parse_task(c, "task", "contrastive");  // the default, as before tasks existed
+    s.name = s.task.type;
+    s.eval_data = r.data.count("eval") ? "eval" : "";
+    read_length(c, "train", s);
+    s.optim = optim;
+    s.schedule = schedule;
+    r.stages.push_back(std::move(s));
+  }
+
+  // Every stage's data exists and provides what its task needs.
+  for (const StageSpec& s : r.stages) {
+    const std::string dkey = r.explicit_stages ? s.key + ".data" : "data.train.manifest";
+    const DataSpec* d = r.find_data(s.data);
+    if (!d) c.fail(dkey, str_cat("no section data.", s.data, " (the recipe has: ", join(c.keys("data")), ")"));
+    const std::vector<std::string> have = d->provides();
+    for (const std::string& need : s.task.needs)
+      if (std::find(have.begin(), have.end(), need) == have.end())
+        c.fail(dkey, str_cat("task ", s.task.type, " needs batch key '", need, "', but data.", s.data, " (", d->manifest,
+                             ") provides only: ", join(have)));
+    if (!s.eval_data.empty() && !r.find_data(s.eval_data))
+      c.fail(s.key + ".eval_data", str_cat("no section data.", s.eval_data));
+    if (s.task.needs_eval_data && s.eval_data.empty()) c.fail("eval", "evaluation needs data.eval");
+    if (s.task.needs_text && !r.model.has_text())
+      c.fail(r.explicit_stages ? s.key + ".task.type" : "task.type",
+             str_cat("task ", s.task.type, " needs a text tower, and model.type ", r.model.type, " has none (use clip)"));
+  }
+  for (const StageSpec& s : r.stages)
+    if (s.task.temperature_init > 0) { r.model.clip.init_temperature = s.task.temperature_init; break; }
 
   c.choice("tokenizer.type", {"bpe"}, "bpe");
   r.vocab_size = c.i64("tokenizer.vocab_size", 512);
   if (r.vocab_size < 64) c.fail("tokenizer.vocab_size", "must be >= 64");
-  m.text.vocab_size = r.vocab_size;
-  r.tokenizer_train_on = c.has("tokenizer.train_on") ? c.existing_path("tokenizer.train_on") : "";
-
-  c.choice("task.type", {"contrastive"}, "contrastive");
-  if (c.has("task.pairs")) {  // only image-text pairs exist today
-    YAML::Node p = c.node("task.pairs");
-    const bool ok = p.IsSequence() && p.size() == 1 && p[0].IsSequence() && p[0].size() == 2 &&
-                    p[0][0].as<std::string>("") == "image" && p[0][1].as<std::string>("") == "text";
-    if (!ok) c.fail("task.pairs", "only [[image, text]] is supported today");
+  r.model.clip.text.vocab_size = r.vocab_size;
+  if (c.has("tokenizer.train_on")) r.tokenizer_train_on = c.existing_path("tokenizer.train_on");
+  if (r.needs_text() && r.tokenizer_train_on.empty()) {
+    for (const StageSpec& s : r.stages)
+      if (s.task.needs_text) { r.tokenizer_train_on = r.data.at(s.data).manifest; break; }
   }
-  m.init_temperature = c.f64("task.temperature_init", 0.07);
-  check_positive(c, "task.temperature_init", m.init_temperature);
-  r.loss = c.choice("task.loss", {"infonce", "triplet"}, "infonce");
-  r.contrastive.same_label_positives = c.boolean("task.same_label_positives", false);
-  const double max_scale = c.f64("task.max_logit_scale", 100.0);
-  if (!(max_scale > 1.0)) c.fail("task.max_logit_scale", "must be > 1 (the scale is clamped to [1, max])");
-  r.contrastive.max_logit_scale = std::log(max_scale);
-  r.triplet_margin = c.f64("task.margin", 0.2);
-
-  r.train_data = read_data(c, "data.train", m.vision.image_size, true);
-  if (c.has("data.eval")) {
-    r.has_eval_data = true;
-    r.eval_data = read_data(c, "data.eval", m.vision.image_size, false);
-  }
-  if (r.tokenizer_train_on.empty()) r.tokenizer_train_on = r.train_data.manifest;
 
   if (c.has("init_from")) {
     r.init_from.path = c.existing_path("init_from.path");
@@ -118,30 +213,6 @@ Recipe Recipe::from(const Config& c) {
     }
   }
 
-  c.choice("optim.type", {"adamw"}, "adamw");
-  r.optim.lr = c.f64("optim.lr", 1e-3);
-  r.optim.weight_decay = c.f64("optim.weight_decay", 0.05);
-  auto betas = c.f64_list("optim.betas", {0.9, 0.999});
-  if (betas.size() != 2 || !(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1))
-    c.fail("optim.betas", "expected two numbers in [0, 1)");
-  r.optim.beta1 = betas[0];
-  r.optim.beta2 = betas[1];
-  r.optim.eps = c.f64("optim.eps", 1e-8);
-  check_positive(c, "optim.lr", r.optim.lr);
-  check_positive(c, "optim.eps", r.optim.eps);
-  if (!(r.optim.weight_decay >= 0)) c.fail("optim.weight_decay", "must be >= 0");
-
-  r.schedule.type = c.choice("schedule.type", {"cosine", "linear", "constant"}, "cosine");
-  r.schedule.warmup_steps = c.i64("schedule.warmup_steps", 0);
-  r.schedule.min_lr_ratio = c.f64("schedule.min_lr_ratio", 0.0);
-  if (r.schedule.warmup_steps < 0) c.fail("schedule.warmup_steps", "must be >= 0");
-  if (!(r.schedule.min_lr_ratio >= 0 && r.schedule.min_lr_ratio <= 1)) c.fail("schedule.min_lr_ratio", "must be in [0, 1]");
-
-  if (c.has("train.steps") == c.has("train.epochs")) c.fail("train.steps", "give exactly one of train.steps and train.epochs" + c.near_miss("train.steps"));
-  r.steps = c.i64("train.steps", 0);
-  r.epochs = c.i64("train.epochs", 0);
-  if (c.has("train.steps") && r.steps < 1) c.fail("train.steps", "must be >= 1");
-  if (c.has("train.epochs") && r.epochs < 1) c.fail("train.epochs", "must be >= 1");
   r.grad_accum = c.i64("train.grad_accum", 1);
   if (r.grad_accum < 1) c.fail("train.grad_accum", "must be >= 1");
   r.clip_grad_norm = c.f64("train.clip_grad_norm", 0.0);
@@ -159,19 +230,26 @@ Recipe Recipe::from(const Config& c) {
   if (r.keep < 0) c.fail("train.keep", "must be >= 0 (0 keeps every checkpoint)");
   if (r.checkpoint_every < 0) c.fail("train.checkpoint_every", "must be >= 0");
 
+  // Epochs become steps: full batches per epoch of the stage's data, divided by grad_accum.
+  for (StageSpec& s : r.stages)
+    if (s.epochs > 0) {
+      const DataSpec& d = r.data.at(s.data);
+      const int64_t per_epoch = int64_t(d.rows->rows.size()) / d.batch_size;
+      if (per_epoch < 1)
+        c.fail(str_cat("data.", s.data, ".batch_size"), str_cat(d.rows->rows.size(), " rows make no full batch of ", d.batch_size));
+      s.steps = std::max<int64_t>(1, s.epochs * per_epoch / r.grad_accum);
+    }
+
   r.eval_every = c.i64("eval.every", 0);
-  if (c.has("eval.zeroshot")) {
-    r.zeroshot = true;
-    r.zeroshot_labels = c.existing_path("eval.zeroshot.labels_from");
-    r.zeroshot_templates = c.str_list("eval.zeroshot.templates", {"a photo of a {}."});
-    for (const auto& t : r.zeroshot_templates)
-      if (t.find("{}") == std::string::npos) c.fail("eval.zeroshot.templates", str_cat("template '", t, "' has no {}"));
-  }
-  r.retrieval = c.boolean("eval.retrieval", false);
-  r.retrieval_samples = c.i64("eval.retrieval_samples", 1000);
-  if (r.retrieval_samples < 1) c.fail("eval.retrieval_samples", "must be >= 1");
+  if (r.eval_every < 0) c.fail("eval.every", "must be >= 0 (0: only at the end of each stage)");
   r.eval_max_samples = c.i64("eval.max_samples", 0);
-  if ((r.zeroshot || r.retrieval) && !r.has_eval_data) c.fail("eval", "evaluation needs data.eval");
+  if (r.eval_max_samples < 0) c.fail("eval.max_samples", "must be >= 0 (0: all)");
+  if (c.has("eval.probe")) {
+    r.has_probe = true;
+    r.probe = read_probe(c, "eval.probe");
+    if (!r.find_data(r.probe.train_data)) c.fail("eval.probe.train_data", str_cat("no section data.", r.probe.train_data));
+    if (!r.find_data("eval")) c.fail("eval.probe", "the probe tests on data.eval, and the recipe has none");
+  }
 
   c.check_unknown();
   return r;

@@ -1,25 +1,19 @@
-// A recipe, read strictly from YAML (trainers/config.h). Today: the contrastive task on a CLIP
-// model; the sections mirror ../shared/DESIGN.md §6.
+// A recipe, read strictly from YAML (trainers/config.h): the model, the data sections, and the stages
+// (each a task over the one model, with its data, length, optimizer, schedule and freeze patterns).
+// A recipe without `stages:` is one implicit stage made of its top-level task, optim, schedule and
+// train.steps. Everything is validated here, before any work (see ../recipes/README.md).
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
-#include "data/transforms.h"
-#include "layers/clip.h"
-#include "losses/contrastive.h"
 #include "trainers/config.h"
+#include "trainers/eval/probe.h"
+#include "trainers/models.h"
 #include "trainers/optim.h"
+#include "trainers/tasks/task.h"
 
 namespace loom {
-
-struct DataSpec {
-  std::string manifest;
-  int64_t batch_size = 128;
-  int workers = 2;
-  std::string on_error = "skip";  // skip | fail
-  data::ImageTransform transform;
-};
 
 struct InitFrom {
   std::string path;                            // a checkpoint directory or a .safetensors file
@@ -27,37 +21,45 @@ struct InitFrom {
   bool strict = true;
 };
 
+struct StageSpec {
+  std::string name;
+  std::string key;  // where it is in the recipe, for errors: "stages.1" (or "task" for the implicit stage)
+  TaskSpec task;
+  std::string data = "train", eval_data;  // sections of data:; eval_data empty: no evaluation data
+  int64_t steps = 0, epochs = 0;          // exactly one is set; epochs become steps once the data is known
+  AdamWConfig optim;
+  ScheduleConfig schedule;
+  // Applied at the start of the stage, after every parameter is made trainable: train_only (when
+  // given) leaves only the matching parameters trainable, then freeze fixes the matching ones.
+  std::vector<std::string> freeze, train_only;
+};
+
 struct Recipe {
   std::string name;
   uint64_t seed = 0;
-  ClipConfig model;
+  ModelSpec model;
   int64_t vocab_size = 512;
-  std::string tokenizer_train_on;
+  std::string tokenizer_train_on;  // a manifest; empty when no task needs text
 
-  std::string loss = "infonce";  // infonce | triplet
-  ContrastiveOptions contrastive;
-  double triplet_margin = 0.2;
-
-  DataSpec train_data, eval_data;
-  bool has_eval_data = false;
+  std::map<std::string, DataSpec> data;
+  std::vector<StageSpec> stages;
+  bool explicit_stages = false;  // the recipe has stages: (metrics lines are tagged with the stage)
   InitFrom init_from;
 
-  AdamWConfig optim;
-  ScheduleConfig schedule;
-
-  int64_t steps = 0, epochs = 0;  // exactly one is set; epochs become steps once the data is known
   int64_t grad_accum = 1, checkpoint_every = 0, keep = 2, log_every = 10;
   double clip_grad_norm = 0.0;
   std::string device = "cpu", precision = "fp32";
   int threads = 0;  // 0: OpenMP's default
 
-  int64_t eval_every = 0;
-  bool zeroshot = false, retrieval = false;
-  std::string zeroshot_labels;
-  std::vector<std::string> zeroshot_templates;
-  int64_t retrieval_samples = 1000, eval_max_samples = 0;
+  int64_t eval_every = 0, eval_max_samples = 0;
+  bool has_probe = false;
+  ProbeOptions probe;
 
-  // Reads and validates everything (types, choices, files, shapes) and rejects unknown keys.
+  bool needs_text() const;
+  const DataSpec* find_data(const std::string& name) const;
+
+  // Reads and validates everything (types, choices, files, shapes, batch keys against the data) and
+  // rejects unknown keys.
   static Recipe from(const Config& c);
 };
 

@@ -1,68 +1,77 @@
-// The training loop for a recipe: model, tokenizer, loaders, AdamW, schedule, gradient accumulation
-// and clipping, periodic evaluation, metrics.jsonl, atomic checkpoints and exact resume.
+// The loop: stages of tasks over one model, AdamW over all parameters (frozen ones skipped each step),
+// schedules, gradient accumulation and clipping, periodic evaluation, metrics.jsonl, atomic
+// checkpoints and exact resume. It knows no modality and no loss: those are the tasks'
+// (trainers/tasks/task.h).
 #pragma once
-#include <cstdio>
-#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 #include "data/loader.h"
 #include "data/tokenizer.h"
-#include "layers/clip.h"
+#include "trainers/metrics.h"
 #include "trainers/optim.h"
 #include "trainers/recipe.h"
 
 namespace loom {
 
-using Metrics = std::map<std::string, double>;
-
-// Appends one JSON object per line ({"step": N, "name": value, ...}) to run_dir/metrics.jsonl.
-class MetricsLog {
- public:
-  explicit MetricsLog(const std::string& path);
-  ~MetricsLog();
-  void write(int64_t step, const Metrics& m);
- private:
-  std::FILE* f_ = nullptr;
+// The model of a recipe, its tokenizer (when a task needs text) and one task per stage. Tasks are
+// built for every stage up front, so the model is whole (heads included) from the first step and
+// every checkpoint holds the same keys.
+struct Run {
+  std::shared_ptr<Module> model;
+  std::unique_ptr<data::BpeTokenizer> tokenizer;
+  std::vector<std::unique_ptr<Task>> tasks;  // one per stage
+  // Builds the model from the seed; `before_tasks` runs between the model and the tasks (init_from
+  // loads there, so tasks' new heads are not "missing" keys).
+  static Run build(const Recipe& r, std::unique_ptr<data::BpeTokenizer> tokenizer,
+                   const std::function<void(Module&)>& before_tasks = {});
 };
 
-// Zero-shot classification and retrieval for a CLIP model over a manifest. Names as in metrics.jsonl:
-// eval/zeroshot_top1, eval/zeroshot_top5, eval/i2t_r{1,5,10}, eval/t2i_r{1,5,10}.
-Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const Recipe& r);
+// Evaluation as in training (the last stage's task, then the probe) of a checkpoint directory, or of
+// the model initialised from the seed when `checkpoint` is empty (a baseline).
+Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint);
 
 class Trainer {
  public:
   // A new run in run_dir (created), or, with resume, the run continued from its latest checkpoint.
+  // `resolved` is the recipe as read (errors about patterns and data name its file, line and key).
   Trainer(Recipe recipe, const Config& resolved, std::string run_dir, bool resume);
-  // Trains to the recipe's train.steps, or only until step `stop_at` (then checkpoints, as if interrupted).
+  ~Trainer();
+  // Trains to the end of the last stage, or only until step `stop_at` (then checkpoints, as if interrupted).
   void train(int64_t stop_at = -1);
-  Metrics evaluate() { return evaluate_clip(*model_, *tokenizer_, recipe_); }
-  // Training samples per second over `steps` steps after `warmup` steps (no checkpoints, no eval).
+  Metrics evaluate();  // the current stage's task and the probe, on the stage's evaluation data
+  // Training samples per second over `steps` steps of the first stage after `warmup` steps (no
+  // checkpoints, no eval).
   double bench(int64_t steps, int64_t warmup);
 
   int64_t step() const { return step_; }
-  Clip& model() { return *model_; }
+  int64_t total_steps() const { return ends_.back(); }
+  size_t stage() const { return stage_; }
+  Module& model() { return *run_.model; }
+  const Recipe& recipe() const { return recipe_; }
   const std::string& run_dir() const { return run_dir_; }
-  std::string checkpoint_dir(int64_t step) const;
   void save_checkpoint();
 
-  // Loads model weights from a checkpoint directory or .safetensors file into `model`.
-  static LoadReport load_weights(Module& model, const InitFrom& from);
-
  private:
-  double train_step(double lr);  // one optimizer step (grad_accum micro-batches); returns the mean loss
-  data::LoaderPosition restore(const std::string& checkpoint);  // returns where the data resumes
-  void prune_checkpoints();
+  struct Saved;  // what restore() read from a checkpoint
+  void enter_stage(size_t k, const Saved* saved);
+  double train_step(double lr, Metrics* parts);  // one optimizer step (grad_accum micro-batches); the mean loss
+  void restore(const std::string& checkpoint_dir, Saved& out);
+  void check_patterns() const;
+  Metrics run_probe();
 
   Recipe recipe_;
+  Config config_;
   std::string run_dir_, resolved_yaml_;
-  std::unique_ptr<Clip> model_;
-  std::unique_ptr<data::BpeTokenizer> tokenizer_;
-  std::shared_ptr<const data::Manifest> train_manifest_;
+  Run run_;
+  std::vector<int64_t> ends_;  // ends_[k]: the global step at which stage k ends
+  size_t stage_ = 0;
   std::unique_ptr<data::Loader> loader_;
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;
   int64_t step_ = 0;
   std::unique_ptr<MetricsLog> metrics_;
+  Progress progress_;
 };
 
 }  // namespace loom

@@ -69,12 +69,12 @@ void expect_same(const std::vector<Batch>& a, const std::vector<Batch>& b) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].indices, b[i].indices) << "batch " << i;
     EXPECT_EQ(a[i].texts, b[i].texts) << "batch " << i;
-    EXPECT_EQ(a[i].images.shape(), b[i].images.shape()) << "batch " << i;
-    EXPECT_EQ(a[i].images.to_vector<float>(), b[i].images.to_vector<float>()) << "batch " << i;
-    EXPECT_EQ(a[i].labels.to_vector<int64_t>(), b[i].labels.to_vector<int64_t>()) << "batch " << i;
-    ASSERT_EQ(a[i].tokens.defined(), b[i].tokens.defined());
-    if (a[i].tokens.defined()) {
-      EXPECT_EQ(a[i].tokens.to_vector<int64_t>(), b[i].tokens.to_vector<int64_t>());
+    EXPECT_EQ(a[i]["image"].shape(), b[i]["image"].shape()) << "batch " << i;
+    EXPECT_EQ(a[i]["image"].to_vector<float>(), b[i]["image"].to_vector<float>()) << "batch " << i;
+    EXPECT_EQ(a[i]["label"].to_vector<int64_t>(), b[i]["label"].to_vector<int64_t>()) << "batch " << i;
+    ASSERT_EQ(a[i].has("text"), b[i].has("text"));
+    if (a[i].has("text")) {
+      EXPECT_EQ(a[i]["text"].to_vector<int64_t>(), b[i]["text"].to_vector<int64_t>());
     }
   }
 }
@@ -90,13 +90,13 @@ TEST(Loader, BatchContents) {
   std::optional<Batch> b = l.next();
   ASSERT_TRUE(b);
   ASSERT_EQ(b->indices.size(), 4u);
-  EXPECT_EQ(b->images.shape(), (Shape{4, 1, 6, 6}));
-  EXPECT_EQ(b->tokens.shape(), (Shape{4, 8}));
-  EXPECT_EQ(b->labels.shape(), (Shape{4}));
-  std::vector<float> px = b->images.to_vector<float>();
-  std::vector<int64_t> labels = b->labels.to_vector<int64_t>();
+  EXPECT_EQ((*b)["image"].shape(), (Shape{4, 1, 6, 6}));
+  EXPECT_EQ((*b)["text"].shape(), (Shape{4, 8}));
+  EXPECT_EQ((*b)["label"].shape(), (Shape{4}));
+  std::vector<float> px = (*b)["image"].to_vector<float>();
+  std::vector<int64_t> labels = (*b)["label"].to_vector<int64_t>();
   Tensor want_tokens = tok.encode_batch(b->texts, 8);
-  EXPECT_EQ(b->tokens.to_vector<int64_t>(), want_tokens.to_vector<int64_t>());
+  EXPECT_EQ((*b)["text"].to_vector<int64_t>(), want_tokens.to_vector<int64_t>());
   for (size_t k = 0; k < 4; ++k) {
     const int64_t i = b->indices[k];
     EXPECT_EQ(labels[k], i % 5);
@@ -156,7 +156,7 @@ TEST(Loader, SameBatchesForAnyWorkerCount) {
   Loader inline_loader(ds.manifest, &tok, c);
   expect_same(a, take(inline_loader, 20));
   // Augmentations differ between epochs for the same example.
-  EXPECT_EQ(a[0].images.shape(), (Shape{4, 1, 5, 5}));
+  EXPECT_EQ(a[0]["image"].shape(), (Shape{4, 1, 5, 5}));
 }
 
 TEST(Loader, ResumeFromPositionEqualsContinuing) {
@@ -195,7 +195,7 @@ TEST(Loader, RepeatFalseEndsAfterOnePass) {
   std::vector<Batch> all = take(l, 100);
   ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all[2].indices, (std::vector<int64_t>{8, 9}));
-  EXPECT_EQ(all[2].images.shape(), (Shape{2, 1, 6, 6}));
+  EXPECT_EQ(all[2]["image"].shape(), (Shape{2, 1, 6, 6}));
   EXPECT_FALSE(l.next());
   EXPECT_FALSE(l.next());
   EXPECT_EQ(l.position().epoch, 1);
@@ -218,8 +218,8 @@ TEST(Loader, SkipCountsAndLogsBadImagesOnce) {
   std::string log = ::testing::internal::GetCapturedStderr();
   ASSERT_EQ(two_epochs.size(), 4u);
   EXPECT_EQ(two_epochs[0].indices, (std::vector<int64_t>{0, 1, 3}));
-  EXPECT_EQ(two_epochs[0].images.shape(), (Shape{3, 1, 6, 6}));
-  EXPECT_EQ(two_epochs[0].labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 3}));
+  EXPECT_EQ(two_epochs[0]["image"].shape(), (Shape{3, 1, 6, 6}));
+  EXPECT_EQ(two_epochs[0]["label"].to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 3}));
   EXPECT_EQ(two_epochs[1].indices, (std::vector<int64_t>{4, 6, 7}));
   EXPECT_EQ(l.skipped(), 4);  // two bad images, two epochs
   // Each path is logged once.
@@ -270,8 +270,8 @@ TEST(Loader, TextOnlyManifestHasNoImages) {
   Loader l(m, &tok, c);
   std::optional<Batch> b = l.next();
   ASSERT_TRUE(b);
-  EXPECT_FALSE(b->images.defined());
-  EXPECT_EQ(b->tokens.shape(), (Shape{2, 8}));
+  EXPECT_FALSE(b->has("image"));
+  EXPECT_EQ((*b)["text"].shape(), (Shape{2, 8}));
 }
 
 TEST(Loader, DestroysWhileWorkersWait) {

@@ -80,9 +80,9 @@ for prefix, labels in (('train', [0, 9, 3, 8, 1]), ('t10k', [9, 2])):
   Loader loader(train, nullptr, c);
   std::optional<loom::data::Batch> b = loader.next();
   ASSERT_TRUE(b);
-  EXPECT_EQ(b->images.shape(), (loom::Shape{5, 1, 28, 28}));
-  EXPECT_EQ(b->labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 9, 3, 8, 1}));
-  std::vector<float> px = b->images.to_vector<float>();
+  EXPECT_EQ((*b)["image"].shape(), (loom::Shape{5, 1, 28, 28}));
+  EXPECT_EQ((*b)["label"].to_vector<int64_t>(), (std::vector<int64_t>{0, 9, 3, 8, 1}));
+  std::vector<float> px = (*b)["image"].to_vector<float>();
   EXPECT_FLOAT_EQ(px[3 * 784 + 5 * 28 + 7], float(3 + 5) / 255.0f);  // image 3, row 5
   EXPECT_EQ(loader.skipped(), 0);
 }

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include "core/safetensors.h"
+#include "trainers/checkpoint.h"
 #include "trainers/trainer.h"
 
 using namespace loom;
@@ -239,16 +240,16 @@ TEST(Trainer, InitFromWithRemapAndReport) {
   { Trainer t(r, c, (data / "run").string(), false); t.train(); }
   const std::string ck = (data / "run/checkpoints/latest").string();
   Generator g(99);
-  ClipConfig cfg = r.model;
+  ClipConfig cfg = r.model.clip;
   cfg.text.vocab_size = data::BpeTokenizer::load(ck + "/tokenizer.json").vocab_size();
   Clip fresh(cfg, g);
-  LoadReport rep = Trainer::load_weights(fresh, {ck, {}, true});
+  LoadReport rep = load_weights(fresh, {ck, {}, true});
   EXPECT_TRUE(rep.missing.empty());
   auto saved = load_safetensors(ck + "/model.safetensors").tensors;
   EXPECT_EQ(fresh.state_dict().at("text.ln_final.weight").to_vector<float>(), saved.at("text.ln_final.weight").to_vector<float>());
   // Renaming "text." away leaves the text tower missing: strict fails, non-strict reports.
-  EXPECT_THROW(Trainer::load_weights(fresh, {ck, {{"text.", "old_text."}}, true}), Error);
-  LoadReport loose = Trainer::load_weights(fresh, {ck, {{"text.", "old_text."}}, false});
+  EXPECT_THROW(load_weights(fresh, {ck, {{"text.", "old_text."}}, true}), Error);
+  LoadReport loose = load_weights(fresh, {ck, {{"text.", "old_text."}}, false});
   EXPECT_FALSE(loose.missing.empty());
   EXPECT_FALSE(loose.unexpected.empty());
   fs::remove_all(data);
@@ -294,8 +295,8 @@ TEST(Recipe, BrokenRecipesNameFileLineAndKey) {
   c.apply_override("optim.lr=5e-4");
   c.apply_override("train.steps=7");
   Recipe r = Recipe::from(c);
-  EXPECT_DOUBLE_EQ(r.optim.lr, 5e-4);
-  EXPECT_EQ(r.steps, 7);
+  EXPECT_DOUBLE_EQ(r.stages[0].optim.lr, 5e-4);
+  EXPECT_EQ(r.stages[0].steps, 7);
   Config bad = Config::parse(good, "good.yaml");
   bad.apply_override("optim.lrr=1");
   try {

@@ -1,0 +1,43 @@
+// Masked autoencoding (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners"): per-sample
+// random masking by argsort of noise, and the lightweight decoder that reconstructs every patch from
+// the encoder's visible tokens plus a shared mask token.
+#pragma once
+#include <memory>
+#include "layers/layers.h"
+
+namespace loom {
+
+struct Masking {
+  Tensor kept;         // [B, K, W]: the tokens at ids_shuffle[:, :K], in that order
+  Tensor mask;         // f32 [B, N]: 1 = masked (dropped), 0 = kept
+  Tensor ids_restore;  // i64 [B, N]: position of token n in the shuffled order; un-shuffles
+  Tensor ids_keep;     // i64 [B, K]
+};
+
+// Keeps K = floor(N * (1 - ratio)) tokens per sample: those with the smallest noise [B, N] (any
+// float dtype; draw it uniform, e.g. ops::rand(.., DType::f64), so every subset is equally likely).
+// x [B, N, W]. 0 <= ratio < 1 and K >= 1, else OpError.
+Masking random_masking(const Tensor& x, double ratio, const Tensor& noise);
+
+struct MaeDecoderConfig {
+  int64_t encoder_width = 128, width = 64, layers = 2, heads = 4;
+  double mlp_ratio = 4.0;
+  int64_t grid_h = 7, grid_w = 7, patch_dim = 16;  // patch_dim = patch * patch * channels
+  std::string pos_embed = "sincos";                 // sincos (fixed, as MAE) | learned
+};
+
+// Children "embed" (Linear encoder_width -> width), "blocks", "norm", "pred" (Linear width -> patch_dim);
+// parameter "mask_token" [width] (N(0, 0.02²) as MAE); "pos_embed" [1 + N, width] (buffer or parameter).
+class MaeDecoder : public Module {
+ public:
+  MaeDecoder(const MaeDecoderConfig& c, Generator& gen);
+  // x [B, 1+K, encoder_width] (class token first), ids_restore [B, N] -> predicted patches [B, N, patch_dim].
+  Tensor forward(const Tensor& x, const Tensor& ids_restore, Generator* drop_gen = nullptr) const;
+  std::shared_ptr<Linear> embed, pred;
+  Tensor mask_token, pos_embed;
+  std::shared_ptr<ModuleList<Block>> blocks;
+  std::shared_ptr<LayerNorm> norm;
+  MaeDecoderConfig config;
+};
+
+}  // namespace loom

@@ -1,0 +1,14 @@
+// Masked-modelling losses: MAE's pixel reconstruction loss over the masked patches.
+#pragma once
+#include "core/ops.h"
+
+namespace loom {
+
+// target [B, N, P] normalised per patch when norm_pix: (t - mean) / sqrt(var + 1e-6), with the
+// unbiased variance over the P values, as MAE's norm_pix_loss.
+Tensor mae_target(const Tensor& patches, bool norm_pix);
+// Mean squared error per patch, averaged over the masked patches: sum(mean_P((pred - target)²) * mask) / sum(mask).
+// pred, target [B, N, P]; mask [B, N] (1 = masked) with at least one masked patch.
+Tensor masked_mse(const Tensor& pred, const Tensor& target, const Tensor& mask);
+
+}  // namespace loom

@@ -1,0 +1,87 @@
+#include "trainers/models.h"
+
+namespace loom {
+
+VisionModel::VisionModel(const ViTConfig& c, Generator& gen) {
+  visual = std::make_shared<ViT>(c, gen);
+  register_module("visual", visual);
+}
+
+std::shared_ptr<Module> ModelSpec::build(Generator& gen) const {
+  if (type == "clip") return std::make_shared<Clip>(clip, gen);
+  return std::make_shared<VisionModel>(clip.vision, gen);
+}
+
+namespace {
+
+void check_positive(const Config& c, const std::string& key, double v) {
+  if (!(v > 0)) c.fail(key, str_cat("must be > 0, got ", v));
+}
+
+ViTConfig read_vit(const Config& c, const std::string& k) {
+  ViTConfig v;
+  c.choice(k + ".type", {"vit"}, "vit");
+  // image_size: N (square) or [H, W]
+  if (c.has(k + ".image_size") && c.node(k + ".image_size").IsSequence()) {
+    std::vector<double> hw = c.f64_list(k + ".image_size", {});
+    if (hw.size() != 2 || hw[0] < 1 || hw[1] < 1 || hw[0] != std::floor(hw[0]) || hw[1] != std::floor(hw[1]))
+      c.fail(k + ".image_size", "expected a size N or [height, width] of positive integers");
+    v.image_height = int64_t(hw[0]);
+    v.image_width = int64_t(hw[1]);
+    v.image_size = v.image_height;
+  } else {
+    v.image_size = c.i64(k + ".image_size");
+    if (v.image_size < 1) c.fail(k + ".image_size", "must be >= 1");
+  }
+  v.channels = c.i64(k + ".channels", 3);
+  v.patch = c.i64(k + ".patch");
+  v.width = c.i64(k + ".width");
+  v.layers = c.i64(k + ".layers");
+  v.heads = c.i64(k + ".heads");
+  for (const char* key : {".channels", ".patch", ".width", ".layers", ".heads"})
+    if (c.i64(k + key) < 1) c.fail(k + key, "must be >= 1");
+  v.mlp_ratio = c.f64(k + ".mlp_ratio", 4.0);
+  v.pos_embed = c.choice(k + ".pos_embed", {"learned", "sincos"}, "learned");
+  v.layer_scale_init = c.f64(k + ".layer_scale_init", 0.0);
+  v.drop_path = c.f64(k + ".drop_path", 0.0);
+  if (!(v.drop_path >= 0 && v.drop_path < 1)) c.fail(k + ".drop_path", "must be in [0, 1)");
+  if (!(v.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
+  check_positive(c, k + ".mlp_ratio", v.mlp_ratio);
+  if (v.height() % v.patch != 0 || v.width_px() % v.patch != 0)
+    c.fail(k + ".patch", str_cat("patch ", v.patch, " does not divide image_size ", v.height(), "x", v.width_px()));
+  if (v.width % v.heads != 0) c.fail(k + ".heads", str_cat("heads ", v.heads, " does not divide width ", v.width));
+  if (v.pos_embed == "sincos" && v.width % 4 != 0) c.fail(k + ".pos_embed", "sincos needs a width divisible by 4");
+  return v;
+}
+
+TextConfig read_text(const Config& c, const std::string& k) {
+  TextConfig t;
+  c.choice(k + ".type", {"transformer"}, "transformer");
+  t.context = c.i64(k + ".context");
+  t.width = c.i64(k + ".width");
+  t.layers = c.i64(k + ".layers");
+  t.heads = c.i64(k + ".heads");
+  for (const char* key : {".context", ".width", ".layers", ".heads"})
+    if (c.i64(k + key) < 1) c.fail(k + key, "must be >= 1");
+  t.mlp_ratio = c.f64(k + ".mlp_ratio", 4.0);
+  check_positive(c, k + ".mlp_ratio", t.mlp_ratio);
+  if (t.width % t.heads != 0) c.fail(k + ".heads", str_cat("heads ", t.heads, " does not divide width ", t.width));
+  if (t.context < 3) c.fail(k + ".context", "must be >= 3 (start, a token, end)");
+  return t;
+}
+
+}  // namespace
+
+ModelSpec parse_model(const Config& c) {
+  ModelSpec m;
+  m.type = c.choice("model.type", {"clip", "vit"}, "clip");
+  m.clip.vision = read_vit(c, "model.vision");
+  if (m.type == "clip") {
+    m.clip.embed_dim = c.i64("model.embed_dim", 64);
+    if (m.clip.embed_dim < 1) c.fail("model.embed_dim", "must be >= 1");
+    m.clip.text = read_text(c, "model.text");
+  }
+  return m;
+}
+
+}  // namespace loom

@@ -1,0 +1,107 @@
+// task.type: contrastive — CLIP's symmetric InfoNCE (or VSE++ triplet) over image-text pairs, with
+// open_clip's learnable temperature clamped after every step; evaluated by zero-shot classification
+// and retrieval.
+#include <algorithm>
+#include <cmath>
+#include "losses/contrastive.h"
+#include "trainers/eval/retrieval.h"
+#include "trainers/tasks/task.h"
+
+namespace loom {
+namespace {
+
+struct ContrastiveSpec {
+  std::string loss = "infonce";  // infonce | triplet
+  ContrastiveOptions options;
+  double margin = 0.2;
+  ClipEvalOptions eval;
+};
+
+class ContrastiveTask : public Task {
+ public:
+  ContrastiveTask(const ContrastiveSpec& s, TaskEnv& env) : s_(s), tok_(env.tokenizer) {
+    model_ = dynamic_cast<Clip*>(&env.model);
+    if (!model_) throw Error("task contrastive needs model.type clip (an image and a text tower)");
+  }
+  std::vector<std::string> needs() const override {
+    if (s_.options.same_label_positives) return {"image", "text", "label"};
+    return {"image", "text"};
+  }
+  int64_t min_batch() const override { return 2; }  // a pair needs at least one negative
+  void configure(data::LoaderConfig& c) const override {
+    c.channels = model_->config.vision.channels;
+    c.context = model_->config.text.context;
+    c.transform.size = model_->config.vision.image_size;
+  }
+  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
+    Tensor labels;
+    if (s_.options.same_label_positives) {
+      labels = b["label"];
+      for (int64_t y : labels.to_vector<int64_t>())
+        LOOM_CHECK(y >= 0, "task.same_label_positives needs a label on every training example, and a row has none");
+    }
+    Tensor img = model_->encode_image(b["image"], &drop_gen);
+    Tensor txt = model_->encode_text(b["text"], data::BpeTokenizer::eot_id);
+    if (s_.loss == "triplet") return {{"triplet", triplet_loss(img, txt, s_.margin)}};
+    return {{"infonce", clip_loss(img, txt, model_->logit_scale, labels, s_.options)}};
+  }
+  void after_step() override {  // open_clip clamps the learnable log-scale to [0, log max] after each step
+    NoGradGuard ng;
+    model_->logit_scale.copy_(ops::clamp(model_->logit_scale, 0.0, s_.options.max_logit_scale));
+  }
+  Metrics train_metrics() const override {
+    return {{"train/logit_scale", double(std::exp(model_->logit_scale.item<float>()))}};
+  }
+  bool evaluates() const override { return s_.eval.zeroshot || s_.eval.retrieval; }
+  Metrics evaluate(const EvalEnv& env) override {
+    if (!env.data || !evaluates()) return {};
+    return evaluate_clip(*model_, *tok_, s_.eval, *env.data, env.max_samples);
+  }
+
+ private:
+  ContrastiveSpec s_;
+  const data::BpeTokenizer* tok_;
+  Clip* model_ = nullptr;
+};
+
+}  // namespace
+
+TaskSpec parse_contrastive(const Config& c, const std::string& k) {
+  ContrastiveSpec s;
+  if (c.has(k + ".pairs")) {  // only image-text pairs exist today
+    YAML::Node p = c.node(k + ".pairs");
+    const bool ok = p.IsSequence() && p.size() == 1 && p[0].IsSequence() && p[0].size() == 2 &&
+                    p[0][0].as<std::string>("") == "image" && p[0][1].as<std::string>("") == "text";
+    if (!ok) c.fail(k + ".pairs", "only [[image, text]] is supported today");
+  }
+  TaskSpec spec;
+  spec.temperature_init = c.f64(k + ".temperature_init", 0.07);
+  if (!(spec.temperature_init > 0)) c.fail(k + ".temperature_init", "must be > 0");
+  s.loss = c.choice(k + ".loss", {"infonce", "triplet"}, "infonce");
+  s.options.same_label_positives = c.boolean(k + ".same_label_positives", false);
+  const double max_scale = c.f64(k + ".max_logit_scale", 100.0);
+  if (!(max_scale > 1.0)) c.fail(k + ".max_logit_scale", "must be > 1 (the scale is clamped to [1, max])");
+  s.options.max_logit_scale = std::log(max_scale);
+  s.margin = c.f64(k + ".margin", 0.2);
+
+  // Evaluation settings are recipe-wide (eval.*); this task is the one that reads them.
+  if (c.has("eval.zeroshot")) {
+    s.eval.zeroshot = true;
+    s.eval.zeroshot_labels = c.existing_path("eval.zeroshot.labels_from");
+    s.eval.zeroshot_templates = c.str_list("eval.zeroshot.templates", {"a photo of a {}."});
+    for (const auto& t : s.eval.zeroshot_templates)
+      if (t.find("{}") == std::string::npos) c.fail("eval.zeroshot.templates", str_cat("template '", t, "' has no {}"));
+  }
+  s.eval.retrieval = c.boolean("eval.retrieval", false);
+  s.eval.retrieval_samples = c.i64("eval.retrieval_samples", 1000);
+  if (s.eval.retrieval_samples < 1) c.fail("eval.retrieval_samples", "must be >= 1");
+
+  spec.needs_text = true;
+  spec.needs_eval_data = s.eval.zeroshot || s.eval.retrieval;
+  spec.needs = s.options.same_label_positives ? std::vector<std::string>{"image", "text", "label"}
+                                              : std::vector<std::string>{"image", "text"};
+  spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> { return std::make_unique<ContrastiveTask>(s, env); };
+  return spec;
+}
+
+}  // namespace loom

@@ -1,0 +1,201 @@
+// task.type: mae — masked autoencoding (He et al. 2021) on the model's image tower "visual": random
+// masking by argsort of uniform noise per sample, the encoder on the visible patches (plus the class
+// token) only, a decoder of its own width and depth ("mae_decoder", added to the model), MSE over the
+// masked patches with norm_pix_loss. Evaluated by the loss on held-out images and a picture
+// (original | masked | reconstruction | reconstruction with the visible patches pasted in).
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include "data/image.h"
+#include "layers/mae.h"
+#include "losses/masked.h"
+#include "trainers/tasks/task.h"
+
+namespace loom {
+namespace {
+
+constexpr uint64_t kMaskSalt = 0x6D61736Bull;    // "mask"
+constexpr uint64_t kDecoderSalt = 0x646563ull;   // "dec"
+
+struct MaeSpec {
+  double mask_ratio = 0.75;
+  bool norm_pix_loss = true;
+  MaeDecoderConfig decoder;
+  int64_t reconstructions = 8;  // images in eval/recon_step_N.png (0: no picture)
+};
+
+class MaeTask : public Task {
+ public:
+  MaeTask(const MaeSpec& s, TaskEnv& env)
+      : s_(s), mask_gen_(env.seed ^ kMaskSalt), eval_seed_(env.seed ^ kMaskSalt ^ 0xE7A1ull) {
+    encoder_ = &tower<ViT>(env.model, "visual", "mae", "an image tower (a ViT)");
+    const ViTConfig& v = encoder_->config;
+    MaeDecoderConfig dc = s.decoder;
+    dc.encoder_width = v.width;
+    dc.grid_h = v.grid_h();
+    dc.grid_w = v.grid_w();
+    dc.patch_dim = v.patch * v.patch * v.channels;
+    if (auto existing = std::dynamic_pointer_cast<MaeDecoder>(env.model.child("mae_decoder"))) {
+      decoder_ = existing.get();  // a second MAE stage continues with the same decoder
+      const auto& e = decoder_->config;
+      LOOM_CHECK(e.width == dc.width && e.layers == dc.layers && e.heads == dc.heads && e.patch_dim == dc.patch_dim,
+                 "stage ", env.stage, ": its mae decoder differs from the one an earlier stage added to the model");
+    } else {
+      LOOM_CHECK(!env.model.has_child("mae_decoder"), "task mae: the model already has a child 'mae_decoder'");
+      Generator gen(env.seed ^ kDecoderSalt);
+      auto d = std::make_shared<MaeDecoder>(dc, gen);
+      decoder_ = &env.model.register_module("mae_decoder", d);
+      added_ = d->parameter_count();
+    }
+  }
+  int64_t added_parameters() const { return added_; }
+
+  std::vector<std::string> needs() const override { return {"image"}; }
+  void configure(data::LoaderConfig& c) const override {
+    const ViTConfig& v = encoder_->config;
+    LOOM_CHECK(v.height() == v.width_px(), "task mae on images: the image transform makes square images, and the ",
+               "image tower is ", v.height(), "x", v.width_px());
+    c.channels = v.channels;
+    c.transform.size = v.height();
+  }
+
+  struct Pass { Tensor pred, target, mask, loss; };
+  Pass run(const Tensor& images, Generator& noise_gen, Generator* drop_gen) const {
+    Tensor tokens = encoder_->embed_patches(images);  // [B, N, W]
+    const int64_t B = tokens.size(0), N = tokens.size(1);
+    Tensor noise = ops::rand({B, N}, noise_gen, DType::f64, tokens.device());
+    Masking m = random_masking(tokens, s_.mask_ratio, noise);
+    Tensor latent = encoder_->forward_blocks(encoder_->prepend_cls(m.kept), drop_gen);
+    Pass p;
+    p.pred = decoder_->forward(latent, m.ids_restore, drop_gen);
+    p.target = mae_target(ops::patchify(images, encoder_->config.patch), s_.norm_pix_loss);
+    p.mask = m.mask;
+    p.loss = masked_mse(p.pred, p.target, p.mask);
+    return p;
+  }
+
+  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
+    return {{"mae", run(b["image"], mask_gen_, &drop_gen).loss}};
+  }
+
+  bool evaluates() const override { return true; }
+  Metrics evaluate(const EvalEnv& env) override {
+    if (!env.data) return {};
+    const bool was_training = encoder_->is_training();
+    encoder_->eval();
+    decoder_->eval();
+    NoGradGuard ng;
+    data::LoaderConfig lc = loader_config(*env.data, 0, false);
+    configure(lc);
+    data::Loader loader(env.data->rows, nullptr, lc);
+    Generator noise(eval_seed_);  // the same masks at every evaluation, so pictures and losses compare
+    const int64_t limit = env.max_samples > 0 ? env.max_samples : 1000;
+    double sum = 0;
+    int64_t seen = 0;
+    while (seen < limit) {
+      auto b = loader.next();
+      if (!b) break;
+      Tensor images = (*b)["image"];
+      if (images.size(0) > limit - seen) images = images.narrow(0, 0, limit - seen);
+      Pass p = run(images, noise, nullptr);
+      if (seen == 0 && s_.reconstructions > 0 && !env.run_dir.empty()) picture(images, p, *env.data, env);
+      sum += p.loss.item<double>() * double(images.size(0));
+      seen += images.size(0);
+    }
+    LOOM_CHECK(seen > 0, env.data->manifest, ": no evaluation images could be read");
+    encoder_->train(was_training);
+    decoder_->train(was_training);
+    return {{"eval/mae_loss", sum / double(seen)}, {"eval/samples", double(seen)}};
+  }
+
+  nlohmann::json state() const override {
+    return {{"mask_rng", {{"seed", mask_gen_.seed()}, {"offset", mask_gen_.offset()}}}};
+  }
+  void load_state(const nlohmann::json& st, const std::string& source) override {
+    try {
+      mask_gen_.set_state(st.at("mask_rng").at("seed").get<uint64_t>(), st.at("mask_rng").at("offset").get<uint64_t>());
+    } catch (const std::exception& e) {
+      throw Error(str_cat(source, ": mae task state: ", e.what()));
+    }
+  }
+
+ private:
+  // Rows of [original | masked | reconstruction | reconstruction + visible], upscaled for viewing.
+  void picture(const Tensor& images, const Pass& p, const DataSpec& data, const EvalEnv& env) const {
+    const ViTConfig& v = encoder_->config;
+    const int64_t n = std::min<int64_t>(s_.reconstructions, images.size(0)), C = v.channels, H = v.height(), W = v.width_px();
+    const int64_t P = v.patch * v.patch * C;
+    Tensor img = images.narrow(0, 0, n);
+    Tensor patches = ops::patchify(img, v.patch);  // [n, N, P]
+    Tensor pred = p.pred.narrow(0, 0, n);
+    if (s_.norm_pix_loss) {  // undo the per-patch normalisation with the true patch's statistics
+      Tensor mean = ops::mean(patches, {2}, true);
+      Tensor c = ops::sub(patches, mean);
+      Tensor var = ops::mul(ops::sum(ops::mul(c, c), {2}, true), 1.0 / double(P - 1));
+      pred = ops::add(ops::mul(pred, ops::sqrt(ops::add(var, 1e-6))), mean);
+    }
+    Tensor mask = p.mask.narrow(0, 0, n).reshape({n, p.mask.size(1), 1});  // 1 = masked
+    Tensor keep = ops::rsub(1.0, mask);
+    Tensor masked = ops::unpatchify(ops::mul(patches, keep), v.patch, C, H, W);
+    Tensor recon = ops::unpatchify(pred, v.patch, C, H, W);
+    Tensor pasted = ops::unpatchify(ops::add(ops::mul(patches, keep), ops::mul(pred, mask)), v.patch, C, H, W);
+    // Back from the loader's normalisation to [0, 1].
+    const auto& t = data.transform;
+    std::vector<float> means(static_cast<size_t>(C)), stds(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      means[size_t(c)] = float(t.mean.size() == 1 ? t.mean[0] : t.mean[size_t(c)]);
+      stds[size_t(c)] = float(t.std.size() == 1 ? t.std[0] : t.std[size_t(c)]);
+    }
+    Tensor mean_t = Tensor::from(means, {1, C, 1, 1}), std_t = Tensor::from(stds, {1, C, 1, 1});
+    auto show = [&](const Tensor& x) { return ops::add(ops::mul(x, std_t), mean_t); };
+    Tensor grid = ops::cat({show(img), show(masked), show(recon), show(pasted)}, 3);  // [n, C, H, 4W]
+    grid = grid.permute({1, 0, 2, 3}).reshape({C, n * H, 4 * W});
+    const int64_t up = std::max<int64_t>(1, 128 / std::max<int64_t>(H, 1));  // nearest-neighbour upscale
+    grid = grid.reshape({C, n * H, 1, 4 * W, 1}).expand({C, n * H, up, 4 * W, up}).reshape({C, n * H * up, 4 * W * up});
+    const std::filesystem::path dir = std::filesystem::path(env.run_dir) / "eval";
+    std::filesystem::create_directories(dir);
+    data::write_png((dir / str_cat("recon_step_", env.step, ".png")).string(), grid);
+  }
+
+  MaeSpec s_;
+  ViT* encoder_ = nullptr;
+  MaeDecoder* decoder_ = nullptr;
+  int64_t added_ = 0;
+  Generator mask_gen_;
+  uint64_t eval_seed_;
+};
+
+}  // namespace
+
+TaskSpec parse_mae(const Config& c, const std::string& k) {
+  MaeSpec s;
+  s.mask_ratio = c.f64(k + ".mask_ratio", 0.75);
+  if (!(s.mask_ratio > 0 && s.mask_ratio < 1)) c.fail(k + ".mask_ratio", "must be in (0, 1)");
+  s.norm_pix_loss = c.boolean(k + ".norm_pix_loss", true);
+  s.decoder.width = c.i64(k + ".decoder.width", 64);
+  s.decoder.layers = c.i64(k + ".decoder.layers", 2);
+  s.decoder.heads = c.i64(k + ".decoder.heads", 4);
+  s.decoder.mlp_ratio = c.f64(k + ".decoder.mlp_ratio", 4.0);
+  s.decoder.pos_embed = c.choice(k + ".decoder.pos_embed", {"sincos", "learned"}, "sincos");
+  for (const char* key : {".decoder.width", ".decoder.layers", ".decoder.heads"})
+    if (c.i64(k + key, 1) < 1) c.fail(k + key, "must be >= 1");
+  if (s.decoder.width % s.decoder.heads != 0)
+    c.fail(k + ".decoder.heads", str_cat("heads ", s.decoder.heads, " does not divide width ", s.decoder.width));
+  if (s.decoder.pos_embed == "sincos" && s.decoder.width % 4 != 0)
+    c.fail(k + ".decoder.pos_embed", "sincos needs a width divisible by 4");
+  if (!(s.decoder.mlp_ratio > 0)) c.fail(k + ".decoder.mlp_ratio", "must be > 0");
+  s.reconstructions = c.i64(k + ".reconstructions", 8);
+  if (s.reconstructions < 0) c.fail(k + ".reconstructions", "must be >= 0");
+  TaskSpec spec;
+  spec.needs = {"image"};
+  spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
+    auto t = std::make_unique<MaeTask>(s, env);
+    if (t->added_parameters() > 0)
+      std::cerr << "loom: stage " << env.stage << ": task mae added mae_decoder to the model (" << t->added_parameters()
+                << " parameters, newly initialised)\n";
+    return t;
+  };
+  return spec;
+}
+
+}  // namespace loom

@@ -1,0 +1,63 @@
+// The task registry: one factory per task type, each in its own file.
+#include "trainers/tasks/task.h"
+
+namespace loom {
+
+TaskSpec parse_contrastive(const Config& c, const std::string& prefix);  // tasks/contrastive.cpp
+TaskSpec parse_mae(const Config& c, const std::string& prefix);          // tasks/mae.cpp
+
+namespace {
+using Parser = TaskSpec (*)(const Config&, const std::string&);
+const std::vector<std::pair<std::string, Parser>>& registry() {
+  static const std::vector<std::pair<std::string, Parser>> r = {{"contrastive", parse_contrastive}, {"mae", parse_mae}};
+  return r;
+}
+}  // namespace
+
+std::vector<std::string> task_types() {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : registry()) out.push_back(name);
+  return out;
+}
+
+TaskSpec parse_task(const Config& c, const std::string& prefix, const std::string& default_type) {
+  if (default_type.empty() && !c.has(prefix + ".type"))
+    c.fail(prefix + ".type", "required key is missing" + c.near_miss(prefix + ".type"));
+  const std::string type = c.choice(prefix + ".type", task_types(), default_type);
+  for (const auto& [name, parse] : registry())
+    if (name == type) {
+      TaskSpec s = parse(c, prefix);
+      s.type = type;
+      return s;
+    }
+  c.fail(prefix + ".type", "unknown task type");  // unreachable: choice() checked it
+}
+
+std::vector<std::string> DataSpec::provides() const {
+  bool image = false, text = false;
+  for (const data::Example& e : rows->rows) {
+    image = image || !e.image.empty();
+    text = text || !e.text.empty();
+  }
+  std::vector<std::string> out;
+  if (image) out.push_back("image");
+  out.push_back("label");
+  if (text) out.push_back("text");
+  return out;
+}
+
+data::LoaderConfig loader_config(const DataSpec& d, uint64_t seed, bool train) {
+  data::LoaderConfig c;
+  c.batch_size = d.batch_size;
+  c.workers = d.workers;
+  c.shuffle = train;
+  c.drop_last = train;
+  c.repeat = train;
+  c.seed = seed;
+  c.on_error = d.on_error;
+  c.transform = d.transform;
+  if (!train) c.transform.random_resized_crop = c.transform.hflip = false;  // no augmentation in evaluation
+  return c;
+}
+
+}  // namespace loom
