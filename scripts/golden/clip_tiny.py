@@ -3,7 +3,8 @@
 with parameters named exactly as loom's dotted names. Computes, in float64 from float32 weights, the
 image and text embeddings, the symmetric InfoNCE loss (open_clip's ClipLoss) and the gradient of the
 loss with respect to every parameter, and writes everything to tests/fixtures/clip_tiny.safetensors
-(safetensors written by hand: 8-byte little-endian header length, JSON header, raw little-endian data).
+(safetensors written by hand in fixture_io.py: 8-byte little-endian header length, JSON header, raw
+little-endian data).
 
 Keys: "param/<name>" (f32 weights), "input/images" (f32 [B,C,H,W]), "input/tokens" (i64 [B,S]),
 "out/image_features", "out/text_features" ([B,E]), "out/loss" (scalar), "grad/<name>".
@@ -12,10 +13,11 @@ Run: /usr/bin/python3 scripts/golden/clip_tiny.py  (from the repository root)
 import json
 import math
 import os
-import struct
 
 import torch
 import torch.nn.functional as F
+
+from fixture_io import fixture_path, write_safetensors
 
 # Must match tests/layers/test_clip_golden.cpp.
 VISION = dict(image_size=8, channels=1, patch=4, width=16, layers=2, heads=2, mlp_ratio=2.0, layer_scale_init=0.5)
@@ -132,30 +134,6 @@ def forward(P, images, tokens):
     return img, txt, loss
 
 
-def write_safetensors(path, tensors, metadata):
-    header, blobs, offset = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name in sorted(tensors):
-        x = tensors[name].contiguous()
-        if x.dtype == torch.float32:
-            dtype, raw = "F32", x.numpy().astype("<f4").tobytes()
-        elif x.dtype == torch.int64:
-            dtype, raw = "I64", x.numpy().astype("<i8").tobytes()
-        else:
-            raise TypeError(f"{name}: unsupported dtype {x.dtype}")
-        header[name] = {"dtype": dtype, "shape": list(x.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for raw in blobs:
-            f.write(raw)
-
-
 def main():
     g = torch.Generator().manual_seed(1234)
     P32 = make_params(g)
@@ -179,8 +157,7 @@ def main():
     out["out/loss"] = loss.detach().float()
     meta = {"generator": "scripts/golden/clip_tiny.py", "torch": torch.__version__, "eot": str(EOT),
             "vision": json.dumps(VISION), "text": json.dumps(TEXT), "embed_dim": str(EMBED)}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.path.join(root, "tests", "fixtures", "clip_tiny.safetensors")
+    path = fixture_path("clip_tiny.safetensors")
     write_safetensors(path, out, meta)
     print(f"wrote {path} ({os.path.getsize(path)} bytes), loss {loss.item():.6f}")
 

@@ -10,8 +10,10 @@
 
 #include "core/safetensors.h"
 #include "layers/clip.h"
+#include "tests/golden_compare.h"
 
 using namespace loom;
+using loom::testing::expect_close;
 
 namespace {
 
@@ -37,32 +39,12 @@ ClipConfig golden_config() {  // must match VISION / TEXT / EMBED in scripts/gol
 
 constexpr int64_t kEot = 2;
 
-// |got - want| <= rtol * max|want| + rtol * |want| elementwise: float32 tolerance relative to the
-// tensor's own scale (a gradient entry far below the tensor's scale is compared absolutely).
-void expect_close(const Tensor& got, const Tensor& want, double rtol, const std::string& what) {
-  ASSERT_EQ(got.shape(), want.shape()) << what;
-  std::vector<double> g = got.to_vector<double>(), w = want.to_vector<double>();
-  double scale = 0;
-  for (double x : w) scale = std::max(scale, std::abs(x));
-  int bad = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (std::abs(g[i] - w[i]) > rtol * (scale + std::abs(w[i]))) {
-      if (++bad <= 3) ADD_FAILURE() << what << "[" << i << "]: loom " << g[i] << ", torch " << w[i];
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << g.size() << " entries differ";
-}
-
 }  // namespace
 
 TEST(ClipGolden, MatchesPyTorch) {
   const std::string path = std::string(LOOM_SOURCE_DIR) + "/tests/fixtures/clip_tiny.safetensors";
   SafetensorsFile f = load_safetensors(path);
-  auto get = [&](const std::string& key) {
-    auto it = f.tensors.find(key);
-    if (it == f.tensors.end()) throw Error("fixture has no tensor " + key);
-    return it->second;
-  };
+  auto get = [&](const std::string& key) { return loom::testing::fixture_tensor(f, key); };
 
   Generator gen(0);
   Clip clip(golden_config(), gen);
