@@ -139,14 +139,14 @@ Recipe Recipe::from(const Config& c) {
   const ScheduleConfig schedule = read_schedule(c, "schedule", ScheduleConfig{});
   r.explicit_stages = c.has("stages");
   if (r.explicit_stages) {
-    if (!c.node("stages").IsSequence() || c.list_size("stages") == 0) c.fail("stages", "expected a list of stages");
+    if (c.list_size("stages") == 0) c.fail("stages", "expected a list of stages");
     if (c.has("task")) c.fail("task", "with stages:, each stage has its own task; move it into a stage");
     for (const char* k : {"train.steps", "train.epochs"})
       if (c.has(k)) c.fail(k, "with stages:, each stage sets its own steps or epochs");
     std::set<std::string> names;
     for (size_t i = 0; i < c.list_size("stages"); ++i) {
       const std::string k = str_cat("stages.", i);
-      if (!c.node(k).IsMap()) c.fail(k, "a stage is a mapping (name, task, data, steps, ...)");
+      if (c.keys(k).empty()) c.fail(k, "a stage is a mapping (name, task, data, steps, ...)");
       StageSpec s;
       s.key = k;
       s.task = parse_task(c, k + ".task");
