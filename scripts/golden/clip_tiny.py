@@ -17,7 +17,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from fixture_io import fixture_path, write_safetensors
+from fixture_io import ParamMaker, fixture_path, write_safetensors
 
 # Must match tests/layers/test_clip_golden.cpp.
 VISION = dict(image_size=8, channels=1, patch=4, width=16, layers=2, heads=2, mlp_ratio=2.0, layer_scale_init=0.5)
@@ -28,49 +28,24 @@ B = 4
 
 
 def make_params(g):
-    P = {}
-
-    def rnd(*shape, std=0.3):
-        return torch.randn(*shape, generator=g) * std
-
-    def linear(name, i, o, bias=True):
-        P[name + ".weight"] = rnd(o, i, std=i ** -0.5)
-        if bias:
-            P[name + ".bias"] = rnd(o, std=0.1)
-
-    def ln(name, d):
-        P[name + ".weight"] = 1.0 + rnd(d, std=0.1)
-        P[name + ".bias"] = rnd(d, std=0.1)
-
-    def block(name, w, ratio, ls):
-        h = int(w * ratio)
-        ln(name + ".ln1", w)
-        linear(name + ".attn.qkv", w, 3 * w)
-        linear(name + ".attn.proj", w, w)
-        ln(name + ".ln2", w)
-        linear(name + ".mlp.fc1", w, h)
-        linear(name + ".mlp.fc2", h, w)
-        if ls > 0:
-            P[name + ".ls1"] = ls + rnd(w, std=0.1)
-            P[name + ".ls2"] = ls + rnd(w, std=0.1)
-
+    pm = ParamMaker(g)
     v, t = VISION, TEXT
     grid = v["image_size"] // v["patch"]
-    linear("visual.patch_embed.proj", v["patch"] ** 2 * v["channels"], v["width"])
-    P["visual.cls_token"] = rnd(v["width"], std=0.5)
-    P["visual.pos_embed"] = rnd(1 + grid * grid, v["width"], std=0.5)
+    pm.linear("visual.patch_embed.proj", v["patch"] ** 2 * v["channels"], v["width"])
+    pm.P["visual.cls_token"] = pm.rnd(v["width"], std=0.5)
+    pm.P["visual.pos_embed"] = pm.rnd(1 + grid * grid, v["width"], std=0.5)
     for i in range(v["layers"]):
-        block(f"visual.blocks.{i}", v["width"], v["mlp_ratio"], v["layer_scale_init"])
-    ln("visual.ln_post", v["width"])
-    P["text.token_embedding"] = rnd(t["vocab_size"], t["width"], std=0.5)
-    P["text.pos_embed"] = rnd(t["context"], t["width"], std=0.2)
+        pm.block(f"visual.blocks.{i}", v["width"], v["mlp_ratio"], v["layer_scale_init"])
+    pm.ln("visual.ln_post", v["width"])
+    pm.P["text.token_embedding"] = pm.rnd(t["vocab_size"], t["width"], std=0.5)
+    pm.P["text.pos_embed"] = pm.rnd(t["context"], t["width"], std=0.2)
     for i in range(t["layers"]):
-        block(f"text.blocks.{i}", t["width"], t["mlp_ratio"], 0.0)
-    ln("text.ln_final", t["width"])
-    linear("visual_proj", v["width"], EMBED, bias=False)
-    linear("text_proj", t["width"], EMBED, bias=False)
-    P["logit_scale"] = torch.tensor(math.log(1 / 0.07))
-    return {k: x.float() for k, x in P.items()}
+        pm.block(f"text.blocks.{i}", t["width"], t["mlp_ratio"], 0.0)
+    pm.ln("text.ln_final", t["width"])
+    pm.linear("visual_proj", v["width"], EMBED, bias=False)
+    pm.linear("text_proj", t["width"], EMBED, bias=False)
+    pm.P["logit_scale"] = torch.tensor(math.log(1 / 0.07))
+    return pm.float32()
 
 
 def forward(P, images, tokens):

@@ -11,6 +11,42 @@ import struct
 import torch
 
 
+class ParamMaker:
+    """Random parameters under loom's dotted names, drawn from generator `g` in call order: weights
+    ~ N(0, fan_in^-1), biases and LayerNorm shifts small, LayerNorm gains near 1."""
+
+    def __init__(self, g):
+        self.g, self.P = g, {}
+
+    def rnd(self, *shape, std=0.3):
+        return torch.randn(*shape, generator=self.g) * std
+
+    def linear(self, name, i, o, bias=True):
+        self.P[name + ".weight"] = self.rnd(o, i, std=i ** -0.5)
+        if bias:
+            self.P[name + ".bias"] = self.rnd(o, std=0.1)
+
+    def ln(self, name, d):
+        self.P[name + ".weight"] = 1.0 + self.rnd(d, std=0.1)
+        self.P[name + ".bias"] = self.rnd(d, std=0.1)
+
+    def block(self, name, w, ratio, ls=0.0):
+        """A pre-LN transformer block (ln1, attn.qkv, attn.proj, ln2, mlp.fc1, mlp.fc2, LayerScale when ls > 0)."""
+        h = int(w * ratio)
+        self.ln(name + ".ln1", w)
+        self.linear(name + ".attn.qkv", w, 3 * w)
+        self.linear(name + ".attn.proj", w, w)
+        self.ln(name + ".ln2", w)
+        self.linear(name + ".mlp.fc1", w, h)
+        self.linear(name + ".mlp.fc2", h, w)
+        if ls > 0:
+            self.P[name + ".ls1"] = ls + self.rnd(w, std=0.1)
+            self.P[name + ".ls2"] = ls + self.rnd(w, std=0.1)
+
+    def float32(self):
+        return {k: x.float() for k, x in self.P.items()}
+
+
 def fixture_path(name):
     """Absolute path of tests/fixtures/<name> in this repository (scripts/golden/ is two levels down)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

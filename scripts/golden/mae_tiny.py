@@ -31,7 +31,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from fixture_io import fixture_path, write_safetensors
+from fixture_io import ParamMaker, fixture_path, write_safetensors
 
 # Must match loom's C++ MAE golden test.
 IMAGE = dict(channels=1, height=8, width=12, patch=2)
@@ -49,44 +49,22 @@ LEN_KEEP = int(N * (1 - MASK_RATIO))  # 6
 
 
 def make_params(g):
-    P = {}
-
-    def rnd(*shape, std=0.3):
-        return torch.randn(*shape, generator=g) * std
-
-    def linear(name, i, o, bias=True):
-        P[name + ".weight"] = rnd(o, i, std=i ** -0.5)
-        if bias:
-            P[name + ".bias"] = rnd(o, std=0.1)
-
-    def ln(name, d):
-        P[name + ".weight"] = 1.0 + rnd(d, std=0.1)
-        P[name + ".bias"] = rnd(d, std=0.1)
-
-    def block(name, w, ratio):
-        h = int(w * ratio)
-        ln(name + ".ln1", w)
-        linear(name + ".attn.qkv", w, 3 * w)
-        linear(name + ".attn.proj", w, w)
-        ln(name + ".ln2", w)
-        linear(name + ".mlp.fc1", w, h)
-        linear(name + ".mlp.fc2", h, w)
-
+    pm = ParamMaker(g)
     e, d = ENCODER, DECODER
-    linear("visual.patch_embed.proj", PATCH_DIM, e["width"])
-    P["visual.cls_token"] = rnd(e["width"], std=0.5)
-    P["visual.pos_embed"] = rnd(1 + N, e["width"], std=0.5)
+    pm.linear("visual.patch_embed.proj", PATCH_DIM, e["width"])
+    pm.P["visual.cls_token"] = pm.rnd(e["width"], std=0.5)
+    pm.P["visual.pos_embed"] = pm.rnd(1 + N, e["width"], std=0.5)
     for i in range(e["layers"]):
-        block(f"visual.blocks.{i}", e["width"], e["mlp_ratio"])
-    ln("visual.ln_post", e["width"])
-    linear("mae_decoder.embed", e["width"], d["width"])
-    P["mae_decoder.mask_token"] = rnd(d["width"], std=0.5)
-    P["mae_decoder.pos_embed"] = rnd(1 + N, d["width"], std=0.5)
+        pm.block(f"visual.blocks.{i}", e["width"], e["mlp_ratio"])
+    pm.ln("visual.ln_post", e["width"])
+    pm.linear("mae_decoder.embed", e["width"], d["width"])
+    pm.P["mae_decoder.mask_token"] = pm.rnd(d["width"], std=0.5)
+    pm.P["mae_decoder.pos_embed"] = pm.rnd(1 + N, d["width"], std=0.5)
     for i in range(d["layers"]):
-        block(f"mae_decoder.blocks.{i}", d["width"], d["mlp_ratio"])
-    ln("mae_decoder.norm", d["width"])
-    linear("mae_decoder.pred", d["width"], PATCH_DIM)
-    return {k: x.float() for k, x in P.items()}
+        pm.block(f"mae_decoder.blocks.{i}", d["width"], d["mlp_ratio"])
+    pm.ln("mae_decoder.norm", d["width"])
+    pm.linear("mae_decoder.pred", d["width"], PATCH_DIM)
+    return pm.float32()
 
 
 def patchify(images, p):
