@@ -219,6 +219,17 @@ Tensor ViT::forward_blocks(const Tensor& x, Generator* drop_gen) const {
   return ln_post->forward(h);
 }
 
+std::vector<Tensor> ViT::block_outputs(const Tensor& images) const {
+  check_images(images);
+  Tensor h = prepend_cls(embed_patches(images));
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    h = (*blocks)[i].forward(h, {}, nullptr);
+    out.push_back(ln_post->forward(h));
+  }
+  return out;
+}
+
 // ---- TextTransformer ----
 
 TextTransformer::TextTransformer(const TextConfig& c, Generator& gen) : config(c) {

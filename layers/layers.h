@@ -122,6 +122,8 @@ class ViT : public Module {
   Tensor embed_patches(const Tensor& images) const;                                  // [B, N, width]
   Tensor prepend_cls(const Tensor& tokens) const;                                    // [B, 1+K, width]
   Tensor forward_blocks(const Tensor& x, Generator* drop_gen = nullptr) const;      // blocks, then ln_post
+  // The tokens after each block [B, 1+N, width], ln_post applied to each (for probing several depths).
+  std::vector<Tensor> block_outputs(const Tensor& images) const;
   void check_images(const Tensor& images) const;  // throws OpError unless [B, channels, height, width]
   std::shared_ptr<PatchEmbed> patch_embed;
   Tensor cls_token, pos_embed;

@@ -94,6 +94,8 @@ ProbeOptions read_probe(const Config& c, const std::string& k) {
   p.test_samples = c.i64(k + ".test_samples", p.test_samples);
   p.features = c.choice(k + ".features", {"encoder", "pixels"}, "encoder");
   p.pool = c.choice(k + ".pool", {"cls", "mean"}, "cls");
+  p.blocks = c.i64(k + ".blocks", 1);
+  if (p.blocks < 1) c.fail(k + ".blocks", "must be >= 1");
   p.linear = c.boolean(k + ".linear", true);
   p.knn = c.boolean(k + ".knn", true);
   p.knn_k = c.i64(k + ".knn_k", p.knn_k);

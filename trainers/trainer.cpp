@@ -46,19 +46,26 @@ std::unique_ptr<data::BpeTokenizer> train_tokenizer(const Recipe& r) {
   return std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::train(corpus, r.vocab_size));
 }
 
-// Features for the probe: the image tower's class token (or mean of its patch tokens), or raw pixels.
+// Features for the probe: the image tower's class token (or mean of its patch tokens) after each of
+// its last `blocks` blocks (through the final LayerNorm, concatenated), or raw pixels.
 FeatureFn probe_features(Module& model, const ProbeOptions& o, data::LoaderConfig& lc) {
   ViT& v = tower<ViT>(model, "visual", "eval.probe", "an image tower (a ViT)");
   lc.channels = v.config.channels;
   lc.transform.size = v.config.height();
   if (o.features == "pixels")
     return [](const Tensor& images) { return images.reshape({images.size(0), images.numel() / images.size(0)}); };
-  if (o.pool == "mean")
-    return [&v](const Tensor& images) {
-      Tensor t = v.forward_tokens(images);
-      return ops::mean(t.narrow(1, 1, t.size(1) - 1), {1});
-    };
-  return [&v](const Tensor& images) { return v.forward(images); };
+  LOOM_CHECK(o.blocks <= int64_t(v.blocks->size()), "eval.probe.blocks: ", o.blocks, " is more than the image tower's ",
+             v.blocks->size(), " blocks");
+  const bool mean = o.pool == "mean";
+  const size_t last = size_t(o.blocks);
+  return [&v, mean, last](const Tensor& images) {
+    std::vector<Tensor> outs = v.block_outputs(images), feats;
+    for (size_t i = outs.size() - last; i < outs.size(); ++i) {
+      const Tensor& t = outs[i];
+      feats.push_back(mean ? ops::mean(t.narrow(1, 1, t.size(1) - 1), {1}) : t.select(1, 0));
+    }
+    return feats.size() == 1 ? feats[0] : ops::cat(feats, 1);
+  };
 }
 
 Metrics probe_model(Module& model, const Recipe& r) {

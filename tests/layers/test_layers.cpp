@@ -178,6 +178,40 @@ TEST(Layers, LinearMatchesHandComputation) {
   EXPECT_EQ(nb.named_parameters().size(), 1u);
 }
 
+// The stage-by-stage ViT (what MAE drops tokens between) computes what the whole one does, on a
+// non-square grid too; block_outputs ends with the same tokens.
+TEST(Layers, ViTStagesEqualTheWholeTowerOnANonSquareGrid) {
+  Generator gen(4);
+  ViTConfig vc;
+  vc.image_height = 8;
+  vc.image_width = 12;
+  vc.channels = 2;
+  vc.patch = 4;
+  vc.width = 8;
+  vc.layers = 2;
+  vc.heads = 2;
+  for (const char* pos : {"learned", "sincos"}) {
+    vc.pos_embed = pos;
+    ViT v(vc, gen);
+    EXPECT_EQ(v.pos_embed.shape(), (Shape{1 + 2 * 3, 8})) << pos;
+    Tensor img = ops::randn({3, 2, 8, 12}, gen);
+    Tensor whole = v.forward_tokens(img);
+    Tensor staged = v.forward_blocks(v.prepend_cls(v.embed_patches(img)));
+    EXPECT_EQ(whole.to_vector<float>(), staged.to_vector<float>()) << pos;
+    auto outs = v.block_outputs(img);
+    ASSERT_EQ(outs.size(), 2u);
+    EXPECT_EQ(outs.back().to_vector<float>(), whole.to_vector<float>()) << pos;
+    EXPECT_THROW(v.forward(ops::randn({3, 2, 12, 8}, gen)), OpError) << "a transposed image must not pass";
+  }
+  // sin-cos rows: the first half encodes the column, the second the row, on a 2x3 grid.
+  Tensor pe = sincos_pos_embed_2d(8, 2, 3, false);
+  auto half = [&](int64_t r, int64_t which) { return pe.select(0, r).narrow(0, which * 4, 4).contiguous().to_vector<float>(); };
+  EXPECT_EQ(half(1, 0), half(4, 0));  // (0,1) and (1,1): same column
+  EXPECT_NE(half(1, 1), half(4, 1));
+  EXPECT_EQ(half(3, 1), half(5, 1));  // (1,0) and (1,2): same row
+  EXPECT_NE(half(3, 0), half(5, 0));
+}
+
 TEST(Layers, ShapesAndErrors) {
   Generator gen(3);
   ViTConfig vc;

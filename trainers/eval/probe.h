@@ -19,6 +19,7 @@ struct ProbeOptions {
   int64_t test_samples = 0;          // the first N of the evaluation data (0: all)
   std::string features = "encoder";  // encoder | pixels (the flattened input, a baseline)
   std::string pool = "cls";          // cls | mean (of the patch tokens)
+  int64_t blocks = 1;                // features of the last N blocks, concatenated (DINOv2's linear eval)
   bool linear = true, knn = true;
   int64_t knn_k = 20;
   double knn_temperature = 0.07;
