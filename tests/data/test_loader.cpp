@@ -13,6 +13,9 @@ using loom::data::Loader;
 using loom::data::LoaderConfig;
 using loom::data::LoaderPosition;
 using loom::data::Manifest;
+using loom::Error;
+using loom::DType;
+using loom::data::check_token_ids;
 using loom::data::testing::error_of;
 using loom::data::testing::TempDir;
 using loom::data::testing::write_file;
@@ -285,3 +288,32 @@ TEST(Loader, DestroysWhileWorkersWait) {
 }
 
 }  // namespace
+
+// Token ids are checked on the host before any op sees them; a batch names its keys when one is missing.
+TEST(Loader, TokenIdsAreCheckedAndBatchKeysNamed) {
+  Tensor good = Tensor::from(std::vector<int64_t>{1, 5, 2, 0, 1, 2, 0, 0}, {2, 4}, DType::i64);
+  EXPECT_NO_THROW(check_token_ids(good, 6, 2, "m.jsonl"));
+  Tensor out_of_range = Tensor::from(std::vector<int64_t>{1, 6, 2, 0}, {1, 4}, DType::i64);
+  try {
+    check_token_ids(out_of_range, 6, 2, "m.jsonl");
+    ADD_FAILURE() << "an id outside the vocabulary passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("m.jsonl: token id 6 in row 0 is outside the vocabulary [0, 6)"), std::string::npos) << e.what();
+  }
+  Tensor no_eot = Tensor::from(std::vector<int64_t>{1, 5, 2, 0, 1, 3, 4, 0}, {2, 4}, DType::i64);
+  try {
+    check_token_ids(no_eot, 6, 2, "m.jsonl");
+    ADD_FAILURE() << "a row without end-of-text passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1 of the token ids has no end-of-text id 2"), std::string::npos) << e.what();
+  }
+  Batch b;
+  b.tensors["image"] = Tensor::zeros({1, 1, 2, 2});
+  b.tensors["label"] = Tensor::zeros({1}, DType::i64);
+  try {
+    (void)b["text"];
+    ADD_FAILURE() << "a missing key passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch has no 'text' (it holds: image, label)"), std::string::npos) << e.what();
+  }
+}
