@@ -2,15 +2,18 @@
 
 namespace loom {
 
-Tensor mae_target(const Tensor& patches, bool norm_pix) {
+PatchStats patch_stats(const Tensor& patches) {
   if (patches.dim() != 3 || patches.size(2) < 2)
-    throw OpError(str_cat("mae_target: patches must be [B, N, P] with P >= 2, got ", patches.describe()));
-  if (!norm_pix) return patches;
-  const int64_t P = patches.size(2);
+    throw OpError(str_cat("patch_stats: patches must be [B, N, P] with P >= 2, got ", patches.describe()));
   Tensor mean = ops::mean(patches, {2}, true);
   Tensor centred = ops::sub(patches, mean);
-  Tensor var = ops::mul(ops::sum(ops::mul(centred, centred), {2}, true), 1.0 / double(P - 1));
-  return ops::mul(centred, ops::rsqrt(ops::add(var, 1e-6)));
+  return {mean, ops::mul(ops::sum(ops::mul(centred, centred), {2}, true), 1.0 / double(patches.size(2) - 1))};
+}
+
+Tensor mae_target(const Tensor& patches, bool norm_pix) {
+  PatchStats st = patch_stats(patches);  // also checks the shape
+  if (!norm_pix) return patches;
+  return ops::mul(ops::sub(patches, st.mean), ops::rsqrt(ops::add(st.var, 1e-6)));
 }
 
 Tensor masked_mse(const Tensor& pred, const Tensor& target, const Tensor& mask) {

@@ -4,6 +4,10 @@
 
 namespace loom {
 
+// Per-patch mean and unbiased variance over the P values of patches [B, N, P] (each [B, N, 1]).
+struct PatchStats { Tensor mean, var; };
+PatchStats patch_stats(const Tensor& patches);
+
 // target [B, N, P] normalised per patch when norm_pix: (t - mean) / sqrt(var + 1e-6), with the
 // unbiased variance over the P values, as MAE's norm_pix_loss.
 Tensor mae_target(const Tensor& patches, bool norm_pix);

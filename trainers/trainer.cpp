@@ -48,10 +48,7 @@ std::unique_ptr<data::BpeTokenizer> train_tokenizer(const Recipe& r) {
 
 // Features for the probe: the image tower's class token (or mean of its patch tokens) after each of
 // its last `blocks` blocks (through the final LayerNorm, concatenated), or raw pixels.
-FeatureFn probe_features(Module& model, const ProbeOptions& o, data::LoaderConfig& lc) {
-  ViT& v = tower<ViT>(model, "visual", "eval.probe", "an image tower (a ViT)");
-  lc.channels = v.config.channels;
-  lc.transform.size = v.config.height();
+FeatureFn probe_features(const ViT& v, const ProbeOptions& o) {
   if (o.features == "pixels")
     return [](const Tensor& images) { return images.reshape({images.size(0), images.numel() / images.size(0)}); };
   LOOM_CHECK(o.blocks <= int64_t(v.blocks->size()), "eval.probe.blocks: ", o.blocks, " is more than the image tower's ",
@@ -71,12 +68,15 @@ FeatureFn probe_features(Module& model, const ProbeOptions& o, data::LoaderConfi
 Metrics probe_model(Module& model, const Recipe& r) {
   const bool was_training = model.is_training();
   model.eval();
-  data::LoaderConfig train_lc = loader_config(*r.find_data(r.probe.train_data), r.seed, false);
-  data::LoaderConfig test_lc = loader_config(*r.find_data("eval"), r.seed, false);
-  FeatureFn fn = probe_features(model, r.probe, train_lc);
-  probe_features(model, r.probe, test_lc);
-  FeatureSet train = extract_features(fn, *r.find_data(r.probe.train_data), train_lc, r.probe.train_samples);
-  FeatureSet test = extract_features(fn, *r.find_data("eval"), test_lc, r.probe.test_samples);
+  const ViT& v = tower<ViT>(model, "visual", "eval.probe", "an image tower (a ViT)");
+  auto features_of = [&](const DataSpec& d, int64_t limit) {
+    data::LoaderConfig lc = loader_config(d, r.seed, false);
+    lc.channels = v.config.channels;
+    lc.transform.size = v.config.height();
+    return extract_features(probe_features(v, r.probe), d, lc, limit);
+  };
+  FeatureSet train = features_of(*r.find_data(r.probe.train_data), r.probe.train_samples);
+  FeatureSet test = features_of(*r.find_data("eval"), r.probe.test_samples);
   Metrics m = probe(train, test, r.probe, r.seed);
   model.train(was_training);
   return m;
@@ -207,8 +207,7 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
   Task& task = *run_.tasks[k];
   data::LoaderConfig lc = loader_config(recipe_.data.at(s.data), recipe_.seed, true);
   task.configure(lc);
-  const std::vector<std::string> needs = task.needs();
-  const bool text = std::find(needs.begin(), needs.end(), "text") != needs.end();
+  const bool text = std::find(s.task.needs.begin(), s.task.needs.end(), "text") != s.task.needs.end();
   loader_ = std::make_unique<data::Loader>(recipe_.data.at(s.data).rows, text ? run_.tokenizer.get() : nullptr, lc,
                                            saved ? saved->loader : data::LoaderPosition{});
   if (recipe_.explicit_stages) {

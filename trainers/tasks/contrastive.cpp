@@ -23,10 +23,6 @@ class ContrastiveTask : public Task {
     model_ = dynamic_cast<Clip*>(&env.model);
     if (!model_) throw Error("task contrastive needs model.type clip (an image and a text tower)");
   }
-  std::vector<std::string> needs() const override {
-    if (s_.options.same_label_positives) return {"image", "text", "label"};
-    return {"image", "text"};
-  }
   int64_t min_batch() const override { return 2; }  // a pair needs at least one negative
   void configure(data::LoaderConfig& c) const override {
     c.channels = model_->config.vision.channels;

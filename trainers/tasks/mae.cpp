@@ -50,7 +50,6 @@ class MaeTask : public Task {
   }
   int64_t added_parameters() const { return added_; }
 
-  std::vector<std::string> needs() const override { return {"image"}; }
   void configure(data::LoaderConfig& c) const override {
     const ViTConfig& v = encoder_->config;
     LOOM_CHECK(v.height() == v.width_px(), "task mae on images: the image transform makes square images, and the ",
@@ -124,15 +123,12 @@ class MaeTask : public Task {
   void picture(const Tensor& images, const Pass& p, const DataSpec& data, const EvalEnv& env) const {
     const ViTConfig& v = encoder_->config;
     const int64_t n = std::min<int64_t>(s_.reconstructions, images.size(0)), C = v.channels, H = v.height(), W = v.width_px();
-    const int64_t P = v.patch * v.patch * C;
     Tensor img = images.narrow(0, 0, n);
     Tensor patches = ops::patchify(img, v.patch);  // [n, N, P]
     Tensor pred = p.pred.narrow(0, 0, n);
     if (s_.norm_pix_loss) {  // undo the per-patch normalisation with the true patch's statistics
-      Tensor mean = ops::mean(patches, {2}, true);
-      Tensor c = ops::sub(patches, mean);
-      Tensor var = ops::mul(ops::sum(ops::mul(c, c), {2}, true), 1.0 / double(P - 1));
-      pred = ops::add(ops::mul(pred, ops::sqrt(ops::add(var, 1e-6))), mean);
+      PatchStats st = patch_stats(patches);
+      pred = ops::add(ops::mul(pred, ops::sqrt(ops::add(st.var, 1e-6))), st.mean);
     }
     Tensor mask = p.mask.narrow(0, 0, n).reshape({n, p.mask.size(1), 1});  // 1 = masked
     Tensor keep = ops::rsub(1.0, mask);

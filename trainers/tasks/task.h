@@ -61,7 +61,6 @@ struct EvalEnv {
 class Task {
  public:
   virtual ~Task() = default;
-  virtual std::vector<std::string> needs() const = 0;  // batch keys
   // A batch smaller than this (on_error: skip can shrink one) is replaced by the next.
   virtual int64_t min_batch() const { return 1; }
   // Loader settings that depend on the model: channels, image size, text context.
@@ -80,7 +79,7 @@ struct TaskSpec {
   bool needs_text = false;         // the run must have a tokenizer
   bool needs_eval_data = false;    // its evaluation settings ask for data (zero-shot, retrieval)
   double temperature_init = 0.0;   // contrastive: the model's learnable temperature starts here
-  std::vector<std::string> needs;  // batch keys
+  std::vector<std::string> needs;  // the batch keys the task reads (checked against the data up front)
   std::function<std::unique_ptr<Task>(TaskEnv&)> build;
 };
 
