@@ -1,4 +1,5 @@
 #include "data/loader.h"
+#include <cmath>
 #include <cstring>
 #include <iostream>
 #include <limits>
@@ -12,7 +13,32 @@ namespace loom::data {
 namespace {
 constexpr uint64_t kOrderSalt = 0x6F72646572ull;  // "order"
 constexpr uint64_t kAugSalt = 0x617567ull;        // "aug"
+constexpr uint64_t kCropSalt = 0x63726f70ull;     // "crop": an audio clip's crop position
+constexpr uint64_t kMaskSalt = 0x6d61736bull;     // "mask": its SpecAugment masks
 }  // namespace
+
+int64_t AudioConfig::samples() const { return int64_t(std::llround(duration * sample_rate)); }
+
+void AudioConfig::validate() const {
+  LOOM_CHECK(sample_rate >= 1000 && sample_rate <= 768000, "audio.sample_rate must be in [1000, 768000] Hz, got ",
+             sample_rate);
+  LOOM_CHECK(duration > 0 && duration <= 3600, "audio.duration must be in (0, 3600] seconds, got ", duration);
+  LOOM_CHECK(features == "fbank" || features == "waveform", "audio.features must be fbank or waveform, got \"",
+             features, "\"");
+  LOOM_CHECK(std::isfinite(mean) && std > 0 && std::isfinite(std), "audio.std must be > 0 and mean finite, got mean ",
+             mean, ", std ", std);
+  LOOM_CHECK(spec_augment.freq_masks >= 0 && spec_augment.time_masks >= 0 && spec_augment.max_freq_width >= 0 &&
+                 spec_augment.max_time_width >= 0,
+             "audio: SpecAugment mask counts and widths must be >= 0");
+  if (features == "fbank") {
+    FbankOptions f = fbank;
+    f.sample_rate = sample_rate;
+    f.validate();
+    const int64_t window = int64_t(f.sample_rate * f.frame_length_ms * 0.001);
+    LOOM_CHECK(samples() >= window, "audio.duration ", duration, " s is shorter than one fbank frame (", f.frame_length_ms,
+               " ms)");
+  }
+}
 
 const Tensor& Batch::operator[](const std::string& key) const {
   auto it = tensors.find(key);
@@ -66,8 +92,15 @@ Loader::Loader(std::shared_ptr<const Manifest> manifest, const BpeTokenizer* tok
              start.epoch, ", batch ", start.batch, ") outside [0, ", batches_per_epoch_, ") batches per epoch");
   start_ = start.epoch * batches_per_epoch_ + start.batch;
   total_ = config_.repeat ? std::numeric_limits<int64_t>::max() : batches_per_epoch_ - start.batch;
-  for (const Example& ex : manifest_->rows)
-    if (!ex.image.empty()) { has_images_ = true; break; }
+  for (const Example& ex : manifest_->rows) {
+    has_images_ = has_images_ || !ex.image.empty();
+    has_audio_ = has_audio_ || !ex.audio.empty();
+  }
+  if (has_audio_) {
+    config_.audio.validate();
+    config_.audio.fbank.sample_rate = config_.audio.sample_rate;
+    if (config_.audio.features == "fbank") fbank_ = std::make_shared<const KaldiFbank>(config_.audio.fbank);
+  }
   for (int i = 0; i < config_.workers; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
@@ -114,26 +147,35 @@ Loader::Result Loader::build(int64_t seq) const {
     const uint64_t aug_key = detail::combine(detail::combine(config_.seed, kAugSalt), uint64_t(epoch));
 
     Batch batch;
-    std::vector<Tensor> images;
+    std::vector<Tensor> images, clips;
     std::vector<int64_t> labels;
     for (int64_t k = first; k < last; ++k) {
       const int64_t idx = order[size_t(k)];
       const Example& ex = manifest_->rows[size_t(idx)];
-      if (has_images_) {
-        Tensor img;
-        try {
+      const uint64_t seed = detail::combine(aug_key, uint64_t(idx));
+      Tensor img, clip;
+      std::string source = str_cat(manifest_->path, " row ", idx);  // what a skip names
+      try {
+        if (has_images_) {
           LOOM_CHECK(!ex.image.empty(), manifest_->path, ": row ", idx, " has no image");
-          img = config_.transform.apply(decode_image(ex.image, config_.channels), detail::combine(aug_key, uint64_t(idx)));
+          source = ex.image;
+          img = config_.transform.apply(decode_image(ex.image, config_.channels), seed);
           if (!images.empty() && img.shape() != images.front().shape())
             throw Error(str_cat(ex.image, ": image is ", img.describe(), " after its transform, but the batch's first is ",
                                 images.front().describe(), "; set transform.size"));
-        } catch (const Error& e) {
-          if (config_.on_error == "fail") throw;
-          res.skips.push_back({idx, ex.image.empty() ? str_cat(manifest_->path, " row ", idx) : ex.image, e.what()});
-          continue;
         }
-        images.push_back(std::move(img));
+        if (has_audio_) {
+          LOOM_CHECK(!ex.audio.empty(), manifest_->path, ": row ", idx, " has no audio");
+          source = ex.audio;
+          clip = load_audio(ex, seed);
+        }
+      } catch (const Error& e) {
+        if (config_.on_error == "fail") throw;
+        res.skips.push_back({idx, source, e.what()});
+        continue;
       }
+      if (has_images_) images.push_back(std::move(img));
+      if (has_audio_) clips.push_back(std::move(clip));
       batch.indices.push_back(idx);
       batch.texts.push_back(ex.text);
       labels.push_back(ex.label);
@@ -148,6 +190,18 @@ Loader::Result Loader::build(int64_t seq) const {
       for (int64_t i = 0; i < B; ++i) std::memcpy(dst + i * per, images[size_t(i)].data_ptr<float>(), size_t(per) * sizeof(float));
       batch.tensors["image"] = stacked;
     }
+    if (has_audio_) {
+      Shape s{config_.audio.samples()};
+      if (fbank_) s = Shape{1, config_.audio.fbank.num_mel_bins, fbank_->num_frames(config_.audio.samples())};
+      if (!clips.empty()) s = clips.front().shape();
+      Shape full{B};
+      for (int64_t d : s) full.push_back(d);
+      Tensor stacked = Tensor::empty(full);
+      const int64_t per = s.numel();
+      for (int64_t i = 0; i < B; ++i)
+        std::memcpy(stacked.data_ptr<float>() + i * per, clips[size_t(i)].data_ptr<float>(), size_t(per) * sizeof(float));
+      batch.tensors["audio"] = stacked;
+    }
     batch.tensors["label"] = Tensor::from(labels, {B}, DType::i64);
     if (tokenizer_) {
       Tensor tokens = tokenizer_->encode_batch(batch.texts, config_.context);
@@ -159,6 +213,24 @@ Loader::Result Loader::build(int64_t seq) const {
     res.error = std::current_exception();
   }
   return res;
+}
+
+Tensor Loader::load_audio(const Example& ex, uint64_t seed) const {
+  const AudioConfig& a = config_.audio;
+  Waveform w = decode_audio(ex.audio);
+  std::vector<float> x = resample(w.samples, w.sample_rate, a.sample_rate, ex.audio);
+  x = fit_duration(x, a.samples(), a.pad, a.random_crop, detail::combine(seed, kCropSalt));
+  if (!fbank_) return Tensor::from(x, {int64_t(x.size())});
+  const Tensor tf = fbank_->compute(x.data(), int64_t(x.size()));  // [frames, bins]
+  const int64_t frames = tf.size(0), bins = tf.size(1);
+  Tensor spec = Tensor::empty({1, bins, frames});
+  const float* src = tf.data_ptr<float>();
+  float* dst = spec.data_ptr<float>();
+  const float mean = float(a.mean), inv_std = float(1.0 / a.std);
+  for (int64_t t = 0; t < frames; ++t)
+    for (int64_t b = 0; b < bins; ++b) dst[b * frames + t] = (src[t * bins + b] - mean) * inv_std;
+  if (a.spec_augment.active()) a.spec_augment.apply(dst, bins, frames, 0.0f, detail::combine(seed, kMaskSalt));
+  return spec;
 }
 
 void Loader::worker_loop() {

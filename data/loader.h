@@ -18,11 +18,33 @@
 #include <thread>
 #include <vector>
 #include "core/tensor.h"
+#include "data/audio.h"
+#include "data/fbank.h"
 #include "data/manifest.h"
 #include "data/tokenizer.h"
 #include "data/transforms.h"
 
 namespace loom::data {
+
+// How audio examples become the batch's "audio": decoded (any channel count mixed to mono), resampled
+// to sample_rate, fit to `duration` seconds (longer clips cropped — at random when random_crop, else
+// centred; shorter ones padded per `pad`), then either kept as the waveform (features "waveform": f32
+// [B, samples]) or turned into a Kaldi log-mel filterbank normalised as (x - mean) / std (features
+// "fbank": f32 [B, 1, mel_bins, frames], frequency on the height and time on the width, as an image
+// for a patch embedding) with SpecAugment's masks (set to 0, the normalised mean) when spec_augment
+// is active. All of it runs in the loader's workers.
+struct AudioConfig {
+  double sample_rate = 16000;
+  double duration = 10.0;
+  AudioPad pad = AudioPad::repeatpad;
+  bool random_crop = false;
+  std::string features = "fbank";  // fbank | waveform
+  FbankOptions fbank;               // its sample_rate is this sample_rate
+  double mean = 0, std = 1;
+  SpecAugment spec_augment;
+  int64_t samples() const;          // round(duration * sample_rate)
+  void validate() const;            // throws loom::Error naming the setting
+};
 
 struct LoaderConfig {
   int64_t batch_size = 128;
@@ -38,10 +60,11 @@ struct LoaderConfig {
   ImageTransform transform;
   int64_t channels = 1;
   int64_t context = 16;
+  AudioConfig audio;
 };
 
 // A batch is named tensors that tasks ask for by key: "image" f32 [B, C, H, W] (when the manifest has
-// images), "text" i64 [B, context] token ids (with a tokenizer; every row holds an end-of-text id and
+// images), "audio" (when it has audio; see AudioConfig), "text" i64 [B, context] token ids (with a tokenizer; every row holds an end-of-text id and
 // ids below the vocabulary size, checked here on the host), "label" i64 [B] (-1: none).
 struct Batch {
   std::map<std::string, Tensor> tensors;
@@ -88,6 +111,7 @@ class Loader {
     std::vector<Skip> skips;
   };
   Result build(int64_t seq) const;
+  Tensor load_audio(const Example& ex, uint64_t seed) const;  // f32 [1, bins, frames] or [samples]
   std::shared_ptr<const std::vector<int64_t>> cached_order(int64_t epoch) const;
   void worker_loop();
 
@@ -97,7 +121,8 @@ class Loader {
   int64_t start_ = 0;              // global batch index of the first batch
   int64_t batches_per_epoch_ = 0;
   int64_t total_ = 0;              // batches this loader will yield (INT64_MAX when repeating)
-  bool has_images_ = false;
+  bool has_images_ = false, has_audio_ = false;
+  std::shared_ptr<const KaldiFbank> fbank_;  // when the manifest has audio and features are fbank
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_, ready_cv_;

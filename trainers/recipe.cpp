@@ -18,6 +18,37 @@ data::ImageTransform read_transform(const Config& c, const std::string& k) {
   return t;
 }
 
+// data.NAME.audio: how audio rows become the batch's "audio" (data::AudioConfig). Crop and SpecAugment
+// apply in training only (loader_config).
+data::AudioConfig read_audio(const Config& c, const std::string& k) {
+  data::AudioConfig a;
+  a.sample_rate = c.f64(k + ".sample_rate", a.sample_rate);
+  a.duration = c.f64(k + ".duration", a.duration);
+  a.pad = data::parse_audio_pad(c.choice(k + ".pad", {"repeatpad", "repeat", "zero"}, "repeatpad"));
+  a.random_crop = c.choice(k + ".crop", {"random", "center"}, "random") == "random";
+  a.features = c.choice(k + ".features", {"fbank", "waveform"}, "fbank");
+  a.fbank.num_mel_bins = c.i64(k + ".mel_bins", a.fbank.num_mel_bins);
+  a.fbank.frame_length_ms = c.f64(k + ".frame_length_ms", a.fbank.frame_length_ms);
+  a.fbank.frame_shift_ms = c.f64(k + ".frame_shift_ms", a.fbank.frame_shift_ms);
+  a.fbank.window = c.choice(k + ".window", {"hanning", "povey", "hamming", "rectangular"}, a.fbank.window);
+  a.fbank.low_freq = c.f64(k + ".low_freq", a.fbank.low_freq);
+  a.fbank.high_freq = c.f64(k + ".high_freq", a.fbank.high_freq);
+  a.fbank.preemphasis = c.f64(k + ".preemphasis", a.fbank.preemphasis);
+  a.mean = c.f64(k + ".mean", a.mean);
+  a.std = c.f64(k + ".std", a.std);
+  a.spec_augment.max_freq_width = c.i64(k + ".freq_mask", 0);
+  a.spec_augment.freq_masks = c.i64(k + ".freq_masks", 1);
+  a.spec_augment.max_time_width = c.i64(k + ".time_mask", 0);
+  a.spec_augment.time_masks = c.i64(k + ".time_masks", 1);
+  a.fbank.sample_rate = a.sample_rate;
+  try {
+    a.validate();
+  } catch (const Error& e) {
+    c.fail(k, e.what());
+  }
+  return a;
+}
+
 DataSpec read_data(const Config& c, const std::string& name) {
   const std::string k = "data." + name;
   DataSpec d;
@@ -35,6 +66,7 @@ DataSpec read_data(const Config& c, const std::string& name) {
   d.workers = int(workers);
   d.on_error = c.choice(k + ".on_error", {"skip", "fail"}, "skip");
   d.transform = read_transform(c, k + ".transform");
+  d.audio = read_audio(c, k + ".audio");
   if (d.batch_size < 1) c.fail(k + ".batch_size", "must be >= 1");
   return d;
 }

@@ -34,12 +34,14 @@ TaskSpec parse_task(const Config& c, const std::string& prefix, const std::strin
 }
 
 std::vector<std::string> DataSpec::provides() const {
-  bool image = false, text = false;
+  bool image = false, audio = false, text = false;
   for (const data::Example& e : rows->rows) {
     image = image || !e.image.empty();
+    audio = audio || !e.audio.empty();
     text = text || !e.text.empty();
   }
   std::vector<std::string> out;
+  if (audio) out.push_back("audio");
   if (image) out.push_back("image");
   out.push_back("label");
   if (text) out.push_back("text");
@@ -56,7 +58,12 @@ data::LoaderConfig loader_config(const DataSpec& d, uint64_t seed, bool train) {
   c.seed = seed;
   c.on_error = d.on_error;
   c.transform = d.transform;
-  if (!train) c.transform.random_resized_crop = c.transform.hflip = false;  // no augmentation in evaluation
+  c.audio = d.audio;
+  if (!train) {  // no augmentation in evaluation; audio crops centred
+    c.transform.random_resized_crop = c.transform.hflip = false;
+    c.audio.random_crop = false;
+    c.audio.spec_augment = {};
+  }
   return c;
 }
 

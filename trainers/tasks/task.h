@@ -29,7 +29,8 @@ struct DataSpec {
   int workers = 2;
   std::string on_error = "skip";  // skip | fail
   data::ImageTransform transform;
-  // The batch keys this data can fill: "image" (rows have images), "text" (rows have captions), "label".
+  data::AudioConfig audio;  // data.NAME.audio (defaults when absent)
+  // The batch keys this data can fill: "image", "audio", "text" (rows have them), "label".
   std::vector<std::string> provides() const;
 };
 
