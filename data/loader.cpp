@@ -30,6 +30,7 @@ void AudioConfig::validate() const {
   LOOM_CHECK(spec_augment.freq_masks >= 0 && spec_augment.time_masks >= 0 && spec_augment.max_freq_width >= 0 &&
                  spec_augment.max_time_width >= 0,
              "audio: SpecAugment mask counts and widths must be >= 0");
+  LOOM_CHECK(frames >= 0, "audio.frames must be >= 0, got ", frames);
   if (features == "fbank") {
     FbankOptions f = fbank;
     f.sample_rate = sample_rate;
@@ -192,7 +193,7 @@ Loader::Result Loader::build(int64_t seq) const {
     }
     if (has_audio_) {
       Shape s{config_.audio.samples()};
-      if (fbank_) s = Shape{1, config_.audio.fbank.num_mel_bins, fbank_->num_frames(config_.audio.samples())};
+      if (fbank_) s = Shape{1, config_.audio.fbank.num_mel_bins, audio_frames()};
       if (!clips.empty()) s = clips.front().shape();
       Shape full{B};
       for (int64_t d : s) full.push_back(d);
@@ -215,19 +216,23 @@ Loader::Result Loader::build(int64_t seq) const {
   return res;
 }
 
+int64_t Loader::audio_frames() const {
+  return config_.audio.frames > 0 ? config_.audio.frames : fbank_->num_frames(config_.audio.samples());
+}
+
 Tensor Loader::load_audio(const Example& ex, uint64_t seed) const {
   const AudioConfig& a = config_.audio;
   Waveform w = decode_audio(ex.audio);
   std::vector<float> x = resample(w.samples, w.sample_rate, a.sample_rate, ex.audio);
   x = fit_duration(x, a.samples(), a.pad, a.random_crop, detail::combine(seed, kCropSalt));
   if (!fbank_) return Tensor::from(x, {int64_t(x.size())});
-  const Tensor tf = fbank_->compute(x.data(), int64_t(x.size()));  // [frames, bins]
-  const int64_t frames = tf.size(0), bins = tf.size(1);
-  Tensor spec = Tensor::empty({1, bins, frames});
+  const Tensor tf = fbank_->compute(x.data(), int64_t(x.size()));  // [computed frames, bins]
+  const int64_t frames = audio_frames(), bins = tf.size(1), have = std::min(frames, tf.size(0));
+  Tensor spec = Tensor::zeros({1, bins, frames});  // frames beyond the clip's stay 0 (the normalised mean)
   const float* src = tf.data_ptr<float>();
   float* dst = spec.data_ptr<float>();
   const float mean = float(a.mean), inv_std = float(1.0 / a.std);
-  for (int64_t t = 0; t < frames; ++t)
+  for (int64_t t = 0; t < have; ++t)
     for (int64_t b = 0; b < bins; ++b) dst[b * frames + t] = (src[t * bins + b] - mean) * inv_std;
   if (a.spec_augment.active()) a.spec_augment.apply(dst, bins, frames, 0.0f, detail::combine(seed, kMaskSalt));
   return spec;

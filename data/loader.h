@@ -32,7 +32,7 @@ namespace loom::data {
 // [B, samples]) or turned into a Kaldi log-mel filterbank normalised as (x - mean) / std (features
 // "fbank": f32 [B, 1, mel_bins, frames], frequency on the height and time on the width, as an image
 // for a patch embedding) with SpecAugment's masks (set to 0, the normalised mean) when spec_augment
-// is active. All of it runs in the loader's workers.
+// is active. `frames` cuts or pads the fbank's frames to a model's input length. All of it runs in the loader's workers.
 struct AudioConfig {
   double sample_rate = 16000;
   double duration = 10.0;
@@ -40,6 +40,7 @@ struct AudioConfig {
   bool random_crop = false;
   std::string features = "fbank";  // fbank | waveform
   FbankOptions fbank;               // its sample_rate is this sample_rate
+  int64_t frames = 0;               // fbank frames kept (AST's target_length): cut or padded with 0; 0: all
   double mean = 0, std = 1;
   SpecAugment spec_augment;
   int64_t samples() const;          // round(duration * sample_rate)
@@ -112,6 +113,7 @@ class Loader {
   };
   Result build(int64_t seq) const;
   Tensor load_audio(const Example& ex, uint64_t seed) const;  // f32 [1, bins, frames] or [samples]
+  int64_t audio_frames() const;                               // fbank frames per clip
   std::shared_ptr<const std::vector<int64_t>> cached_order(int64_t epoch) const;
   void worker_loop();
 

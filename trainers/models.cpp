@@ -7,8 +7,15 @@ VisionModel::VisionModel(const ViTConfig& c, Generator& gen) {
   register_module("visual", visual);
 }
 
+AudioModel::AudioModel(const AudioTransformerConfig& c, Generator& gen) {
+  audio = std::make_shared<AudioTransformer>(c, gen);
+  register_module("audio", audio);
+}
+
 std::shared_ptr<Module> ModelSpec::build(Generator& gen) const {
   if (type == "clip") return std::make_shared<Clip>(clip, gen);
+  if (type == "clap") return std::make_shared<Clap>(clap, gen);
+  if (type == "ast") return std::make_shared<AudioModel>(clap.audio, gen);
   return std::make_shared<VisionModel>(clip.vision, gen);
 }
 
@@ -54,6 +61,35 @@ ViTConfig read_vit(const Config& c, const std::string& k) {
   return v;
 }
 
+AudioTransformerConfig read_audio_tower(const Config& c, const std::string& k) {
+  AudioTransformerConfig a;
+  c.choice(k + ".type", {"ast"}, "ast");
+  for (const char* key : {".mel_bins", ".frames", ".patch", ".width", ".layers", ".heads"})
+    if (c.i64(k + key) < 1) c.fail(k + key, "must be >= 1");
+  a.mel_bins = c.i64(k + ".mel_bins");
+  a.frames = c.i64(k + ".frames");
+  a.patch = c.i64(k + ".patch");
+  a.width = c.i64(k + ".width");
+  a.layers = c.i64(k + ".layers");
+  a.heads = c.i64(k + ".heads");
+  if (c.has(k + ".stride") && c.i64(k + ".stride") != a.patch)
+    c.fail(k + ".stride", "overlapping patches (stride below patch, as AST's 10 of 16) are not built yet; "
+                          "use stride equal to patch");
+  a.mlp_ratio = c.f64(k + ".mlp_ratio", 4.0);
+  a.pos_embed = c.choice(k + ".pos_embed", {"learned", "sincos"}, "learned");
+  a.layer_scale_init = c.f64(k + ".layer_scale_init", 0.0);
+  a.drop_path = c.f64(k + ".drop_path", 0.0);
+  if (!(a.drop_path >= 0 && a.drop_path < 1)) c.fail(k + ".drop_path", "must be in [0, 1)");
+  if (!(a.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
+  check_positive(c, k + ".mlp_ratio", a.mlp_ratio);
+  if (a.mel_bins < 4 || a.mel_bins > 1024) c.fail(k + ".mel_bins", "must be in [4, 1024]");
+  if (a.mel_bins % a.patch != 0 || a.frames % a.patch != 0)
+    c.fail(k + ".patch", str_cat("patch ", a.patch, " does not divide mel_bins ", a.mel_bins, " and frames ", a.frames));
+  if (a.width % a.heads != 0) c.fail(k + ".heads", str_cat("heads ", a.heads, " does not divide width ", a.width));
+  if (a.pos_embed == "sincos" && a.width % 4 != 0) c.fail(k + ".pos_embed", "sincos needs a width divisible by 4");
+  return a;
+}
+
 TextConfig read_text(const Config& c, const std::string& k) {
   TextConfig t;
   c.choice(k + ".type", {"transformer"}, "transformer");
@@ -74,7 +110,17 @@ TextConfig read_text(const Config& c, const std::string& k) {
 
 ModelSpec parse_model(const Config& c) {
   ModelSpec m;
-  m.type = c.choice("model.type", {"clip", "vit"}, "clip");
+  m.type = c.choice("model.type", {"clip", "vit", "clap", "ast"}, "clip");
+  if (m.type == "clap" || m.type == "ast") {
+    m.clap.audio = read_audio_tower(c, "model.audio");
+    if (m.type == "clap") {
+      m.clap.embed_dim = c.i64("model.embed_dim", 64);
+      if (m.clap.embed_dim < 1) c.fail("model.embed_dim", "must be >= 1");
+      m.clap.projection = c.choice("model.projection", {"mlp", "linear"}, "mlp");
+      m.clap.text = read_text(c, "model.text");
+    }
+    return m;
+  }
   m.clip.vision = read_vit(c, "model.vision");
   if (m.type == "clip") {
     m.clip.embed_dim = c.i64("model.embed_dim", 64);

@@ -222,15 +222,18 @@ Recipe Recipe::from(const Config& c) {
     if (s.task.needs_eval_data && s.eval_data.empty()) c.fail("eval", "evaluation needs data.eval");
     if (s.task.needs_text && !r.model.has_text())
       c.fail(r.explicit_stages ? s.key + ".task.type" : "task.type",
-             str_cat("task ", s.task.type, " needs a text tower, and model.type ", r.model.type, " has none (use clip)"));
+             str_cat("task ", s.task.type, " needs a text tower, and model.type ", r.model.type, " has none (use clip or clap)"));
   }
   for (const StageSpec& s : r.stages)
-    if (s.task.temperature_init > 0) { r.model.clip.init_temperature = s.task.temperature_init; break; }
+    if (s.task.temperature_init > 0) {
+      r.model.clip.init_temperature = r.model.clap.init_temperature = s.task.temperature_init;
+      break;
+    }
 
   c.choice("tokenizer.type", {"bpe"}, "bpe");
   r.vocab_size = c.i64("tokenizer.vocab_size", 512);
   if (r.vocab_size < 64) c.fail("tokenizer.vocab_size", "must be >= 64");
-  r.model.clip.text.vocab_size = r.vocab_size;
+  r.model.clip.text.vocab_size = r.model.clap.text.vocab_size = r.vocab_size;
   if (c.has("tokenizer.train_on")) r.tokenizer_train_on = c.existing_path("tokenizer.train_on");
   if (r.needs_text() && r.tokenizer_train_on.empty()) {
     for (const StageSpec& s : r.stages)

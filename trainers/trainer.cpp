@@ -51,7 +51,7 @@ std::unique_ptr<data::BpeTokenizer> train_tokenizer(const Recipe& r) {
 FeatureFn probe_features(const ViT& v, const ProbeOptions& o) {
   if (o.features == "pixels")
     return [](const Tensor& images) { return images.reshape({images.size(0), images.numel() / images.size(0)}); };
-  LOOM_CHECK(o.blocks <= int64_t(v.blocks->size()), "eval.probe.blocks: ", o.blocks, " is more than the image tower's ",
+  LOOM_CHECK(o.blocks <= int64_t(v.blocks->size()), "eval.probe.blocks: ", o.blocks, " is more than the tower's ",
              v.blocks->size(), " blocks");
   const bool mean = o.pool == "mean";
   const size_t last = size_t(o.blocks);
@@ -68,12 +68,12 @@ FeatureFn probe_features(const ViT& v, const ProbeOptions& o) {
 Metrics probe_model(Module& model, const Recipe& r) {
   const bool was_training = model.is_training();
   model.eval();
-  const ViT& v = tower<ViT>(model, "visual", "eval.probe", "an image tower (a ViT)");
+  const InputTower in = input_tower(model, "eval.probe");
+  const ViT& v = *in.vit;
   auto features_of = [&](const DataSpec& d, int64_t limit) {
     data::LoaderConfig lc = loader_config(d, r.seed, false);
-    lc.channels = v.config.channels;
-    lc.transform.size = v.config.height();
-    return extract_features(probe_features(v, r.probe), d, lc, limit);
+    in.configure(lc);
+    return extract_features(probe_features(v, r.probe), d, lc, limit, in.key);
   };
   FeatureSet train = features_of(*r.find_data(r.probe.train_data), r.probe.train_samples);
   FeatureSet test = features_of(*r.find_data("eval"), r.probe.test_samples);
@@ -89,7 +89,7 @@ Run Run::build(const Recipe& r, std::unique_ptr<data::BpeTokenizer> tokenizer, c
   Run run;
   run.tokenizer = std::move(tokenizer);
   ModelSpec spec = r.model;
-  if (run.tokenizer) spec.clip.text.vocab_size = run.tokenizer->vocab_size();
+  if (run.tokenizer) spec.clip.text.vocab_size = spec.clap.text.vocab_size = run.tokenizer->vocab_size();
   Generator init_gen(r.seed);
   run.model = spec.build(init_gen);
   if (before_tasks) before_tasks(*run.model);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 #include "data/audio.h"
+#include "data/loader.h"
 #include "helpers.h"
 
 namespace loom::data {
@@ -229,6 +230,163 @@ TEST(FitDuration, PadsShortClipsPerPolicy) {
   EXPECT_EQ(fit_duration(x, 3, AudioPad::zero, true, 5), x);
   EXPECT_EQ(parse_audio_pad("repeatpad"), AudioPad::repeatpad);
   EXPECT_NE(error_of([] { parse_audio_pad("loop"); }).find("unknown audio pad policy \"loop\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace loom::data
+
+// ---- the loader's "audio" key ----
+
+namespace loom::data {
+namespace {
+
+// Clips in mixed containers, rates and channel counts; row i is a sine of 200 + 100 i Hz lasting
+// 0.2 + 0.1 i seconds, so some are shorter and some longer than the loader's 0.5 s.
+struct AudioSet {
+  TempDir dir;
+  std::shared_ptr<Manifest> manifest;
+  explicit AudioSet(int n, const std::string& broken = "") {
+    const char* exts[] = {".wav", ".flac", ".ogg", ".aiff"};
+    const int rates[] = {8000, 16000, 22050, 44100, 48000};
+    std::string jsonl;
+    std::filesystem::create_directories(dir.file("clips"));
+    for (int i = 0; i < n; ++i) {
+      const int rate = rates[i % 5], channels = 1 + i % 2;
+      const std::string rel = "clips/" + std::to_string(i) + exts[i % 4];
+      const std::vector<float> mono = sine(200 + 100 * i, rate, int64_t((0.2 + 0.1 * i) * rate), 0.3);
+      std::vector<float> inter;
+      for (float v : mono) for (int c = 0; c < channels; ++c) inter.push_back(v);
+      write_audio(dir.file(rel), inter, channels, rate);
+      if (rel == broken) write_file(dir.file(rel), "not audio at all");
+      jsonl += R"({"audio": ")" + rel + R"(", "text": "clip )" + std::to_string(i) + R"(", "label": )" +
+               std::to_string(i % 3) + "}\n";
+    }
+    write_file(dir.file("m.jsonl"), jsonl);
+    manifest = std::make_shared<Manifest>(Manifest::load(dir.file("m.jsonl")));
+  }
+};
+
+LoaderConfig audio_config(int64_t batch, bool train) {
+  LoaderConfig c;
+  c.batch_size = batch;
+  c.workers = 2;
+  c.shuffle = false;
+  c.repeat = false;
+  c.drop_last = false;
+  c.audio.sample_rate = 16000;
+  c.audio.duration = 0.5;
+  c.audio.fbank.num_mel_bins = 64;
+  c.audio.random_crop = train;
+  if (train) c.audio.spec_augment = SpecAugment{1, 8, 1, 10};
+  return c;
+}
+
+TEST(AudioLoader, FbankBatchesFromMixedFiles) {
+  AudioSet set(8);
+  Loader loader(set.manifest, nullptr, audio_config(4, false));
+  int64_t seen = 0;
+  while (auto b = loader.next()) {
+    EXPECT_EQ(b->keys(), "audio, label");
+    const Tensor& a = (*b)["audio"];
+    ASSERT_EQ(a.shape(), (Shape{4, 1, 64, 48}));  // 0.5 s at 16 kHz: 8000 samples, 48 frames
+    const std::vector<float> v = a.to_vector<float>();
+    for (float x : v) ASSERT_TRUE(std::isfinite(x));
+    // Every clip is a tone, so each row's loudest bin is well above the log floor.
+    for (int64_t i = 0; i < 4; ++i) {
+      float peak = -100;
+      for (int64_t j = 0; j < 64 * 48; ++j) peak = std::max(peak, v[size_t(i * 64 * 48 + j)]);
+      EXPECT_GT(peak, 0.0f) << "clip " << b->indices[size_t(i)];
+    }
+    seen += b->size();
+  }
+  EXPECT_EQ(seen, 8);
+  EXPECT_EQ(loader.skipped(), 0);
+}
+
+TEST(AudioLoader, FramesAreCutOrPaddedToTheModelsLength) {
+  AudioSet set(2);
+  LoaderConfig c = audio_config(2, false);
+  const std::vector<float> all = (*Loader(set.manifest, nullptr, c).next())["audio"].to_vector<float>();  // 48 frames
+  c.audio.frames = 40;
+  const Tensor cut = (*Loader(set.manifest, nullptr, c).next())["audio"];
+  ASSERT_EQ(cut.shape(), (Shape{2, 1, 64, 40}));
+  c.audio.frames = 60;
+  const Tensor padded = (*Loader(set.manifest, nullptr, c).next())["audio"];
+  ASSERT_EQ(padded.shape(), (Shape{2, 1, 64, 60}));
+  const std::vector<float> v40 = cut.to_vector<float>(), v60 = padded.to_vector<float>();
+  for (int64_t i = 0; i < 2 * 64; ++i)
+    for (int64_t t = 0; t < 60; ++t) {
+      if (t < 40) {
+        ASSERT_EQ(v40[size_t(i * 40 + t)], all[size_t(i * 48 + t)]);
+      }
+      ASSERT_EQ(v60[size_t(i * 60 + t)], t < 48 ? all[size_t(i * 48 + t)] : 0.0f);
+    }
+}
+
+TEST(AudioLoader, WaveformFeaturesAreResampledAndFitToTheDuration) {
+  AudioSet set(4);
+  LoaderConfig c = audio_config(4, false);
+  c.audio.features = "waveform";
+  c.audio.pad = AudioPad::zero;
+  Loader loader(set.manifest, nullptr, c);
+  const Batch b = *loader.next();
+  const Tensor& a = b["audio"];
+  ASSERT_EQ(a.shape(), (Shape{4, 8000}));
+  const std::vector<float> v = a.to_vector<float>();
+  // Row 0 lasts 0.2 s (3200 samples at 16 kHz) and is zero-padded; row 3 (0.5 s) fills the window.
+  EXPECT_GT(rms(std::vector<float>(v.begin(), v.begin() + 3000)), 0.15);
+  EXPECT_EQ(rms(std::vector<float>(v.begin() + 3300, v.begin() + 8000)), 0.0);
+  EXPECT_GT(rms(std::vector<float>(v.begin() + 3 * 8000, v.begin() + 3 * 8000 + 7900)), 0.15);
+  // Row 1 is a 300 Hz tone at 16 kHz after resampling from 16 kHz; row 2 a 400 Hz tone from 22.05 kHz.
+  EXPECT_EQ(peak_frequency(std::vector<float>(v.begin() + 8000 + 500, v.begin() + 8000 + 4000), 16000, 250, 350), 300);
+  EXPECT_EQ(peak_frequency(std::vector<float>(v.begin() + 16000 + 500, v.begin() + 16000 + 5000), 16000, 350, 450), 400);
+}
+
+TEST(AudioLoader, TrainingCropsAndMasksAreAFunctionOfTheSeed) {
+  AudioSet set(8);
+  auto first = [&](uint64_t seed, int workers) {
+    LoaderConfig c = audio_config(8, true);
+    c.seed = seed;
+    c.workers = workers;
+    Loader loader(set.manifest, nullptr, c);
+    return (*loader.next())["audio"].to_vector<float>();
+  };
+  EXPECT_EQ(first(3, 2), first(3, 0));
+  EXPECT_NE(first(3, 2), first(4, 2));
+  // Masked cells are exactly 0 (the normalised mean).
+  const std::vector<float> v = first(3, 2);
+  EXPECT_GT(std::count(v.begin(), v.end(), 0.0f), 8 * 48);
+}
+
+TEST(AudioLoader, BadClipsAreSkippedAndCountedOrFatal) {
+  AudioSet set(6, "clips/2.ogg");
+  {
+    Loader loader(set.manifest, nullptr, audio_config(6, false));
+    const Batch b = *loader.next();
+    EXPECT_EQ(b.size(), 5);
+    EXPECT_EQ(b["audio"].size(0), 5);
+    EXPECT_EQ(std::count(b.indices.begin(), b.indices.end(), 2), 0);
+    EXPECT_EQ(loader.skipped(), 1);
+  }
+  LoaderConfig c = audio_config(6, false);
+  c.on_error = "fail";
+  Loader loader(set.manifest, nullptr, c);
+  const std::string e = error_of([&] { loader.next(); });
+  EXPECT_NE(e.find("clips/2.ogg: cannot decode audio"), std::string::npos) << e;
+}
+
+TEST(AudioLoader, ImpossibleSettingsNameTheSetting) {
+  AudioSet set(2);
+  LoaderConfig c = audio_config(2, false);
+  c.audio.duration = 0.01;  // 160 samples, under one 400-sample frame
+  EXPECT_NE(error_of([&] { Loader l(set.manifest, nullptr, c); }).find("shorter than one fbank frame"), std::string::npos);
+  c = audio_config(2, false);
+  c.audio.features = "mfcc";
+  EXPECT_NE(error_of([&] { Loader l(set.manifest, nullptr, c); }).find("audio.features must be fbank or waveform"),
+            std::string::npos);
+  c = audio_config(2, false);
+  c.audio.std = 0;
+  EXPECT_NE(error_of([&] { Loader l(set.manifest, nullptr, c); }).find("audio.std must be > 0"), std::string::npos);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 
 namespace loom {
 
-FeatureSet extract_features(const FeatureFn& fn, const DataSpec& data, data::LoaderConfig lc, int64_t limit) {
+FeatureSet extract_features(const FeatureFn& fn, const DataSpec& data, data::LoaderConfig lc, int64_t limit,
+                            const std::string& key) {
   NoGradGuard ng;
   data::Loader loader(data.rows, nullptr, lc);
   std::vector<Tensor> feats;
@@ -22,7 +23,7 @@ FeatureSet extract_features(const FeatureFn& fn, const DataSpec& data, data::Loa
     for (size_t i = 0; i < labels.size() && have + int64_t(rows.size()) < want; ++i)
       if (labels[i] >= 0) rows.push_back(int64_t(i));
     if (rows.empty()) continue;
-    Tensor images = (*b)["image"];
+    Tensor images = (*b)[key];
     Tensor f = fn(images).to(DType::f32);
     LOOM_CHECK(f.dim() == 2 && f.size(0) == images.size(0), "probe: features must be [B, D], got ", f.describe());
     feats.push_back(ops::index_select(f, 0, Tensor::from(rows, {int64_t(rows.size())}, DType::i64)));
@@ -73,13 +74,13 @@ double knn_top1(const FeatureSet& train, const FeatureSet& test, int64_t k, doub
   return double(hit) / double(std::max<int64_t>(1, n));
 }
 
-struct Linear { Tensor w, b; };
+struct LinearClassifier { Tensor w, b; };
 
 // A linear classifier on x [N, D] by AdamW with minibatches of 256 and a cosine schedule, from zeros.
-Linear fit_linear(const Tensor& x, const std::vector<int64_t>& y, int64_t classes, double wd, const ProbeOptions& o,
+LinearClassifier fit_linear(const Tensor& x, const std::vector<int64_t>& y, int64_t classes, double wd, const ProbeOptions& o,
                   uint64_t seed) {
   const int64_t N = x.size(0), D = x.size(1), B = std::min<int64_t>(256, N);
-  Linear l{Tensor::zeros({classes, D}), Tensor::zeros({classes})};
+  LinearClassifier l{Tensor::zeros({classes, D}), Tensor::zeros({classes})};
   l.w.set_requires_grad(true);
   l.b.set_requires_grad(true);
   AdamWConfig ac;
@@ -137,14 +138,14 @@ Metrics probe(const FeatureSet& train, const FeatureSet& test, const ProbeOption
     Tensor xfit = ops::index_select(xtr, 0, Tensor::from(fit_rows, {N - held}, DType::i64)).contiguous();
     Tensor xval = ops::index_select(xtr, 0, Tensor::from(val_rows, {held}, DType::i64)).contiguous();
     for (double wd : o.weight_decays) {
-      Linear l = fit_linear(xfit, fit_y, classes, wd, o, seed);
+      LinearClassifier l = fit_linear(xfit, fit_y, classes, wd, o, seed);
       NoGradGuard ng;
       const double acc = accuracy(ops::linear(xval, l.w, l.b), val_y);
       if (acc > best_acc) { best_acc = acc; best_wd = wd; }
     }
     out["eval/linear_val_top1"] = best_acc;
   }
-  Linear l = fit_linear(xtr, train.labels, classes, best_wd, o, seed);
+  LinearClassifier l = fit_linear(xtr, train.labels, classes, best_wd, o, seed);
   NoGradGuard ng;
   out["eval/linear_top1"] = accuracy(ops::linear(xte, l.w, l.b), test.labels);
   out["eval/linear_weight_decay"] = best_wd;

@@ -28,7 +28,7 @@ struct ProbeOptions {
   std::vector<double> weight_decays{0.0, 1e-4, 1e-3, 1e-2};
 };
 
-// A function from a batch of images [B, C, H, W] to features [B, D].
+// A function from a batch of inputs (images [B, C, H, W], spectrograms [B, 1, F, T]) to features [B, D].
 using FeatureFn = std::function<Tensor(const Tensor& images)>;
 
 struct FeatureSet {
@@ -36,8 +36,10 @@ struct FeatureSet {
   std::vector<int64_t> labels;  // labels >= 0 only; rows without a label are left out
 };
 
-// Features of the first `limit` labelled examples of `data` (0: all), loaded with `loader` settings.
-FeatureSet extract_features(const FeatureFn& fn, const DataSpec& data, data::LoaderConfig loader, int64_t limit);
+// Features of the first `limit` labelled examples of `data` (0: all), loaded with `loader` settings;
+// `key` is the batch key the feature function reads ("image" or "audio").
+FeatureSet extract_features(const FeatureFn& fn, const DataSpec& data, data::LoaderConfig loader, int64_t limit,
+                            const std::string& key = "image");
 
 // eval/knn_top1, eval/linear_top1, eval/linear_weight_decay (the chosen one), eval/probe_train_samples.
 Metrics probe(const FeatureSet& train, const FeatureSet& test, const ProbeOptions& opt, uint64_t seed);

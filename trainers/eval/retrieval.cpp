@@ -48,16 +48,39 @@ Metrics recall_at(const Tensor& sim, const std::vector<int64_t>& group, const st
   return m;
 }
 
-Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const ClipEvalOptions& r, const DataSpec& data,
-                      int64_t max_samples) {
+double map_at_10(const Tensor& sim, const std::vector<int64_t>& group) {
+  const int64_t n = sim.size(0), m = sim.size(1);
+  std::vector<float> s = sim.contiguous().to_vector<float>();
+  std::vector<int64_t> idx(static_cast<size_t>(m));
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = s.data() + i * m;
+    auto positive = [&](int64_t j) { return group[size_t(j)] == group[size_t(i)]; };
+    for (int64_t j = 0; j < m; ++j) idx[size_t(j)] = j;
+    const int64_t k = std::min<int64_t>(10, m);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t a, int64_t b) {
+      if (row[a] != row[b]) return row[a] > row[b];
+      return !positive(a) && positive(b);  // ties: negatives first
+    });
+    int64_t positives = 0, hits = 0;
+    for (int64_t j = 0; j < m; ++j) positives += positive(j);
+    double ap = 0;
+    for (int64_t r = 0; r < k; ++r)
+      if (positive(idx[size_t(r)])) ap += double(++hits) / double(r + 1);
+    total += positives > 0 ? ap / double(std::min<int64_t>(10, positives)) : 0.0;
+  }
+  return total / double(std::max<int64_t>(1, n));
+}
+
+Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::BpeTokenizer& tok, const ClipEvalOptions& r,
+                             const DataSpec& data, int64_t max_samples) {
   Metrics out;
+  Module& model = *towers.model;
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
   data::LoaderConfig lc = loader_config(data, 0, false);
-  lc.channels = model.config.vision.channels;
-  lc.context = model.config.text.context;
-  lc.transform.size = model.config.vision.image_size;
+  towers.configure(lc);
   data::Loader loader(data.rows, &tok, lc);
   std::vector<Tensor> img_feats, txt_feats, labels;
   std::vector<int64_t> caption_group;  // same caption text -> same group
@@ -67,17 +90,17 @@ Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const ClipEval
   while (seen < limit) {
     auto b = loader.next();
     if (!b) break;
-    Tensor images = (*b)["image"], tokens = (*b)["text"], lab = (*b)["label"];
+    Tensor images = (*b)[towers.key], tokens = (*b)["text"], lab = (*b)["label"];
     const int64_t take = std::min<int64_t>(images.size(0), limit - seen);
     if (take < images.size(0)) {
       images = images.narrow(0, 0, take);
       tokens = tokens.narrow(0, 0, take);
       lab = lab.narrow(0, 0, take);
     }
-    img_feats.push_back(model.encode_image(images));
+    img_feats.push_back(towers.encode(images));
     labels.push_back(lab);
     if (r.retrieval && with_text < r.retrieval_samples) {
-      txt_feats.push_back(model.encode_text(tokens, data::BpeTokenizer::eot_id));
+      txt_feats.push_back(towers.encode_text(tokens));
       for (int64_t i = 0; i < take; ++i)
         caption_group.push_back(caption_ids.emplace(b->texts[size_t(i)], int64_t(caption_ids.size())).first->second);
       with_text += take;
@@ -93,7 +116,7 @@ Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const ClipEval
     for (const auto& name : classes) {
       std::vector<std::string> prompts;
       for (const auto& t : r.zeroshot_templates) prompts.push_back(fill_template(t, name));
-      Tensor f = model.encode_text(tok.encode_batch(prompts, model.config.text.context), data::BpeTokenizer::eot_id);
+      Tensor f = towers.encode_text(tok.encode_batch(prompts, towers.context));
       cls.push_back(ops::l2_normalize(ops::mean(f, {0}), -1));
     }
     Tensor weights = ops::stack(cls, 0);                        // [C, E]
@@ -117,8 +140,11 @@ Metrics evaluate_clip(Clip& model, const data::BpeTokenizer& tok, const ClipEval
     Tensor txt = ops::cat(txt_feats, 0);
     const int64_t n = std::min<int64_t>(txt.size(0), r.retrieval_samples);
     Tensor sim = ops::matmul(img.narrow(0, 0, n), txt.narrow(0, 0, n).transpose(0, 1));
-    for (auto& [k, v] : recall_at(sim, caption_group, "eval/i2t_r")) out[k] = v;
-    for (auto& [k, v] : recall_at(sim.transpose(0, 1), caption_group, "eval/t2i_r")) out[k] = v;
+    const std::string x2t = "eval/" + towers.letter + "2t_", t2x = "eval/t2" + towers.letter + "_";
+    for (auto& [k, v] : recall_at(sim, caption_group, x2t + "r")) out[k] = v;
+    for (auto& [k, v] : recall_at(sim.transpose(0, 1), caption_group, t2x + "r")) out[k] = v;
+    out[x2t + "map10"] = map_at_10(sim, caption_group);
+    out[t2x + "map10"] = map_at_10(sim.transpose(0, 1), caption_group);
   }
   out["eval/samples"] = double(seen);
   model.train(was_training);

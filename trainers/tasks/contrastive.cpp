@@ -1,8 +1,10 @@
-// task.type: contrastive — CLIP's symmetric InfoNCE (or VSE++ triplet) over image-text pairs, with
-// open_clip's learnable temperature clamped after every step; evaluated by zero-shot classification
-// and retrieval.
+// task.type: contrastive — CLIP's symmetric InfoNCE (or VSE++ triplet) over image-text pairs (model
+// clip) or audio-text pairs (model clap, LAION-CLAP), with open_clip's learnable temperature clamped
+// after every step; evaluated by zero-shot classification and retrieval.
 #include <algorithm>
 #include <cmath>
+#include "layers/clap.h"
+#include "layers/clip.h"
 #include "losses/contrastive.h"
 #include "trainers/eval/retrieval.h"
 #include "trainers/tasks/task.h"
@@ -12,6 +14,7 @@ namespace {
 
 struct ContrastiveSpec {
   std::string loss = "infonce";  // infonce | triplet
+  std::string pair = "image";    // the non-text side of pairs: image | audio
   ContrastiveOptions options;
   double margin = 0.2;
   ClipEvalOptions eval;
@@ -20,14 +23,34 @@ struct ContrastiveSpec {
 class ContrastiveTask : public Task {
  public:
   ContrastiveTask(const ContrastiveSpec& s, TaskEnv& env) : s_(s), tok_(env.tokenizer) {
-    model_ = dynamic_cast<Clip*>(&env.model);
-    if (!model_) throw Error("task contrastive needs model.type clip (an image and a text tower)");
+    const int64_t eot = data::BpeTokenizer::eot_id;
+    towers_.model = &env.model;
+    towers_.key = s.pair;
+    if (s.pair == "image") {
+      auto* m = dynamic_cast<Clip*>(&env.model);
+      if (!m) throw Error("task contrastive over [image, text] pairs needs model.type clip (an image and a text tower)");
+      encode_ = [m](const Tensor& x, Generator* g) { return m->encode_image(x, g); };
+      towers_.encode_text = [m, eot](const Tensor& t) { return m->encode_text(t, eot); };
+      towers_.context = m->config.text.context;
+      towers_.letter = "i";
+      logit_scale_ = m->logit_scale;
+    } else {
+      auto* m = dynamic_cast<Clap*>(&env.model);
+      if (!m) throw Error("task contrastive over [audio, text] pairs needs model.type clap (an audio and a text tower)");
+      encode_ = [m](const Tensor& x, Generator* g) { return m->encode_audio(x, g); };
+      towers_.encode_text = [m, eot](const Tensor& t) { return m->encode_text(t, eot); };
+      towers_.context = m->config.text.context;
+      towers_.letter = "a";
+      logit_scale_ = m->logit_scale;
+    }
+    input_ = input_tower(env.model, "task contrastive");
+    towers_.encode = [this](const Tensor& x) { return encode_(x, nullptr); };
+    towers_.configure = [this](data::LoaderConfig& c) { configure(c); };
   }
   int64_t min_batch() const override { return 2; }  // a pair needs at least one negative
   void configure(data::LoaderConfig& c) const override {
-    c.channels = model_->config.vision.channels;
-    c.context = model_->config.text.context;
-    c.transform.size = model_->config.vision.image_size;
+    input_.configure(c);
+    c.context = towers_.context;
   }
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
     Tensor labels;
@@ -36,39 +59,47 @@ class ContrastiveTask : public Task {
       for (int64_t y : labels.to_vector<int64_t>())
         LOOM_CHECK(y >= 0, "task.same_label_positives needs a label on every training example, and a row has none");
     }
-    Tensor img = model_->encode_image(b["image"], &drop_gen);
-    Tensor txt = model_->encode_text(b["text"], data::BpeTokenizer::eot_id);
-    if (s_.loss == "triplet") return {{"triplet", triplet_loss(img, txt, s_.margin)}};
-    return {{"infonce", clip_loss(img, txt, model_->logit_scale, labels, s_.options)}};
+    Tensor x = encode_(b[s_.pair], &drop_gen);
+    Tensor txt = towers_.encode_text(b["text"]);
+    if (s_.loss == "triplet") return {{"triplet", triplet_loss(x, txt, s_.margin)}};
+    return {{"infonce", clip_loss(x, txt, logit_scale_, labels, s_.options)}};
   }
   void after_step() override {  // open_clip clamps the learnable log-scale to [0, log max] after each step
     NoGradGuard ng;
-    model_->logit_scale.copy_(ops::clamp(model_->logit_scale, 0.0, s_.options.max_logit_scale));
+    logit_scale_.copy_(ops::clamp(logit_scale_, 0.0, s_.options.max_logit_scale));
   }
   Metrics train_metrics() const override {
-    return {{"train/logit_scale", double(std::exp(model_->logit_scale.item<float>()))}};
+    return {{"train/logit_scale", double(std::exp(logit_scale_.item<float>()))}};
   }
   bool evaluates() const override { return s_.eval.zeroshot || s_.eval.retrieval; }
   Metrics evaluate(const EvalEnv& env) override {
     if (!env.data || !evaluates()) return {};
-    return evaluate_clip(*model_, *tok_, s_.eval, *env.data, env.max_samples);
+    return evaluate_contrastive(towers_, *tok_, s_.eval, *env.data, env.max_samples);
   }
 
  private:
   ContrastiveSpec s_;
   const data::BpeTokenizer* tok_;
-  Clip* model_ = nullptr;
+  std::function<Tensor(const Tensor&, Generator*)> encode_;
+  ContrastiveTowers towers_;
+  InputTower input_;
+  Tensor logit_scale_;  // the model's parameter (a shared handle)
 };
 
 }  // namespace
 
 TaskSpec parse_contrastive(const Config& c, const std::string& k) {
   ContrastiveSpec s;
-  if (c.has(k + ".pairs")) {  // only image-text pairs exist today
+  if (c.has(k + ".pairs")) {  // one pair of modalities: [[image, text]] or [[audio, text]]
     YAML::Node p = c.node(k + ".pairs");
     const bool ok = p.IsSequence() && p.size() == 1 && p[0].IsSequence() && p[0].size() == 2 &&
-                    p[0][0].as<std::string>("") == "image" && p[0][1].as<std::string>("") == "text";
-    if (!ok) c.fail(k + ".pairs", "only [[image, text]] is supported today");
+                    (p[0][0].as<std::string>("") == "image" || p[0][0].as<std::string>("") == "audio") &&
+                    p[0][1].as<std::string>("") == "text";
+    if (!ok) c.fail(k + ".pairs", "expected [[image, text]] or [[audio, text]] (one pair of modalities)");
+    s.pair = p[0][0].as<std::string>();
+  } else {
+    const std::string type = c.str("model.type", "clip");
+    s.pair = type == "clap" ? "audio" : "image";
   }
   TaskSpec spec;
   spec.temperature_init = c.f64(k + ".temperature_init", 0.07);
@@ -94,8 +125,8 @@ TaskSpec parse_contrastive(const Config& c, const std::string& k) {
 
   spec.needs_text = true;
   spec.needs_eval_data = s.eval.zeroshot || s.eval.retrieval;
-  spec.needs = s.options.same_label_positives ? std::vector<std::string>{"image", "text", "label"}
-                                              : std::vector<std::string>{"image", "text"};
+  spec.needs = s.options.same_label_positives ? std::vector<std::string>{s.pair, "text", "label"}
+                                              : std::vector<std::string>{s.pair, "text"};
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> { return std::make_unique<ContrastiveTask>(s, env); };
   return spec;
 }

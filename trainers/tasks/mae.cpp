@@ -1,9 +1,12 @@
-// task.type: mae — masked autoencoding (He et al. 2021) on the model's image tower "visual": random
+// task.type: mae — masked autoencoding (He et al. 2021; AudioMAE, Huang et al. 2022, on spectrograms)
+// on the model's image tower "visual" or audio tower "audio": random
 // masking by argsort of uniform noise per sample, the encoder on the visible patches (plus the class
 // token) only, a decoder of its own width and depth ("mae_decoder", added to the model), MSE over the
 // masked patches with norm_pix_loss. Evaluated by the loss on held-out images and a picture
-// (original | masked | reconstruction | reconstruction with the visible patches pasted in).
+// (original | masked | reconstruction | reconstruction with the visible patches pasted in; for audio,
+// spectrograms with low frequencies at the bottom).
 #include <cmath>
+#include <functional>
 #include <filesystem>
 #include <iostream>
 #include "data/image.h"
@@ -28,7 +31,8 @@ class MaeTask : public Task {
  public:
   MaeTask(const MaeSpec& s, TaskEnv& env)
       : s_(s), mask_gen_(env.seed ^ kMaskSalt), eval_seed_(env.seed ^ kMaskSalt ^ 0xE7A1ull) {
-    encoder_ = &tower<ViT>(env.model, "visual", "mae", "an image tower (a ViT)");
+    input_ = input_tower(env.model, "task mae");
+    encoder_ = input_.vit;
     const ViTConfig& v = encoder_->config;
     MaeDecoderConfig dc = s.decoder;
     dc.encoder_width = v.width;
@@ -50,13 +54,7 @@ class MaeTask : public Task {
   }
   int64_t added_parameters() const { return added_; }
 
-  void configure(data::LoaderConfig& c) const override {
-    const ViTConfig& v = encoder_->config;
-    LOOM_CHECK(v.height() == v.width_px(), "task mae on images: the image transform makes square images, and the ",
-               "image tower is ", v.height(), "x", v.width_px());
-    c.channels = v.channels;
-    c.transform.size = v.height();
-  }
+  void configure(data::LoaderConfig& c) const override { input_.configure(c); }
 
   struct Pass { Tensor pred, target, mask, loss; };
   Pass run(const Tensor& images, Generator& noise_gen, Generator* drop_gen) const {
@@ -74,7 +72,7 @@ class MaeTask : public Task {
   }
 
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
-    return {{"mae", run(b["image"], mask_gen_, &drop_gen).loss}};
+    return {{"mae", run(b[input_.key], mask_gen_, &drop_gen).loss}};
   }
 
   bool evaluates() const override { return true; }
@@ -94,14 +92,14 @@ class MaeTask : public Task {
     while (seen < limit) {
       auto b = loader.next();
       if (!b) break;
-      Tensor images = (*b)["image"];
+      Tensor images = (*b)[input_.key];
       if (images.size(0) > limit - seen) images = images.narrow(0, 0, limit - seen);
       Pass p = run(images, noise, nullptr);
       if (seen == 0 && s_.reconstructions > 0 && !env.run_dir.empty()) picture(images, p, *env.data, env);
       sum += p.loss.item<double>() * double(images.size(0));
       seen += images.size(0);
     }
-    LOOM_CHECK(seen > 0, env.data->manifest, ": no evaluation images could be read");
+    LOOM_CHECK(seen > 0, env.data->manifest, ": no evaluation examples could be read");
     encoder_->train(was_training);
     decoder_->train(was_training);
     return {{"eval/mae_loss", sum / double(seen)}, {"eval/samples", double(seen)}};
@@ -135,15 +133,24 @@ class MaeTask : public Task {
     Tensor masked = ops::unpatchify(ops::mul(patches, keep), v.patch, C, H, W);
     Tensor recon = ops::unpatchify(pred, v.patch, C, H, W);
     Tensor pasted = ops::unpatchify(ops::add(ops::mul(patches, keep), ops::mul(pred, mask)), v.patch, C, H, W);
-    // Back from the loader's normalisation to [0, 1].
-    const auto& t = data.transform;
-    std::vector<float> means(static_cast<size_t>(C)), stds(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) {
-      means[size_t(c)] = float(t.mean.size() == 1 ? t.mean[0] : t.mean[size_t(c)]);
-      stds[size_t(c)] = float(t.std.size() == 1 ? t.std[0] : t.std[size_t(c)]);
+    std::function<Tensor(const Tensor&)> show;
+    if (input_.key == "audio") {  // spectrograms: scaled by the originals' range to [0, 1], low frequencies at the bottom
+      const float lo = ops::neg(ops::amax(ops::neg(img))).item<float>(), hi = ops::amax(img).item<float>();
+      const double scale = 1.0 / std::max(1e-6f, hi - lo);
+      std::vector<int64_t> rows(static_cast<size_t>(H));
+      for (int64_t i = 0; i < H; ++i) rows[size_t(i)] = H - 1 - i;
+      const Tensor flip = Tensor::from(rows, {H}, DType::i64);
+      show = [lo, scale, flip](const Tensor& x) { return ops::index_select(ops::mul(ops::add(x, -lo), scale), 2, flip); };
+    } else {  // images: back from the loader's normalisation to [0, 1]
+      const auto& t = data.transform;
+      std::vector<float> means(static_cast<size_t>(C)), stds(static_cast<size_t>(C));
+      for (int64_t c = 0; c < C; ++c) {
+        means[size_t(c)] = float(t.mean.size() == 1 ? t.mean[0] : t.mean[size_t(c)]);
+        stds[size_t(c)] = float(t.std.size() == 1 ? t.std[0] : t.std[size_t(c)]);
+      }
+      Tensor mean_t = Tensor::from(means, {1, C, 1, 1}), std_t = Tensor::from(stds, {1, C, 1, 1});
+      show = [mean_t, std_t](const Tensor& x) { return ops::add(ops::mul(x, std_t), mean_t); };
     }
-    Tensor mean_t = Tensor::from(means, {1, C, 1, 1}), std_t = Tensor::from(stds, {1, C, 1, 1});
-    auto show = [&](const Tensor& x) { return ops::add(ops::mul(x, std_t), mean_t); };
     Tensor grid = ops::cat({show(img), show(masked), show(recon), show(pasted)}, 3);  // [n, C, H, 4W]
     grid = grid.permute({1, 0, 2, 3}).reshape({C, n * H, 4 * W});
     const int64_t up = std::max<int64_t>(1, 128 / std::max<int64_t>(H, 1));  // nearest-neighbour upscale
@@ -154,6 +161,7 @@ class MaeTask : public Task {
   }
 
   MaeSpec s_;
+  InputTower input_;
   ViT* encoder_ = nullptr;
   MaeDecoder* decoder_ = nullptr;
   int64_t added_ = 0;
@@ -165,7 +173,9 @@ class MaeTask : public Task {
 
 TaskSpec parse_mae(const Config& c, const std::string& k) {
   MaeSpec s;
-  s.mask_ratio = c.f64(k + ".mask_ratio", 0.75);
+  const std::string model_type = c.str("model.type", "clip");
+  const bool audio = model_type == "ast" || model_type == "clap";
+  s.mask_ratio = c.f64(k + ".mask_ratio", audio ? 0.8 : 0.75);  // AudioMAE masks 80%, MAE 75%
   if (!(s.mask_ratio > 0 && s.mask_ratio < 1)) c.fail(k + ".mask_ratio", "must be in (0, 1)");
   s.norm_pix_loss = c.boolean(k + ".norm_pix_loss", true);
   s.decoder.width = c.i64(k + ".decoder.width", 64);
@@ -183,7 +193,7 @@ TaskSpec parse_mae(const Config& c, const std::string& k) {
   s.reconstructions = c.i64(k + ".reconstructions", 8);
   if (s.reconstructions < 0) c.fail(k + ".reconstructions", "must be >= 0");
   TaskSpec spec;
-  spec.needs = {"image"};
+  spec.needs = {audio ? "audio" : "image"};
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<MaeTask>(s, env);
     if (t->added_parameters() > 0)

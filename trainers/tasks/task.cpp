@@ -67,4 +67,24 @@ data::LoaderConfig loader_config(const DataSpec& d, uint64_t seed, bool train) {
   return c;
 }
 
+InputTower input_tower(Module& model, const std::string& task) {
+  if (auto v = std::dynamic_pointer_cast<ViT>(model.child("visual"))) return {v.get(), "image"};
+  if (auto a = std::dynamic_pointer_cast<AudioTransformer>(model.child("audio"))) return {a.get(), "audio"};
+  throw Error(str_cat(task, " needs an image tower 'visual' (a ViT) or an audio tower 'audio' (an AudioTransformer), "
+                      "and this model has neither"));
+}
+
+void InputTower::configure(data::LoaderConfig& c) const {
+  const ViTConfig& v = vit->config;
+  if (key == "audio") {
+    c.audio.fbank.num_mel_bins = v.height();
+    c.audio.frames = v.width_px();
+    return;
+  }
+  LOOM_CHECK(v.height() == v.width_px(), "the image transform makes square images, and the image tower is ", v.height(),
+             "x", v.width_px());
+  c.channels = v.channels;
+  c.transform.size = v.height();
+}
+
 }  // namespace loom

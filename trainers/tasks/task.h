@@ -14,6 +14,7 @@
 #include <vector>
 #include "data/loader.h"
 #include "data/tokenizer.h"
+#include "layers/audio.h"
 #include "layers/module.h"
 #include "trainers/config.h"
 
@@ -100,5 +101,16 @@ M& tower(Module& model, const std::string& name, const std::string& task, const 
   if (!m) throw Error(str_cat("task ", task, " needs ", what, " '", name, "', and this model has none"));
   return *m;
 }
+
+// The tower a task or a probe reads inputs with: the model's "visual" (a ViT over images, batch key
+// "image") or its "audio" (an AudioTransformer over spectrograms, batch key "audio").
+struct InputTower {
+  ViT* vit = nullptr;
+  std::string key;  // "image" | "audio"
+  // The loader settings the tower's input shape fixes: channels and image size, or mel bins and frames.
+  void configure(data::LoaderConfig& c) const;
+};
+// Throws loom::Error naming `task` when the model has neither tower.
+InputTower input_tower(Module& model, const std::string& task);
 
 }  // namespace loom

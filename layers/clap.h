@@ -1,0 +1,46 @@
+// CLAP (LAION-CLAP, Wu et al. 2023): an audio tower and a text tower, each projected into a shared
+// embedding space, and a learnable log temperature. LAION-CLAP's projections are 2-layer MLPs with a
+// ReLU (projection: mlp); projection: linear gives CLIP's bias-free linear map.
+#pragma once
+#include <cmath>
+#include <memory>
+#include <string>
+#include "layers/audio.h"
+#include "layers/layers.h"
+
+namespace loom {
+
+struct ClapConfig {
+  int64_t embed_dim = 64;
+  AudioTransformerConfig audio;
+  TextConfig text;
+  std::string projection = "mlp";  // mlp | linear
+  double init_temperature = 0.07;
+};
+
+// A tower's projection: Linear(width, d) [ReLU, Linear(d, d)].
+class Projection : public Module {
+ public:
+  Projection(int64_t in, int64_t out, bool mlp, Generator& gen);
+  Tensor forward(const Tensor& x) const;
+  std::shared_ptr<Linear> fc1, fc2;  // fc2 null for linear
+};
+
+// Children "audio" (AudioTransformer), "text" (TextTransformer), "audio_proj", "text_proj"
+// (Projection); parameter "logit_scale" (f32 scalar, log(1 / init_temperature)).
+class Clap : public Module {
+ public:
+  Clap(const ClapConfig& c, Generator& gen);
+  // spectrograms [B, 1, mel_bins, frames] -> L2-normalised [B, embed_dim].
+  Tensor encode_audio(const Tensor& spec, Generator* drop_gen = nullptr) const;
+  // tokens i64 [B, S] -> L2-normalised [B, embed_dim], pooled at the first eot_id of each row.
+  Tensor encode_text(const Tensor& tokens, int64_t eot_id) const;
+
+  std::shared_ptr<AudioTransformer> audio;
+  std::shared_ptr<TextTransformer> text;
+  std::shared_ptr<Projection> audio_proj, text_proj;
+  Tensor logit_scale;
+  ClapConfig config;
+};
+
+}  // namespace loom
