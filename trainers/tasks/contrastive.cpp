@@ -23,25 +23,16 @@ struct ContrastiveSpec {
 class ContrastiveTask : public Task {
  public:
   ContrastiveTask(const ContrastiveSpec& s, TaskEnv& env) : s_(s), tok_(env.tokenizer) {
-    const int64_t eot = data::BpeTokenizer::eot_id;
     towers_.model = &env.model;
     towers_.key = s.pair;
     if (s.pair == "image") {
       auto* m = dynamic_cast<Clip*>(&env.model);
       if (!m) throw Error("task contrastive over [image, text] pairs needs model.type clip (an image and a text tower)");
-      encode_ = [m](const Tensor& x, Generator* g) { return m->encode_image(x, g); };
-      towers_.encode_text = [m, eot](const Tensor& t) { return m->encode_text(t, eot); };
-      towers_.context = m->config.text.context;
-      towers_.letter = "i";
-      logit_scale_ = m->logit_scale;
+      bind(m, &Clip::encode_image, "i");
     } else {
       auto* m = dynamic_cast<Clap*>(&env.model);
       if (!m) throw Error("task contrastive over [audio, text] pairs needs model.type clap (an audio and a text tower)");
-      encode_ = [m](const Tensor& x, Generator* g) { return m->encode_audio(x, g); };
-      towers_.encode_text = [m, eot](const Tensor& t) { return m->encode_text(t, eot); };
-      towers_.context = m->config.text.context;
-      towers_.letter = "a";
-      logit_scale_ = m->logit_scale;
+      bind(m, &Clap::encode_audio, "a");
     }
     input_ = input_tower(env.model, "task contrastive");
     towers_.encode = [this](const Tensor& x) { return encode_(x, nullptr); };
@@ -78,6 +69,16 @@ class ContrastiveTask : public Task {
   }
 
  private:
+  // The towers of a two-tower model M (Clip or Clap): `encode` for the non-text side, `letter` for metric names.
+  template <class M>
+  void bind(M* m, Tensor (M::*encode)(const Tensor&, Generator*) const, const char* letter) {
+    encode_ = [m, encode](const Tensor& x, Generator* g) { return (m->*encode)(x, g); };
+    towers_.encode_text = [m](const Tensor& t) { return m->encode_text(t, data::BpeTokenizer::eot_id); };
+    towers_.context = m->config.text.context;
+    towers_.letter = letter;
+    logit_scale_ = m->logit_scale;
+  }
+
   ContrastiveSpec s_;
   const data::BpeTokenizer* tok_;
   std::function<Tensor(const Tensor&, Generator*)> encode_;
