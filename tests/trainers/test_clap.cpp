@@ -19,8 +19,9 @@ namespace {
 
 const char* kPitches[] = {"very low", "low", "high", "very high"};
 
-fs::path make_audio_dataset() {
-  fs::path dir = fs::temp_directory_path() / "loom_trainer_audio";
+// Each test gets its own directory: ctest runs them in parallel processes.
+fs::path make_audio_dataset(const std::string& tag) {
+  fs::path dir = fs::temp_directory_path() / ("loom_trainer_audio_" + tag);
   fs::remove_all(dir);
   fs::create_directories(dir / "clips");
   const double freqs[] = {200, 500, 1300, 3000};
@@ -31,7 +32,7 @@ fs::path make_audio_dataset() {
     const int n = std::string(split) == "train" ? 128 : 32;
     for (int i = 0; i < n; ++i) {
       const int k = i % 4, rate = rates[i % 3];
-      std::vector<float> x(size_t(rate / 2));
+      std::vector<float> x(static_cast<size_t>(rate / 2));
       for (size_t j = 0; j < x.size(); ++j)
         x[j] = float((0.2 + 0.02 * (i % 5)) * std::sin(2 * M_PI * freqs[k] * (1 + 0.01 * (i % 7)) * double(j) / rate));
       const std::string name = std::string(split) + "_" + std::to_string(i) + exts[i % 3];
@@ -62,7 +63,7 @@ nlohmann::json last_eval(const fs::path& run) {
 }
 
 TEST(Clap, TinyClapLearnsAndReportsAudioTextMetrics) {
-  const fs::path data = make_audio_dataset(), run = fs::temp_directory_path() / "loom_trainer_clap_run";
+  const fs::path data = make_audio_dataset("clap"), run = fs::temp_directory_path() / "loom_trainer_clap_run";
   fs::remove_all(run);
   const std::string yaml =
       "name: tiny_clap\nseed: 1\n"
@@ -92,7 +93,7 @@ TEST(Clap, TinyClapLearnsAndReportsAudioTextMetrics) {
 }
 
 TEST(Clap, AudioMaeTrainsAndDrawsASpectrogram) {
-  const fs::path data = make_audio_dataset(), run = fs::temp_directory_path() / "loom_trainer_audiomae_run";
+  const fs::path data = make_audio_dataset("audiomae"), run = fs::temp_directory_path() / "loom_trainer_audiomae_run";
   fs::remove_all(run);
   const std::string yaml =
       "name: tiny_audiomae\nseed: 2\n"
@@ -112,7 +113,7 @@ TEST(Clap, AudioMaeTrainsAndDrawsASpectrogram) {
 }
 
 TEST(Clap, MismatchedPairsAndModelsAreClearErrors) {
-  const fs::path data = make_audio_dataset();
+  const fs::path data = make_audio_dataset("errors");
   const std::string base =
       "name: bad\nmodel:\n  type: clap\n"
       "  audio: {type: ast, mel_bins: 32, frames: 48, patch: 16, width: 32, layers: 1, heads: 2}\n"
