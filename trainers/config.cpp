@@ -215,7 +215,11 @@ std::vector<std::string> Config::str_list(const std::string& key, const std::vec
 
 std::string Config::existing_path(const std::string& key) const {
   std::string p = str(key);
-  if (!std::filesystem::exists(p)) fail(key, str_cat("file not found: ", p));
+  if (!std::filesystem::exists(p)) {
+    if (!allow_missing_) fail(key, str_cat("file not found: ", p));
+    const std::string entry = str_cat(where(key), ": ", p);
+    if (std::find(missing_.begin(), missing_.end(), entry) == missing_.end()) missing_.push_back(entry);
+  }
   return p;
 }
 

@@ -36,8 +36,13 @@ class Config {
   std::string choice(const std::string& key, const std::vector<std::string>& choices, const std::string& fallback) const;
   std::vector<double> f64_list(const std::string& key, const std::vector<double>& fallback) const;
   std::vector<std::string> str_list(const std::string& key, const std::vector<std::string>& fallback) const;
-  // A path: must exist (relative paths are taken from the current directory).
+  // A path: must exist (relative paths are taken from the current directory), unless missing files
+  // are allowed (loom train --check), in which case a missing one is recorded and returned as is.
   std::string existing_path(const std::string& key) const;
+  void allow_missing_files() { allow_missing_ = true; }
+  bool missing_files_allowed() const { return allow_missing_; }
+  // "file:line: key: path" of each missing file existing_path() let through.
+  const std::vector<std::string>& missing_files() const { return missing_; }
   // Marks a whole subtree as read (for free-form sections).
   void accept(const std::string& key) const;
   // The raw node of a free-form section (accepted as read); undefined if absent.
@@ -65,6 +70,8 @@ class Config {
   std::string source_;
   std::map<std::string, std::string> overrides_;  // dotted key -> "key=value" as given
   mutable std::set<std::string> read_;
+  bool allow_missing_ = false;
+  mutable std::vector<std::string> missing_;
 };
 
 // Edit distance, for did-you-mean suggestions.

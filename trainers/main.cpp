@@ -5,6 +5,8 @@
 #include <iostream>
 #include <string>
 #include <vector>
+#include "trainers/check.h"
+#include "trainers/data_stats.h"
 #include "trainers/trainer.h"
 
 using namespace loom;
@@ -14,10 +16,13 @@ namespace {
 const char* kUsage = R"(usage: loom <command> [options]
 
 commands:
-  train RECIPE [key.path=value ...] [--resume RUN_DIR] [--run-dir DIR]
+  train RECIPE [key.path=value ...] [--resume RUN_DIR] [--run-dir DIR] [--check]
         Train from a YAML recipe. Overrides change any recipe key. The run directory (default
         runs/<name>) receives recipe.yaml, tokenizer.json, metrics.jsonl and checkpoints/.
         --resume RUN_DIR continues that run from checkpoints/latest, bitwise as if uninterrupted.
+        --check validates the recipe, builds the model and each stage's task, runs one forward pass
+        of each on a random batch of the data's shapes, and prints a summary; no step, nothing
+        written. Data files not on this machine are listed rather than fatal.
   eval RECIPE (--checkpoint DIR | --random-init) [key.path=value ...]
         The evaluation of the recipe's last stage (zero-shot and retrieval for contrastive, loss for
         mae) and the linear probe / k-NN of eval.probe, of a checkpoint or, with --random-init, of the
@@ -25,16 +30,31 @@ commands:
         eval.zeroshot.templates='["a picture of a {}."]' tries other prompts.
   bench RECIPE [--steps N] [key.path=value ...]
         Training throughput (samples/s) of the recipe's model on its data, after 3 warm-up steps.
+  stats RECIPE [--data NAME] [--samples N] [key.path=value ...]
+        Mean and standard deviation of data.NAME's (default train) audio fbank or image channels as
+        training sees them before normalisation, over its first N rows (default all): the values for
+        data.NAME.audio.mean/std and data.NAME.transform.mean/std.
 
 Run 'loom <command> --help' for a command's options.
 )";
 
 struct Args {
-  std::string command, recipe, resume, run_dir, checkpoint;
+  std::string command, recipe, resume, run_dir, checkpoint, data = "train";
   std::vector<std::string> overrides;
-  int64_t steps = 20;
-  bool help = false, random_init = false;
+  int64_t steps = 20, samples = 0;
+  bool help = false, random_init = false, check = false;
 };
+
+int64_t int_value(const char* flag, const std::string& v) {
+  size_t used = 0;
+  int64_t n = -1;
+  try {
+    n = std::stoll(v, &used);
+  } catch (const std::exception&) {
+  }
+  if (used != v.size() || n < 0) throw Error(str_cat(flag, " needs a whole number >= 0, got '", v, "'"));
+  return n;
+}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -51,7 +71,10 @@ Args parse(int argc, char** argv) {
     else if (s == "--run-dir") a.run_dir = value("--run-dir");
     else if (s == "--checkpoint") a.checkpoint = value("--checkpoint");
     else if (s == "--random-init") a.random_init = true;
-    else if (s == "--steps") a.steps = std::stoll(value("--steps"));
+    else if (s == "--steps") a.steps = int_value("--steps", value("--steps"));
+    else if (s == "--check") a.check = true;
+    else if (s == "--data") a.data = value("--data");
+    else if (s == "--samples") a.samples = int_value("--samples", value("--samples"));
     else if (s.rfind("--", 0) == 0) throw Error(str_cat("unknown option ", s, " (see loom ", a.command, " --help)"));
     else if (s.find('=') != std::string::npos) a.overrides.push_back(s);
     else if (a.recipe.empty()) a.recipe = s;
@@ -81,12 +104,29 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    if (a.command != "train" && a.command != "eval" && a.command != "bench")
+    if (a.command != "train" && a.command != "eval" && a.command != "bench" && a.command != "stats")
       throw Error(str_cat("unknown command '", a.command, "'\n", kUsage));
+    if (a.check && a.command != "train") throw Error("--check belongs to loom train");
     Config c = load_recipe(a);
+    if (a.check) c.allow_missing_files();
     Recipe r = Recipe::from(c);  // validates everything before any work
 
-    if (a.command == "train") {
+    if (a.check) {
+      std::cout << check_recipe(r, c);
+    } else if (a.command == "stats") {
+      for (const InputStats& s : input_stats(r, a.data, a.samples)) {
+        auto list = [](const std::vector<double>& v) {
+          std::string out;
+          for (double x : v) out += (out.empty() ? "" : ", ") + str_cat(x);
+          return v.size() == 1 ? out : "[" + out + "]";
+        };
+        const std::string at = s.key == "audio" ? "audio" : "transform";
+        std::cout << "data." << a.data << "." << s.key << ": " << s.examples << " examples, " << s.values << " values"
+                  << (s.skipped ? str_cat(", ", s.skipped, " unreadable skipped") : std::string()) << "\n"
+                  << "  data." << a.data << "." << at << ".mean: " << list(s.mean) << "\n"
+                  << "  data." << a.data << "." << at << ".std: " << list(s.std) << "\n";
+      }
+    } else if (a.command == "train") {
       const bool resume = !a.resume.empty();
       std::string dir = resume ? a.resume : (a.run_dir.empty() ? (std::filesystem::path("runs") / r.name).string() : a.run_dir);
       Trainer t(r, c, dir, resume);

@@ -1,6 +1,7 @@
 #include "trainers/recipe.h"
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <set>
 
 namespace loom {
@@ -54,12 +55,17 @@ DataSpec read_data(const Config& c, const std::string& name) {
   DataSpec d;
   d.name = name;
   d.manifest = c.existing_path(k + ".manifest");
-  try {
-    d.rows = std::make_shared<const data::Manifest>(data::Manifest::load(d.manifest));
-  } catch (const Error& e) {
-    c.fail(k + ".manifest", e.what());
+  d.present = std::filesystem::exists(d.manifest);
+  if (!d.present) {  // only when Config allows missing files (loom train --check)
+    d.rows = std::make_shared<const data::Manifest>();
+  } else {
+    try {
+      d.rows = std::make_shared<const data::Manifest>(data::Manifest::load(d.manifest));
+    } catch (const Error& e) {
+      c.fail(k + ".manifest", e.what());
+    }
+    if (d.rows->rows.empty()) c.fail(k + ".manifest", str_cat(d.manifest, ": the manifest is empty"));
   }
-  if (d.rows->rows.empty()) c.fail(k + ".manifest", str_cat(d.manifest, ": the manifest is empty"));
   d.batch_size = c.i64(k + ".batch_size", name == "eval" ? 256 : 128);
   const int64_t workers = c.i64(k + ".workers", 2);
   if (workers < 0 || workers > 256) c.fail(k + ".workers", "must be in [0, 256]");
@@ -271,6 +277,7 @@ Recipe Recipe::from(const Config& c) {
   for (StageSpec& s : r.stages)
     if (s.epochs > 0) {
       const DataSpec& d = r.data.at(s.data);
+      if (!d.present) continue;  // --check without the data: the length stays unknown (steps 0)
       const int64_t per_epoch = int64_t(d.rows->rows.size()) / d.batch_size;
       if (per_epoch < 1)
         c.fail(str_cat("data.", s.data, ".batch_size"), str_cat(d.rows->rows.size(), " rows make no full batch of ", d.batch_size));

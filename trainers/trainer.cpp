@@ -120,6 +120,20 @@ Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
   return m;
 }
 
+void check_freeze_patterns(const Module& model, const Recipe& r, const Config& c) {
+  const auto params = model.named_parameters();
+  for (const StageSpec& s : r.stages)
+    for (const auto& [key, patterns] : {std::pair{".freeze", &s.freeze}, {".train_only", &s.train_only}})
+      for (const std::string& p : *patterns) {
+        bool hit = false;
+        for (const auto& [name, _] : params) hit = hit || glob_match(p, name);
+        if (!hit)
+          c.fail(s.key + key, str_cat("pattern '", p, "' matches no parameter (names look like ",
+                                      params.empty() ? std::string("-") : params.front().first,
+                                      "; '*' matches any run of characters)"));
+      }
+}
+
 // ---------------------------------------------------------------- trainer
 struct Trainer::Saved {
   size_t stage = 0;
@@ -160,7 +174,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
   run_ = Run::build(recipe_, std::move(tok), [&](Module& m) {
     if (!resume && !recipe_.init_from.path.empty()) load_weights(m, recipe_.init_from);
   });
-  check_patterns();
+  check_freeze_patterns(*run_.model, recipe_, config_);
 
   int64_t end = 0;
   for (const StageSpec& s : recipe_.stages) ends_.push_back(end += s.steps);
@@ -176,20 +190,6 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
 }
 
 Trainer::~Trainer() = default;
-
-void Trainer::check_patterns() const {
-  const auto params = run_.model->named_parameters();
-  for (const StageSpec& s : recipe_.stages)
-    for (const auto& [key, patterns] : {std::pair{".freeze", &s.freeze}, {".train_only", &s.train_only}})
-      for (const std::string& p : *patterns) {
-        bool hit = false;
-        for (const auto& [name, _] : params) hit = hit || glob_match(p, name);
-        if (!hit)
-          config_.fail(s.key + key, str_cat("pattern '", p, "' matches no parameter (names look like ",
-                                            params.empty() ? std::string("-") : params.front().first,
-                                            "; '*' matches any run of characters)"));
-      }
-}
 
 void Trainer::enter_stage(size_t k, const Saved* saved) {
   stage_ = k;

@@ -31,6 +31,10 @@ struct Run {
 // the model initialised from the seed when `checkpoint` is empty (a baseline).
 Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint);
 
+// Every stage's freeze and train_only pattern matches some parameter of `model`, or an error naming
+// the recipe key.
+void check_freeze_patterns(const Module& model, const Recipe& r, const Config& c);
+
 class Trainer {
  public:
   // A new run in run_dir (created), or, with resume, the run continued from its latest checkpoint.
@@ -57,7 +61,6 @@ class Trainer {
   void enter_stage(size_t k, const Saved* saved);
   double train_step(double lr, Metrics* parts);  // one optimizer step (grad_accum micro-batches); the mean loss
   void restore(const std::string& checkpoint_dir, Saved& out);
-  void check_patterns() const;
   Metrics run_probe();
 
   Recipe recipe_;

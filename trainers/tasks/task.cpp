@@ -34,6 +34,7 @@ TaskSpec parse_task(const Config& c, const std::string& prefix, const std::strin
 }
 
 std::vector<std::string> DataSpec::provides() const {
+  if (!present) return {"audio", "image", "label", "text"};
   bool image = false, audio = false, text = false;
   for (const data::Example& e : rows->rows) {
     image = image || !e.image.empty();

@@ -26,12 +26,14 @@ struct DataSpec {
   std::string name;      // the section under data: ("train", "eval", "images", ...)
   std::string manifest;  // path
   std::shared_ptr<const data::Manifest> rows;  // read when the recipe is read
+  bool present = true;  // false only under loom train --check, for a manifest not on this machine (rows empty)
   int64_t batch_size = 128;
   int workers = 2;
   std::string on_error = "skip";  // skip | fail
   data::ImageTransform transform;
   data::AudioConfig audio;  // data.NAME.audio (defaults when absent)
-  // The batch keys this data can fill: "image", "audio", "text" (rows have them), "label".
+  // The batch keys this data can fill: "image", "audio", "text" (rows have them), "label"; all of
+  // them when the manifest is not present (so --check validates the rest of the recipe).
   std::vector<std::string> provides() const;
 };
 

@@ -1,0 +1,123 @@
+#include "trainers/check.h"
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include "core/autograd.h"
+#include "trainers/trainer.h"
+
+namespace loom {
+namespace {
+
+std::string shape_str(const Tensor& t) {
+  std::string s = "[";
+  for (int i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+// Two examples of every key the task reads, shaped as the loader would make them under `lc`.
+data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::string>& keys, int64_t vocab, Generator& gen) {
+  constexpr int64_t n = 2;
+  data::Batch b;
+  b.indices = {0, 1};
+  for (const std::string& k : keys) {
+    if (k == "image") {
+      b.tensors[k] = ops::randn({n, lc.channels, lc.transform.size, lc.transform.size}, gen);
+    } else if (k == "audio") {
+      if (lc.audio.features == "waveform") {
+        b.tensors[k] = ops::randn({n, lc.audio.samples()}, gen);
+      } else {
+        data::FbankOptions o = lc.audio.fbank;
+        o.sample_rate = lc.audio.sample_rate;
+        const int64_t frames = lc.audio.frames > 0 ? lc.audio.frames : data::KaldiFbank(o).num_frames(lc.audio.samples());
+        b.tensors[k] = ops::randn({n, 1, o.num_mel_bins, frames}, gen);
+      }
+    } else if (k == "text") {
+      std::vector<int64_t> ids(static_cast<size_t>(n * lc.context), data::BpeTokenizer::pad_id);
+      for (int64_t i = 0; i < n; ++i) {  // sot, a few ordinary ids, eot
+        const int64_t len = std::min<int64_t>(lc.context, 5);
+        int64_t* row = ids.data() + i * lc.context;
+        row[0] = data::BpeTokenizer::sot_id;
+        for (int64_t j = 1; j + 1 < len; ++j) row[j] = 4 + (i * 7 + j) % std::max<int64_t>(1, vocab - 4);
+        row[len - 1] = data::BpeTokenizer::eot_id;
+      }
+      b.tensors[k] = Tensor::from(ids, {n, lc.context});
+      b.texts = {"a", "b"};
+    } else if (k == "label") {
+      b.tensors[k] = Tensor::from(std::vector<int64_t>{0, 1}, {n});
+    }
+  }
+  return b;
+}
+
+}  // namespace
+
+std::string check_recipe(const Recipe& r, const Config& c) {
+  std::ostringstream out;
+  Run run = Run::build(r, nullptr);
+  check_freeze_patterns(*run.model, r, c);
+  Module& m = *run.model;
+  out << "recipe " << c.source() << ": '" << r.name << "', model " << r.model.type << ", " << m.parameter_count()
+      << " parameters\n";
+  Generator gen(r.seed);
+  for (size_t k = 0; k < r.stages.size(); ++k) {
+    const StageSpec& s = r.stages[k];
+    const DataSpec& d = r.data.at(s.data);
+    data::LoaderConfig lc = loader_config(d, r.seed, true);
+    run.tasks[k]->configure(lc);
+    lc.transform.validate(lc.channels);
+    if (d.present && int64_t(d.rows->rows.size()) < d.batch_size)
+      c.fail(str_cat("data.", s.data, ".batch_size"),
+             str_cat(d.manifest, " has ", d.rows->rows.size(), " rows, too few for one batch of ", d.batch_size));
+    const bool audio = std::find(s.task.needs.begin(), s.task.needs.end(), "audio") != s.task.needs.end();
+    if (audio) {
+      lc.audio.validate();
+      if (lc.audio.features == "fbank") {
+        data::FbankOptions o = lc.audio.fbank;
+        o.sample_rate = lc.audio.sample_rate;
+        data::KaldiFbank fb(o);  // validates the filterbank against the rate
+        if (fb.num_frames(lc.audio.samples()) < 1)
+          c.fail(str_cat("data.", s.data, ".audio.duration"), "shorter than one fbank window");
+      }
+    }
+    // One forward pass, no gradient: shapes and the task's wiring, as the first step would meet them.
+    data::Batch b = random_batch(lc, s.task.needs, r.vocab_size, gen);
+    std::vector<LossPart> parts;
+    {
+      NoGradGuard ng;
+      Generator drop(r.seed + 1);
+      parts = run.tasks[k]->forward(b, drop);
+    }
+    int64_t trainable = 0;
+    for (auto& [_, p] : m.named_parameters()) p.set_requires_grad(true);
+    if (!s.train_only.empty()) m.train_only(s.train_only);
+    if (!s.freeze.empty()) m.freeze(s.freeze);
+    for (const Tensor& p : m.parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+    out << "stage " << k + 1 << "/" << r.stages.size() << " '" << s.name << "': task " << s.task.type << " on data."
+        << s.data << " (" << d.manifest << (d.present ? str_cat(", ", d.rows->rows.size(), " rows") : std::string(", not on this machine"))
+        << "), batch " << d.batch_size << ", ";
+    if (s.steps > 0) out << s.steps << " steps";
+    else out << s.epochs << " epochs (steps unknown without the data)";
+    out << ", " << trainable << " of " << m.parameter_count() << " parameters trainable\n  batch:";
+    for (const auto& [key, t] : b.tensors) out << " " << key << " " << shape_str(t);
+    out << "\n  forward:";
+    for (const LossPart& p : parts) {
+      const double v = p.value.item<float>();
+      if (!std::isfinite(v)) throw Error(str_cat("stage '", s.name, "': loss ", p.name, " is ", v, " on a random batch"));
+      out << " " << p.name << " " << v;
+    }
+    out << "\n";
+  }
+  if (r.has_probe) {
+    const InputTower in = input_tower(m, "eval.probe");
+    if (r.probe.blocks > int64_t(in.vit->blocks->size()))
+      c.fail("eval.probe.blocks", str_cat(r.probe.blocks, " is more than the tower's ", in.vit->blocks->size(), " blocks"));
+  }
+  if (!c.missing_files().empty()) {
+    out << "not on this machine (a run needs them):\n";
+    for (const std::string& f : c.missing_files()) out << "  " << f << "\n";
+  }
+  out << "check passed: nothing trained, nothing written\n";
+  return out.str();
+}
+
+}  // namespace loom
