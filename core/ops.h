@@ -108,6 +108,11 @@ Tensor scatter_add(const Tensor& x, int dim, const Tensor& index, const Tensor& 
 // [B, C, H, W] -> [B, (H/p)(W/p), p*p*C], patch pixels ordered (row, col, channel) as MAE does.
 Tensor patchify(const Tensor& images, int64_t patch);
 Tensor unpatchify(const Tensor& patches, int64_t patch, int64_t channels, int64_t height, int64_t width);
+// Patches every `stride` pixels, as a patch x patch convolution with that stride would see them (AST's
+// overlapping patches: 16 with stride 10): [B, C, H, W] -> [B, gh * gw, p*p*C] with gh = (H - p) / stride + 1
+// (floored; pixels past the last whole patch are not covered) and gw likewise, patches in row-major
+// grid order, pixels ordered as patchify's. stride == patch on a divisible image is patchify.
+Tensor extract_patches(const Tensor& images, int64_t patch, int64_t stride);
 
 // ---- randomness (core/ops/random.cpp); no gradient except dropout ----
 Tensor rand(const Shape& shape, Generator& gen = default_generator(), DType dtype = DType::f32,

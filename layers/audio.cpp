@@ -8,6 +8,7 @@ ViTConfig AudioTransformerConfig::vit() const {
   v.image_size = v.image_height = mel_bins;
   v.image_width = frames;
   v.patch = patch;
+  v.stride = stride;
   v.width = width;
   v.layers = layers;
   v.heads = heads;
@@ -19,8 +20,8 @@ ViTConfig AudioTransformerConfig::vit() const {
 }
 
 AudioTransformer::AudioTransformer(const AudioTransformerConfig& c, Generator& gen) : ViT(c.vit(), gen), audio_config(c) {
-  LOOM_CHECK(c.mel_bins % c.patch == 0 && c.frames % c.patch == 0, "AudioTransformer: patch ", c.patch,
-             " must divide mel_bins ", c.mel_bins, " and frames ", c.frames);
+  LOOM_CHECK(c.vit().overlapping() || (c.mel_bins % c.patch == 0 && c.frames % c.patch == 0), "AudioTransformer: patch ",
+             c.patch, " must divide mel_bins ", c.mel_bins, " and frames ", c.frames, " (or give a stride below it)");
 }
 
 }  // namespace loom

@@ -3,7 +3,8 @@
 // cut into patch x patch tiles over a non-square grid, with a class token and learned or 2-D sin-cos
 // positions. It is a ViT on a one-channel "image", so the ViT's stages (embed_patches, prepend_cls,
 // forward_blocks, block_outputs) and the MAE masking split serve it unchanged (AudioMAE).
-// Non-overlapping patches only for now; AST's overlapping stride (10 with patch 16) is not built yet.
+// `stride` below `patch` overlaps the patches as AST does (16 with stride 10: a 12 x 101 grid on
+// 128 x 1024); MAE-style reconstruction needs non-overlapping ones.
 #pragma once
 #include <string>
 #include "layers/layers.h"
@@ -12,12 +13,13 @@ namespace loom {
 
 struct AudioTransformerConfig {
   int64_t mel_bins = 128, frames = 1024, patch = 16, width = 768, layers = 12, heads = 12;
+  int64_t stride = 0;  // 0: patch
   double mlp_ratio = 4.0;
   std::string pos_embed = "learned";  // learned | sincos
   double layer_scale_init = 0.0, drop_path = 0.0;
   ViTConfig vit() const;  // the equivalent ViT: channels 1, image mel_bins x frames
-  int64_t grid_f() const { return mel_bins / patch; }
-  int64_t grid_t() const { return frames / patch; }
+  int64_t grid_f() const { return vit().grid_h(); }
+  int64_t grid_t() const { return vit().grid_w(); }
 };
 
 // Children and parameters as ViT's; forward(spec) is the class token [B, width].

@@ -101,8 +101,8 @@ Tensor Block::forward(const Tensor& x, const ops::AttentionOptions& opt, Generat
 
 // ---- PatchEmbed ----
 
-PatchEmbed::PatchEmbed(int64_t channels_, int64_t patch_, int64_t width, Generator& gen)
-    : patch(patch_), channels(channels_) {
+PatchEmbed::PatchEmbed(int64_t channels_, int64_t patch_, int64_t width, Generator& gen, int64_t stride_)
+    : patch(patch_), channels(channels_), stride(stride_ > 0 ? stride_ : patch_) {
   proj = std::make_shared<Linear>(patch * patch * channels, width, true, gen, -1.0);
   register_module("proj", proj);
 }
@@ -110,7 +110,7 @@ PatchEmbed::PatchEmbed(int64_t channels_, int64_t patch_, int64_t width, Generat
 Tensor PatchEmbed::forward(const Tensor& images) const {
   if (images.dim() != 4 || images.size(1) != channels)
     throw OpError(str_cat("PatchEmbed: images must be [B, ", channels, ", H, W], got ", images.describe()));
-  return proj->forward(ops::patchify(images, patch));
+  return proj->forward(stride == patch ? ops::patchify(images, patch) : ops::extract_patches(images, patch, stride));
 }
 
 // ---- sin-cos position embeddings (MAE's get_2d_sincos_pos_embed) ----
@@ -158,10 +158,15 @@ std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int
 }
 
 ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
-  LOOM_CHECK(c.patch > 0 && c.height() % c.patch == 0 && c.width_px() % c.patch == 0, "ViT: patch ", c.patch,
-             " must divide the image size ", c.height(), "x", c.width_px());
+  if (c.overlapping())
+    LOOM_CHECK(c.patch > 0 && c.stride > 0 && c.stride <= c.patch && c.patch <= c.height() && c.patch <= c.width_px(),
+               "ViT: stride ", c.stride, " must be in [1, patch ", c.patch, "] and the patch no larger than the image ",
+               c.height(), "x", c.width_px());
+  else
+    LOOM_CHECK(c.patch > 0 && c.height() % c.patch == 0 && c.width_px() % c.patch == 0, "ViT: patch ", c.patch,
+               " must divide the image size ", c.height(), "x", c.width_px());
   const int64_t tokens = 1 + c.num_patches();
-  patch_embed = std::make_shared<PatchEmbed>(c.channels, c.patch, c.width, gen);
+  patch_embed = std::make_shared<PatchEmbed>(c.channels, c.patch, c.width, gen, c.step());
   register_module("patch_embed", patch_embed);
   const double scale = std::pow(double(c.width), -0.5);
   cls_token = register_parameter("cls_token", ops::mul(ops::randn({c.width}, gen), scale));

@@ -85,13 +85,14 @@ class Block : public Module {
   BlockConfig c_;
 };
 
-// Non-overlapping patches (patchify) projected by one linear layer: [B, C, H, W] -> [B, N, width].
+// Patches (patchify, or extract_patches when they overlap) projected by one linear layer — a
+// patch x patch convolution with that stride: [B, C, H, W] -> [B, N, width].
 class PatchEmbed : public Module {
  public:
-  PatchEmbed(int64_t channels, int64_t patch, int64_t width, Generator& gen);
+  PatchEmbed(int64_t channels, int64_t patch, int64_t width, Generator& gen, int64_t stride = 0);
   Tensor forward(const Tensor& images) const;
   std::shared_ptr<Linear> proj;
-  int64_t patch, channels;
+  int64_t patch, channels, stride;  // stride 0: patch (non-overlapping)
 };
 
 struct ViTConfig {
@@ -101,10 +102,15 @@ struct ViTConfig {
   double mlp_ratio = 4.0;
   std::string pos_embed = "learned";  // learned | sincos (2-D, fixed buffer)
   double layer_scale_init = 0.0, drop_path = 0.0;
+  // Pixels between patch origins; 0 means patch. Below patch the patches overlap (AST: 16 with
+  // stride 10), and the grid is that of a convolution, (size - patch) / stride + 1.
+  int64_t stride = 0;
   int64_t height() const { return image_height > 0 ? image_height : image_size; }
   int64_t width_px() const { return image_width > 0 ? image_width : image_size; }
-  int64_t grid_h() const { return height() / patch; }
-  int64_t grid_w() const { return width_px() / patch; }
+  int64_t step() const { return stride > 0 ? stride : patch; }
+  bool overlapping() const { return step() != patch; }
+  int64_t grid_h() const { return (height() - patch) / step() + 1; }
+  int64_t grid_w() const { return (width_px() - patch) / step() + 1; }
   int64_t num_patches() const { return grid_h() * grid_w(); }
 };
 

@@ -72,9 +72,9 @@ AudioTransformerConfig read_audio_tower(const Config& c, const std::string& k) {
   a.width = c.i64(k + ".width");
   a.layers = c.i64(k + ".layers");
   a.heads = c.i64(k + ".heads");
-  if (c.has(k + ".stride") && c.i64(k + ".stride") != a.patch)
-    c.fail(k + ".stride", "overlapping patches (stride below patch, as AST's 10 of 16) are not built yet; "
-                          "use stride equal to patch");
+  a.stride = c.i64(k + ".stride", a.patch);
+  if (a.stride < 1 || a.stride > a.patch)
+    c.fail(k + ".stride", str_cat("must be in [1, patch ", a.patch, "] (below the patch, patches overlap, as AST's 10 of 16)"));
   a.mlp_ratio = c.f64(k + ".mlp_ratio", 4.0);
   a.pos_embed = c.choice(k + ".pos_embed", {"learned", "sincos"}, "learned");
   a.layer_scale_init = c.f64(k + ".layer_scale_init", 0.0);
@@ -83,8 +83,10 @@ AudioTransformerConfig read_audio_tower(const Config& c, const std::string& k) {
   if (!(a.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
   check_positive(c, k + ".mlp_ratio", a.mlp_ratio);
   if (a.mel_bins < 4 || a.mel_bins > 1024) c.fail(k + ".mel_bins", "must be in [4, 1024]");
-  if (a.mel_bins % a.patch != 0 || a.frames % a.patch != 0)
+  if (a.stride == a.patch && (a.mel_bins % a.patch != 0 || a.frames % a.patch != 0))
     c.fail(k + ".patch", str_cat("patch ", a.patch, " does not divide mel_bins ", a.mel_bins, " and frames ", a.frames));
+  if (a.patch > a.mel_bins || a.patch > a.frames)
+    c.fail(k + ".patch", str_cat("patch ", a.patch, " is larger than the ", a.mel_bins, " x ", a.frames, " grid"));
   if (a.width % a.heads != 0) c.fail(k + ".heads", str_cat("heads ", a.heads, " does not divide width ", a.width));
   if (a.pos_embed == "sincos" && a.width % 4 != 0) c.fail(k + ".pos_embed", "sincos needs a width divisible by 4");
   return a;

@@ -582,6 +582,21 @@ inline Ref unpatchify(const Ref& t, int64_t p, int64_t C, int64_t H, int64_t W) 
   return out;
 }
 
+// out[n, i * gw + j, (pi * p + pj) * C + c] = x[n, c, i * s + pi, j * s + pj], gh = (H - p) / s + 1
+inline Ref extract_patches(const Ref& x, int64_t p, int64_t s) {
+  check(x.ndim() == 4 && x.shape[2] >= p && x.shape[3] >= p, "extract_patches: shape");
+  int64_t N = x.shape[0], C = x.shape[1], gh = (x.shape[2] - p) / s + 1, gw = (x.shape[3] - p) / s + 1;
+  Ref out = zeros({N, gh * gw, p * p * C});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < gh; ++i)
+      for (int64_t j = 0; j < gw; ++j)
+        for (int64_t pi = 0; pi < p; ++pi)
+          for (int64_t pj = 0; pj < p; ++pj)
+            for (int64_t c = 0; c < C; ++c)
+              at(out, {n, i * gw + j, (pi * p + pj) * C + c}) = at(x, {n, c, i * s + pi, j * s + pj});
+  return out;
+}
+
 // ---- sorting ----
 inline Ref argsort(const Ref& a, int dim, bool descending) {
   dim = wrap(dim, a.ndim());

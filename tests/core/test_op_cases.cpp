@@ -606,6 +606,12 @@ std::vector<OpCase> make_cases() {
       REF(ref::unpatchify(r[0], 2, 1, 4, 6)));
   add("unpatchify_sliced", {X({1, 4, 12}).S()}, FWD(ops::unpatchify(x[0], 2, 3, 4, 4)),
       REF(ref::unpatchify(r[0], 2, 3, 4, 4)));
+  add("extract_patches_overlapping", {X({2, 1, 5, 7})}, FWD(ops::extract_patches(x[0], 3, 2)),
+      REF(ref::extract_patches(r[0], 3, 2)));
+  add("extract_patches_uncovered_edge_2ch", {X({1, 2, 6, 5}).T()}, FWD(ops::extract_patches(x[0], 2, 3)),
+      REF(ref::extract_patches(r[0], 2, 3)));
+  add("extract_patches_stride_is_patch", {X({1, 2, 4, 6})}, FWD(ops::extract_patches(x[0], 2, 2)),
+      REF(ref::patchify(r[0], 2)));
   add("patchify_roundtrip", {X({2, 2, 2, 4})}, FWD(ops::unpatchify(ops::patchify(x[0], 2), 2, 2, 2, 4)), REF(r[0]));
 
   // ---- sorting ----

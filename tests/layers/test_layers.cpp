@@ -5,6 +5,7 @@
 #include <functional>
 #include <random>
 
+#include "layers/audio.h"
 #include "layers/clip.h"
 
 using namespace loom;
@@ -210,6 +211,38 @@ TEST(Layers, ViTStagesEqualTheWholeTowerOnANonSquareGrid) {
   EXPECT_NE(half(1, 1), half(4, 1));
   EXPECT_EQ(half(3, 1), half(5, 1));  // (1,0) and (1,2): same row
   EXPECT_NE(half(3, 0), half(5, 0));
+}
+
+TEST(Layers, AstOverlappingPatchesMakeAConvolutionsGrid) {
+  // AST's grid: 16x16 patches every 10 pixels on 128 x 1024 are 12 x 101 patches.
+  AudioTransformerConfig ast;
+  EXPECT_EQ(ast.grid_f(), 8);
+  ast.stride = 10;
+  EXPECT_EQ(ast.grid_f(), 12);
+  EXPECT_EQ(ast.grid_t(), 101);
+  // A small one: 10 x 13 with patch 4, stride 3 -> 3 x 4 patches. The first patch embedding is the
+  // projection of the top-left 4x4 pixels, the next one's starts three columns on.
+  Generator gen(7);
+  AudioTransformerConfig c;
+  c.mel_bins = 10, c.frames = 13, c.patch = 4, c.stride = 3, c.width = 8, c.layers = 1, c.heads = 2;
+  for (const char* pos : {"learned", "sincos"}) {
+    c.pos_embed = pos;
+    AudioTransformer a(c, gen);
+    EXPECT_EQ(a.pos_embed.shape(), (Shape{1 + 3 * 4, 8})) << pos;
+    Tensor spec = ops::randn({2, 1, 10, 13}, gen);
+    EXPECT_EQ(a.forward(spec).shape(), (Shape{2, 8}));
+    Tensor emb = a.patch_embed->forward(spec);  // [2, 12, 8]
+    for (int64_t k : {0, 1, 4}) {                // patches (0,0), (0,1), (1,0)
+      const int64_t top = (k / 4) * 3, left = (k % 4) * 3;
+      Tensor px = spec.narrow(2, top, 4).narrow(3, left, 4).contiguous().reshape({2, 16});
+      Tensor want = a.patch_embed->proj->forward(px);
+      Tensor got = emb.select(1, k).contiguous();
+      const auto w = want.to_vector<float>(), g = got.to_vector<float>();
+      for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(g[i], w[i], 1e-5) << pos << " patch " << k;
+    }
+  }
+  c.stride = 5;  // beyond the patch: gaps, refused
+  EXPECT_THROW(AudioTransformer(c, gen), Error);
 }
 
 TEST(Layers, ShapesAndErrors) {

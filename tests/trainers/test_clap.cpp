@@ -133,9 +133,19 @@ TEST(Clap, MismatchedPairsAndModelsAreClearErrors) {
   EXPECT_NE(e.find("batch key 'image'"), std::string::npos) << e;
   e = error_of(base + "task: {type: contrastive, pairs: [[audio, image]]}\n");
   EXPECT_NE(e.find("expected [[image, text]] or [[audio, text]]"), std::string::npos) << e;
+  // Overlapping patches (AST's stride 10 of 16) serve CLAP, not MAE, which reconstructs patch by patch.
   std::string strided = base + "task: {type: contrastive}\n";
   strided.replace(strided.find("patch: 16"), 9, "patch: 16, stride: 10");
+  EXPECT_EQ(error_of(strided), "");
+  strided.replace(strided.find("stride: 10"), 10, "stride: 17");
   e = error_of(strided);
+  EXPECT_NE(e.find("model.audio.stride: must be in [1, patch 16]"), std::string::npos) << e;
+  std::string mae = base + "task: {type: mae}\n";
+  mae.replace(mae.find("type: clap"), 10, "type: ast");
+  mae.replace(mae.find("patch: 16"), 9, "patch: 16, stride: 8");
+  mae.erase(mae.find("  text: {"), mae.find("data:") - mae.find("  text: {"));
+  e = error_of(mae);
+  EXPECT_NE(e.find("non-overlapping patches"), std::string::npos) << e;
   EXPECT_NE(e.find("model.audio.stride"), std::string::npos) << e;
 }
 

@@ -34,6 +34,9 @@ class MaeTask : public Task {
     input_ = input_tower(env.model, "task mae");
     encoder_ = input_.vit;
     const ViTConfig& v = encoder_->config;
+    LOOM_CHECK(!v.overlapping(), "task mae reconstructs each patch on its own, so it needs non-overlapping patches; the ",
+               input_.key, " tower has patch ", v.patch, " with stride ", v.stride, " (set model.", input_.key == "audio" ? "audio" : "vision",
+               ".stride to the patch, as AudioMAE does)");
     MaeDecoderConfig dc = s.decoder;
     dc.encoder_width = v.width;
     dc.grid_h = v.grid_h();
