@@ -1,5 +1,6 @@
 #include "layers/mae.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace loom {
@@ -20,6 +21,31 @@ Masking random_masking(const Tensor& x, double ratio, const Tensor& noise) {
   // Token n is masked exactly when its place in the shuffled order is past the kept prefix.
   m.mask = ops::ge(m.ids_restore, Tensor::scalar(double(K), DType::i64, x.device())).to(x.dtype());
   return m;
+}
+
+Tensor mask_noise(int64_t B, int64_t gh, int64_t gw, const std::string& masking, Generator& gen, Device device) {
+  const int64_t N = gh * gw;
+  if (masking == "random") return ops::rand({B, N}, gen, DType::f64, device);
+  LOOM_CHECK(masking == "time" || masking == "frequency", "mask_noise: masking must be random, time or frequency, got '",
+             masking, "'");
+  const bool time = masking == "time";
+  const int64_t groups = time ? gw : gh;
+  const std::vector<double> order = ops::rand({B, groups}, gen, DType::f64).to_vector<double>();
+  const std::vector<double> within = ops::rand({B, N}, gen, DType::f64).to_vector<double>();
+  std::vector<double> noise(static_cast<size_t>(B * N));
+  std::vector<int64_t> idx(static_cast<size_t>(groups)), rank(static_cast<size_t>(groups));
+  for (int64_t b = 0; b < B; ++b) {
+    const double* u = order.data() + b * groups;
+    for (int64_t g = 0; g < groups; ++g) idx[size_t(g)] = g;
+    std::sort(idx.begin(), idx.end(), [&](int64_t x, int64_t y) { return u[x] < u[y] || (u[x] == u[y] && x < y); });
+    for (int64_t r = 0; r < groups; ++r) rank[size_t(idx[size_t(r)])] = r;
+    for (int64_t i = 0; i < gh; ++i)
+      for (int64_t j = 0; j < gw; ++j) {
+        const size_t n = size_t(b * N + i * gw + j);
+        noise[n] = double(rank[size_t(time ? j : i)]) + within[n];
+      }
+  }
+  return Tensor::from(noise, {B, N}, DType::f64).to(device);
 }
 
 MaeDecoder::MaeDecoder(const MaeDecoderConfig& c, Generator& gen) : config(c) {

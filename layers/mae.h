@@ -19,6 +19,17 @@ struct Masking {
 // x [B, N, W]. 0 <= ratio < 1 and K >= 1, else OpError.
 Masking random_masking(const Tensor& x, double ratio, const Tensor& noise);
 
+// Noise [B, grid_h * grid_w] (f64, on `device`) for random_masking that masks patches together, as
+// AudioMAE's structured options do on a spectrogram (frequency on the grid's rows, time on its columns):
+//   random     each patch on its own (MAE; AudioMAE's best for pretraining)
+//   time       whole columns (every frequency of a time span)
+//   frequency  whole rows (a band over the whole clip)
+// A structured patch's noise is its column's (row's) rank in a random order of the columns (rows) plus a
+// uniform draw in [0, 1) ordering the patches within it, so the kept patches are whole columns (rows)
+// and at most one part of another.
+Tensor mask_noise(int64_t batch, int64_t grid_h, int64_t grid_w, const std::string& masking, Generator& gen,
+                  Device device = Device::cpu());
+
 struct MaeDecoderConfig {
   int64_t encoder_width = 128, width = 64, layers = 2, heads = 4;
   double mlp_ratio = 4.0;

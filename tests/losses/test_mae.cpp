@@ -139,3 +139,41 @@ TEST(RandomMasking, EveryPatchIsMaskedWithTheStatedProbability) {
     EXPECT_LT(std::abs(kept.back() - expect), 4 * sd) << "N=" << N;
   }
 }
+
+// Structured masking (AudioMAE's time and frequency options): on a 4 x 6 grid keeping 8 patches, time
+// masking keeps exactly two whole columns (of 4), frequency masking one whole row (of 6) and two
+// patches of another; every column (row) is kept about equally often; random is ops::rand itself.
+TEST(RandomMasking, TimeAndFrequencyMaskWholeColumnsAndRows) {
+  const int64_t B = 600, gh = 4, gw = 6, N = gh * gw;
+  Tensor x = Tensor::zeros({B, N, 1});
+  for (const char* mode : {"time", "frequency"}) {
+    Generator gen(3);
+    const bool time = std::string(mode) == "time";
+    Masking m = random_masking(x, 0.66, mask_noise(B, gh, gw, mode, gen));  // K = floor(24 * 0.34) = 8
+    auto mask = m.mask.to_vector<float>();
+    std::vector<double> kept_per_group(size_t(time ? gw : gh), 0.0);
+    for (int64_t b = 0; b < B; ++b) {
+      int whole = 0, partial = 0;
+      for (int64_t g = 0; g < (time ? gw : gh); ++g) {
+        int kept = 0;
+        const int64_t size = time ? gh : gw;
+        for (int64_t e = 0; e < size; ++e) {
+          const int64_t n = time ? e * gw + g : g * gw + e;
+          kept += mask[size_t(b * N + n)] == 0.f;
+        }
+        whole += kept == size;
+        partial += kept > 0 && kept < size;
+        kept_per_group[size_t(g)] += kept;
+      }
+      if (time) EXPECT_EQ(whole, 2) << mode << " sample " << b;  // 8 = two columns of 4
+      else EXPECT_TRUE(whole == 1 && partial == 1) << mode << " sample " << b;  // 8 = a row of 6 and 2
+      if (::testing::Test::HasFailure()) break;
+    }
+    const double expect = 8.0 * double(B) / double(kept_per_group.size());
+    for (double k : kept_per_group) EXPECT_NEAR(k, expect, 0.15 * expect) << mode;
+  }
+  Generator a(9), b(9);
+  EXPECT_EQ(mask_noise(2, gh, gw, "random", a).to_vector<double>(), ops::rand({2, N}, b, DType::f64).to_vector<double>());
+  Generator g(1);
+  EXPECT_THROW(mask_noise(2, gh, gw, "diagonal", g), Error);
+}

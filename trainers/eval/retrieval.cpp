@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 
 namespace loom {
 namespace {
@@ -26,47 +27,75 @@ std::string fill_template(const std::string& tmpl, const std::string& name) {
 
 }  // namespace
 
-// Recall@K of rows against columns. Column j is a positive for row i when their captions are the same
-// text (group[i] == group[j]): with duplicate captions (ten class prompts over a test set) any copy is a
-// correct answer, as with COCO's five captions per image. rank = negatives scoring at least as high as the best
-// positive (ties count against it, so a collapsed model with equal scores everywhere scores 0, not 1).
-Metrics recall_at(const Tensor& sim, const std::vector<int64_t>& group, const std::string& prefix) {
-  const int64_t n = sim.size(0);
+RetrievalTruth RetrievalTruth::from(const std::vector<std::string>& files, const std::vector<std::string>& captions) {
+  LOOM_CHECK(files.size() == captions.size(), "RetrievalTruth: ", files.size(), " files and ", captions.size(), " captions");
+  RetrievalTruth t;
+  std::map<std::string, int64_t> clip_ids, caption_ids;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto [cl, new_clip] = clip_ids.emplace(files[i], int64_t(clip_ids.size()));
+    if (new_clip) {
+      t.clip_rows.push_back(int64_t(i));
+      t.clip_captions.emplace_back();
+    }
+    const int64_t cap = caption_ids.emplace(captions[i], int64_t(caption_ids.size())).first->second;
+    t.clip_of.push_back(cl->second);
+    t.caption_of.push_back(cap);
+    auto& mine = t.clip_captions[size_t(cl->second)];
+    if (std::find(mine.begin(), mine.end(), cap) == mine.end()) mine.push_back(cap);
+  }
+  return t;
+}
+
+bool RetrievalTruth::right(int64_t clip, int64_t row) const {
+  const auto& mine = clip_captions[size_t(clip)];
+  return std::find(mine.begin(), mine.end(), caption_of[size_t(row)]) != mine.end();
+}
+
+Metrics recall_at(const Tensor& sim, const std::function<bool(int64_t, int64_t)>& positive, const std::string& prefix) {
+  const int64_t n = sim.size(0), m = sim.size(1);
   std::vector<float> s = sim.contiguous().to_vector<float>();
   int64_t hit[3] = {0, 0, 0};
   const int64_t ks[3] = {1, 5, 10};
+  std::vector<char> pos(static_cast<size_t>(m));
   for (int64_t i = 0; i < n; ++i) {
-    const float* row = s.data() + i * n;
+    const float* row = s.data() + i * m;
     float best = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) if (group[size_t(j)] == group[size_t(i)]) best = std::max(best, row[j]);
+    for (int64_t j = 0; j < m; ++j) {
+      pos[size_t(j)] = positive(i, j);
+      if (pos[size_t(j)]) best = std::max(best, row[j]);
+    }
     int64_t rank = 0;
-    for (int64_t j = 0; j < n; ++j) rank += group[size_t(j)] != group[size_t(i)] && row[j] >= best;
+    for (int64_t j = 0; j < m; ++j) rank += !pos[size_t(j)] && row[j] >= best;
     for (int k = 0; k < 3; ++k) hit[k] += rank < ks[k];
   }
-  Metrics m;
-  for (int k = 0; k < 3; ++k) m[prefix + std::to_string(ks[k])] = double(hit[k]) / double(std::max<int64_t>(1, n));
-  return m;
+  Metrics out;
+  for (int k = 0; k < 3; ++k) out[prefix + std::to_string(ks[k])] = double(hit[k]) / double(std::max<int64_t>(1, n));
+  return out;
 }
 
-double map_at_10(const Tensor& sim, const std::vector<int64_t>& group) {
+double map_at_10(const Tensor& sim, const std::function<bool(int64_t, int64_t)>& positive) {
   const int64_t n = sim.size(0), m = sim.size(1);
   std::vector<float> s = sim.contiguous().to_vector<float>();
   std::vector<int64_t> idx(static_cast<size_t>(m));
+  std::vector<char> pos(static_cast<size_t>(m));
   double total = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float* row = s.data() + i * m;
-    auto positive = [&](int64_t j) { return group[size_t(j)] == group[size_t(i)]; };
-    for (int64_t j = 0; j < m; ++j) idx[size_t(j)] = j;
+    int64_t positives = 0;
+    for (int64_t j = 0; j < m; ++j) {
+      idx[size_t(j)] = j;
+      pos[size_t(j)] = positive(i, j);
+      positives += pos[size_t(j)];
+    }
     const int64_t k = std::min<int64_t>(10, m);
     std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int64_t a, int64_t b) {
       if (row[a] != row[b]) return row[a] > row[b];
-      return !positive(a) && positive(b);  // ties: negatives first
+      return !pos[size_t(a)] && pos[size_t(b)];  // ties: wrong ones first
     });
-    int64_t positives = 0, hits = 0;
-    for (int64_t j = 0; j < m; ++j) positives += positive(j);
+    int64_t hits = 0;
     double ap = 0;
     for (int64_t r = 0; r < k; ++r)
-      if (positive(idx[size_t(r)])) ap += double(++hits) / double(r + 1);
+      if (pos[size_t(idx[size_t(r)])]) ap += double(++hits) / double(r + 1);
     total += positives > 0 ? ap / double(std::min<int64_t>(10, positives)) : 0.0;
   }
   return total / double(std::max<int64_t>(1, n));
@@ -83,8 +112,7 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::BpeTok
   towers.configure(lc);
   data::Loader loader(data.rows, &tok, lc);
   std::vector<Tensor> img_feats, txt_feats, labels;
-  std::vector<int64_t> caption_group;  // same caption text -> same group
-  std::map<std::string, int64_t> caption_ids;
+  std::vector<std::string> files, captions;  // per retrieval row
   int64_t seen = 0, with_text = 0;
   const int64_t limit = max_samples > 0 ? max_samples : INT64_MAX;
   while (seen < limit) {
@@ -101,8 +129,11 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::BpeTok
     labels.push_back(lab);
     if (r.retrieval && with_text < r.retrieval_samples) {
       txt_feats.push_back(towers.encode_text(tokens));
-      for (int64_t i = 0; i < take; ++i)
-        caption_group.push_back(caption_ids.emplace(b->texts[size_t(i)], int64_t(caption_ids.size())).first->second);
+      for (int64_t i = 0; i < take; ++i) {
+        const data::Example& e = data.rows->rows[size_t(b->indices[size_t(i)])];
+        files.push_back(towers.key == "audio" ? e.audio : e.image);
+        captions.push_back(b->texts[size_t(i)]);
+      }
       with_text += take;
     }
     seen += take;
@@ -139,12 +170,21 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::BpeTok
   if (r.retrieval && !txt_feats.empty()) {
     Tensor txt = ops::cat(txt_feats, 0);
     const int64_t n = std::min<int64_t>(txt.size(0), r.retrieval_samples);
-    Tensor sim = ops::matmul(img.narrow(0, 0, n), txt.narrow(0, 0, n).transpose(0, 1));
+    files.resize(size_t(n));
+    captions.resize(size_t(n));
+    const RetrievalTruth truth = RetrievalTruth::from(files, captions);
+    // One feature row per clip (its first row's), against every caption row.
+    Tensor clip_feats = ops::index_select(img.narrow(0, 0, n), 0, Tensor::from(truth.clip_rows, {truth.clips()}));
+    Tensor sim = ops::matmul(clip_feats, txt.narrow(0, 0, n).transpose(0, 1));  // [clips, captions]
+    auto x2t_right = [&](int64_t clip, int64_t row) { return truth.right(clip, row); };
+    auto t2x_right = [&](int64_t row, int64_t clip) { return truth.right(clip, row); };
     const std::string x2t = "eval/" + towers.letter + "2t_", t2x = "eval/t2" + towers.letter + "_";
-    for (auto& [k, v] : recall_at(sim, caption_group, x2t + "r")) out[k] = v;
-    for (auto& [k, v] : recall_at(sim.transpose(0, 1), caption_group, t2x + "r")) out[k] = v;
-    out[x2t + "map10"] = map_at_10(sim, caption_group);
-    out[t2x + "map10"] = map_at_10(sim.transpose(0, 1), caption_group);
+    for (auto& [k, v] : recall_at(sim, x2t_right, x2t + "r")) out[k] = v;
+    Tensor sim_t = sim.transpose(0, 1).contiguous();
+    for (auto& [k, v] : recall_at(sim_t, t2x_right, t2x + "r")) out[k] = v;
+    out[x2t + "map10"] = map_at_10(sim, x2t_right);
+    out[t2x + "map10"] = map_at_10(sim_t, t2x_right);
+    out["eval/retrieval_clips"] = double(truth.clips());
   }
   out["eval/samples"] = double(seen);
   model.train(was_training);

@@ -1,7 +1,8 @@
 // Zero-shot classification and retrieval for a two-tower contrastive model (CLIP: image-text, CLAP:
 // audio-text) over a manifest. Names as in metrics.jsonl, with X the non-text side's letter (i for
 // images, a for audio): eval/zeroshot_top1, eval/zeroshot_top5, eval/X2t_r{1,5,10}, eval/t2X_r{1,5,10},
-// eval/X2t_map10, eval/t2X_map10, eval/samples.
+// eval/X2t_map10, eval/t2X_map10, eval/samples. Retrieval queries every clip (X2t) against every
+// caption row, and every caption row (t2X) against every clip, with RetrievalTruth deciding hits.
 #pragma once
 #include <functional>
 #include <string>
@@ -31,13 +32,31 @@ struct ContrastiveTowers {
 Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::BpeTokenizer& tok, const ClipEvalOptions& opt,
                              const DataSpec& data, int64_t max_samples);
 
-// Recall@1/5/10 of rows against columns of `sim` [n, n]; column j is a positive for row i when
-// group[i] == group[j] (the same caption text). Keys prefix + "1", "5", "10".
-Metrics recall_at(const Tensor& sim, const std::vector<int64_t>& group, const std::string& prefix);
+// Which captions are right for which clip (or image). Rows of the evaluation data that name the same
+// file are one clip (AudioCaps and Clotho list a clip once per caption), and a caption is right for
+// every clip it was written for — or, when captions repeat across clips (class prompts, canonical
+// captions), for every clip that carries the same text.
+struct RetrievalTruth {
+  std::vector<int64_t> clip_of;     // per row: the clip it belongs to (0..clips-1, by first appearance)
+  std::vector<int64_t> caption_of;  // per row: its caption text's id
+  std::vector<int64_t> clip_rows;   // per clip: its first row (whose features stand for the clip)
+  // per clip: the caption ids written for it
+  std::vector<std::vector<int64_t>> clip_captions;
+  // From each row's file and caption text.
+  static RetrievalTruth from(const std::vector<std::string>& files, const std::vector<std::string>& captions);
+  int64_t clips() const { return int64_t(clip_rows.size()); }
+  bool right(int64_t clip, int64_t row) const;  // is row's caption right for the clip?
+};
 
-// Mean average precision at 10 of rows against columns (LAION-CLAP's mAP@10), positives as in
-// recall_at: per row, the sum over the top 10 columns of precision@k at each positive, divided by
-// min(10, positives); ties between a positive and a negative count against the positive.
-double map_at_10(const Tensor& sim, const std::vector<int64_t>& group);
+// Recall@1/5/10 of queries (rows of `sim`) against candidates (columns); `positive(q, c)` says which
+// candidates are right. rank = wrong candidates scoring at least as high as the best right one (ties
+// count against it, so a collapsed model with equal scores everywhere scores 0, not 1). Keys prefix +
+// "1", "5", "10".
+Metrics recall_at(const Tensor& sim, const std::function<bool(int64_t, int64_t)>& positive, const std::string& prefix);
+
+// Mean average precision at 10 of queries against candidates (LAION-CLAP's mAP@10): per query, the sum
+// over the top 10 candidates of precision@k at each right one, divided by min(10, right ones); ties
+// between a right and a wrong candidate count against the right one.
+double map_at_10(const Tensor& sim, const std::function<bool(int64_t, int64_t)>& positive);
 
 }  // namespace loom

@@ -1,6 +1,6 @@
 // task.type: mae — masked autoencoding (He et al. 2021; AudioMAE, Huang et al. 2022, on spectrograms)
-// on the model's image tower "visual" or audio tower "audio": random
-// masking by argsort of uniform noise per sample, the encoder on the visible patches (plus the class
+// on the model's image tower "visual" or audio tower "audio": random (or time / frequency structured,
+// task.masking) masking by argsort of noise per sample, the encoder on the visible patches (plus the class
 // token) only, a decoder of its own width and depth ("mae_decoder", added to the model), MSE over the
 // masked patches with norm_pix_loss. Evaluated by the loss on held-out images and a picture
 // (original | masked | reconstruction | reconstruction with the visible patches pasted in; for audio,
@@ -22,6 +22,7 @@ constexpr uint64_t kDecoderSalt = 0x646563ull;   // "dec"
 
 struct MaeSpec {
   double mask_ratio = 0.75;
+  std::string masking = "random";  // random | time | frequency (mask_noise)
   bool norm_pix_loss = true;
   MaeDecoderConfig decoder;
   int64_t reconstructions = 8;  // images in eval/recon_step_N.png (0: no picture)
@@ -62,8 +63,9 @@ class MaeTask : public Task {
   struct Pass { Tensor pred, target, mask, loss; };
   Pass run(const Tensor& images, Generator& noise_gen, Generator* drop_gen) const {
     Tensor tokens = encoder_->embed_patches(images);  // [B, N, W]
-    const int64_t B = tokens.size(0), N = tokens.size(1);
-    Tensor noise = ops::rand({B, N}, noise_gen, DType::f64, tokens.device());
+    const int64_t B = tokens.size(0);
+    const ViTConfig& v = encoder_->config;
+    Tensor noise = mask_noise(B, v.grid_h(), v.grid_w(), s_.masking, noise_gen, tokens.device());
     Masking m = random_masking(tokens, s_.mask_ratio, noise);
     Tensor latent = encoder_->forward_blocks(encoder_->prepend_cls(m.kept), drop_gen);
     Pass p;
@@ -180,6 +182,7 @@ TaskSpec parse_mae(const Config& c, const std::string& k) {
   const bool audio = model_type == "ast" || model_type == "clap";
   s.mask_ratio = c.f64(k + ".mask_ratio", audio ? 0.8 : 0.75);  // AudioMAE masks 80%, MAE 75%
   if (!(s.mask_ratio > 0 && s.mask_ratio < 1)) c.fail(k + ".mask_ratio", "must be in (0, 1)");
+  s.masking = c.choice(k + ".masking", {"random", "time", "frequency"}, "random");
   s.norm_pix_loss = c.boolean(k + ".norm_pix_loss", true);
   s.decoder.width = c.i64(k + ".decoder.width", 64);
   s.decoder.layers = c.i64(k + ".decoder.layers", 2);
