@@ -1,0 +1,257 @@
+#include "data/wordpiece.h"
+#include <utf8proc.h>
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include "core/error.h"
+
+namespace loom::data {
+namespace {
+
+using json = nlohmann::json;
+
+// UTF-8 -> code points; invalid bytes become U+FFFD (as Rust's lossy decoding that the tokenizers
+// package's Python binding never needs, since Python strings are valid).
+std::vector<utf8proc_int32_t> decode(const std::string& s) {
+  std::vector<utf8proc_int32_t> out;
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
+  utf8proc_ssize_t left = utf8proc_ssize_t(s.size());
+  while (left > 0) {
+    utf8proc_int32_t c;
+    utf8proc_ssize_t n = utf8proc_iterate(p, left, &c);
+    if (n <= 0) { c = 0xFFFD; n = 1; }
+    out.push_back(c);
+    p += n;
+    left -= n;
+  }
+  return out;
+}
+
+void append(std::string& out, utf8proc_int32_t c) {
+  utf8proc_uint8_t buf[4];
+  const utf8proc_ssize_t n = utf8proc_encode_char(c, buf);
+  out.append(reinterpret_cast<const char*>(buf), size_t(n));
+}
+
+utf8proc_category_t category(utf8proc_int32_t c) { return utf8proc_category(c); }
+
+// Rust's char::is_whitespace (the White_Space property).
+bool is_whitespace(utf8proc_int32_t c) {
+  if ((c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+      c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000)
+    return true;
+  return false;
+}
+
+// The tokenizers package's is_control: \t \n \r are not; otherwise any "Other" category (Cc Cf Cn Co Cs).
+bool is_control(utf8proc_int32_t c) {
+  if (c == '\t' || c == '\n' || c == '\r') return false;
+  const auto k = category(c);
+  return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CN ||
+         k == UTF8PROC_CATEGORY_CO || k == UTF8PROC_CATEGORY_CS;
+}
+
+bool is_chinese(utf8proc_int32_t c) {
+  return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+         (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+         (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+// BertPreTokenizer's punctuation: ASCII punctuation or any Unicode P* category.
+bool is_punctuation(utf8proc_int32_t c) {
+  if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return true;
+  const auto k = category(c);
+  return k == UTF8PROC_CATEGORY_PC || k == UTF8PROC_CATEGORY_PD || k == UTF8PROC_CATEGORY_PS ||
+         k == UTF8PROC_CATEGORY_PE || k == UTF8PROC_CATEGORY_PI || k == UTF8PROC_CATEGORY_PF ||
+         k == UTF8PROC_CATEGORY_PO;
+}
+
+std::vector<utf8proc_int32_t> nfd(const std::vector<utf8proc_int32_t>& cps) {
+  std::string s;
+  for (auto c : cps) append(s, c);
+  utf8proc_uint8_t* out = utf8proc_NFD(reinterpret_cast<const utf8proc_uint8_t*>(s.c_str()));
+  LOOM_CHECK(out, "WordPiece: NFD decomposition failed");
+  std::string d(reinterpret_cast<char*>(out));
+  std::free(out);
+  return decode(d);
+}
+
+}  // namespace
+
+WordPieceTokenizer WordPieceTokenizer::load(const std::string& path) {
+  std::ifstream f(path);
+  LOOM_CHECK(f, path, ": cannot open the tokenizer file");
+  json j;
+  try {
+    j = json::parse(f);
+  } catch (const std::exception& e) {
+    throw Error(str_cat(path, ": not a tokenizer.json (", e.what(), ")"));
+  }
+  WordPieceTokenizer t;
+  try {
+    const json& m = j.at("model");
+    const std::string type = m.value("type", "");
+    LOOM_CHECK(type == "WordPiece", path, ": the tokenizer's model is '", type, "', not WordPiece (BERT's)");
+    t.prefix_ = m.value("continuing_subword_prefix", "##");
+    t.max_chars_ = m.value("max_input_chars_per_word", int64_t(100));
+    const json& v = m.at("vocab");
+    LOOM_CHECK(v.is_object() && !v.empty(), path, ": model.vocab is not a non-empty mapping");
+    t.vocab_.resize(v.size());
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      const int64_t id = it.value().get<int64_t>();
+      LOOM_CHECK(id >= 0 && id < int64_t(v.size()) && t.vocab_[size_t(id)].empty(), path, ": model.vocab id ", id,
+                 " of '", it.key(), "' is out of range or repeated");
+      t.vocab_[size_t(id)] = it.key();
+      t.ids_[it.key()] = id;
+    }
+    const std::string unk = m.value("unk_token", "[UNK]");
+    const json& n = j.value("normalizer", json());
+    if (n.is_object()) {
+      LOOM_CHECK(n.value("type", "") == "BertNormalizer", path, ": normalizer ", n.value("type", ""),
+                 " is not BERT's (BertNormalizer)");
+      t.clean_text_ = n.value("clean_text", true);
+      t.chinese_chars_ = n.value("handle_chinese_chars", true);
+      t.lowercase_ = n.value("lowercase", true);
+      // strip_accents null follows lowercase, as in the tokenizers package
+      t.strip_accents_ = n.contains("strip_accents") && !n["strip_accents"].is_null() ? n["strip_accents"].get<bool>()
+                                                                                       : t.lowercase_;
+    }
+    auto special = [&](const std::string& s) {
+      auto it = t.ids_.find(s);
+      LOOM_CHECK(it != t.ids_.end(), path, ": the vocabulary has no ", s, " token");
+      return it->second;
+    };
+    for (const json& a : j.value("added_tokens", json::array()))
+      if (a.value("special", false)) t.specials_.emplace_back(a.at("content").get<std::string>(), a.at("id").get<int64_t>());
+    t.unk_ = special(unk);
+    t.cls_ = special("[CLS]");
+    t.sep_ = special("[SEP]");
+    t.pad_ = special("[PAD]");
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(str_cat(path, ": not a WordPiece tokenizer.json (", e.what(), ")"));
+  }
+  return t;
+}
+
+std::string WordPieceTokenizer::normalize(const std::string& text) const {
+  std::vector<utf8proc_int32_t> cps = decode(text), out;
+  out.reserve(cps.size());
+  for (auto c : cps) {
+    if (clean_text_) {
+      if (c == 0 || c == 0xFFFD || is_control(c)) continue;
+      if (is_whitespace(c)) c = ' ';
+    }
+    if (chinese_chars_ && is_chinese(c)) {
+      out.push_back(' ');
+      out.push_back(c);
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (strip_accents_) {
+    std::vector<utf8proc_int32_t> kept;
+    for (auto c : nfd(out))
+      if (category(c) != UTF8PROC_CATEGORY_MN) kept.push_back(c);
+    out = std::move(kept);
+  }
+  std::string s;
+  for (auto c : out) append(s, lowercase_ ? utf8proc_tolower(c) : c);
+  return s;
+}
+
+std::vector<std::string> WordPieceTokenizer::words(const std::string& text) const {
+  std::vector<std::string> out;
+  std::string cur;
+  auto flush = [&] {
+    if (!cur.empty()) out.push_back(std::move(cur));
+    cur.clear();
+  };
+  for (auto c : decode(normalize(text))) {
+    if (is_whitespace(c)) {
+      flush();
+    } else if (is_punctuation(c)) {
+      flush();
+      append(cur, c);
+      flush();
+    } else {
+      append(cur, c);
+    }
+  }
+  flush();
+  return out;
+}
+
+std::vector<int64_t> WordPieceTokenizer::encode(const std::string& text) const {
+  // Special tokens written in the text ("[MASK]", "[SEP]") are tokens of their own, matched before
+  // normalisation, as the tokenizers package does with its added tokens.
+  std::vector<int64_t> ids;
+  size_t from = 0;
+  while (from <= text.size()) {
+    size_t best = std::string::npos, len = 0;
+    int64_t id = -1;
+    for (const auto& [content, tid] : specials_) {
+      const size_t at = text.find(content, from);
+      if (at != std::string::npos && (at < best || (at == best && content.size() > len))) best = at, len = content.size(), id = tid;
+    }
+    const std::string part = text.substr(from, best == std::string::npos ? std::string::npos : best - from);
+    const std::vector<int64_t> piece = encode_plain(part);
+    ids.insert(ids.end(), piece.begin(), piece.end());
+    if (best == std::string::npos) break;
+    ids.push_back(id);
+    from = best + len;
+  }
+  return ids;
+}
+
+std::vector<int64_t> WordPieceTokenizer::encode_plain(const std::string& text) const {
+  std::vector<int64_t> ids;
+  for (const std::string& w : words(text)) {
+    // Character boundaries of the word (byte offsets).
+    std::vector<size_t> at;
+    for (size_t i = 0; i < w.size(); ++i)
+      if ((static_cast<unsigned char>(w[i]) & 0xC0) != 0x80) at.push_back(i);
+    at.push_back(w.size());
+    const size_t chars = at.size() - 1;
+    if (int64_t(chars) > max_chars_) { ids.push_back(unk_); continue; }
+    std::vector<int64_t> pieces;
+    bool bad = false;
+    for (size_t start = 0; start < chars && !bad;) {
+      size_t end = chars;
+      int64_t found = -1;
+      for (; end > start; --end) {
+        std::string sub = w.substr(at[start], at[end] - at[start]);
+        if (start > 0) sub = prefix_ + sub;
+        auto it = ids_.find(sub);
+        if (it != ids_.end()) { found = it->second; break; }
+      }
+      if (found < 0) bad = true;
+      else { pieces.push_back(found); start = end; }
+    }
+    if (bad) ids.push_back(unk_);
+    else ids.insert(ids.end(), pieces.begin(), pieces.end());
+  }
+  return ids;
+}
+
+Tensor WordPieceTokenizer::encode_batch(const std::vector<std::string>& texts, int64_t context, Tensor* mask) const {
+  LOOM_CHECK(context >= 2, "WordPiece: context must be >= 2 ([CLS] and [SEP]), got ", context);
+  const int64_t B = int64_t(texts.size());
+  std::vector<int64_t> out(static_cast<size_t>(B * context), pad_), on(static_cast<size_t>(B * context), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> ids = encode(texts[size_t(b)]);
+    if (int64_t(ids.size()) > context - 2) ids.resize(size_t(context - 2));
+    int64_t* row = out.data() + b * context;
+    row[0] = cls_;
+    for (size_t i = 0; i < ids.size(); ++i) row[1 + i] = ids[i];
+    row[1 + ids.size()] = sep_;
+    std::fill(on.begin() + b * context, on.begin() + b * context + int64_t(ids.size()) + 2, 1);
+  }
+  if (mask) *mask = Tensor::from(on, {B, context});
+  return Tensor::from(out, {B, context});
+}
+
+}  // namespace loom::data
