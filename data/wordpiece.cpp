@@ -1,80 +1,29 @@
 #include "data/wordpiece.h"
-#include <utf8proc.h>
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include "core/error.h"
+#include "data/unicode.h"
 
 namespace loom::data {
 namespace {
 
 using json = nlohmann::json;
+using namespace unicode;
 
-// UTF-8 -> code points; invalid bytes become U+FFFD (as Rust's lossy decoding that the tokenizers
-// package's Python binding never needs, since Python strings are valid).
-std::vector<utf8proc_int32_t> decode(const std::string& s) {
-  std::vector<utf8proc_int32_t> out;
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-  utf8proc_ssize_t left = utf8proc_ssize_t(s.size());
-  while (left > 0) {
-    utf8proc_int32_t c;
-    utf8proc_ssize_t n = utf8proc_iterate(p, left, &c);
-    if (n <= 0) { c = 0xFFFD; n = 1; }
-    out.push_back(c);
-    p += n;
-    left -= n;
-  }
-  return out;
-}
+// The tokenizers package's is_control: \t \n \r are not; otherwise any "Other" category.
+bool is_control(CodePoint c) { return c != '\t' && c != '\n' && c != '\r' && is_other(c); }
 
-void append(std::string& out, utf8proc_int32_t c) {
-  utf8proc_uint8_t buf[4];
-  const utf8proc_ssize_t n = utf8proc_encode_char(c, buf);
-  out.append(reinterpret_cast<const char*>(buf), size_t(n));
-}
-
-utf8proc_category_t category(utf8proc_int32_t c) { return utf8proc_category(c); }
-
-// Rust's char::is_whitespace (the White_Space property).
-bool is_whitespace(utf8proc_int32_t c) {
-  if ((c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
-      c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000)
-    return true;
-  return false;
-}
-
-// The tokenizers package's is_control: \t \n \r are not; otherwise any "Other" category (Cc Cf Cn Co Cs).
-bool is_control(utf8proc_int32_t c) {
-  if (c == '\t' || c == '\n' || c == '\r') return false;
-  const auto k = category(c);
-  return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CN ||
-         k == UTF8PROC_CATEGORY_CO || k == UTF8PROC_CATEGORY_CS;
-}
-
-bool is_chinese(utf8proc_int32_t c) {
+bool is_chinese(CodePoint c) {
   return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
          (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
          (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
 // BertPreTokenizer's punctuation: ASCII punctuation or any Unicode P* category.
-bool is_punctuation(utf8proc_int32_t c) {
-  if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return true;
-  const auto k = category(c);
-  return k == UTF8PROC_CATEGORY_PC || k == UTF8PROC_CATEGORY_PD || k == UTF8PROC_CATEGORY_PS ||
-         k == UTF8PROC_CATEGORY_PE || k == UTF8PROC_CATEGORY_PI || k == UTF8PROC_CATEGORY_PF ||
-         k == UTF8PROC_CATEGORY_PO;
-}
-
-std::vector<utf8proc_int32_t> nfd(const std::vector<utf8proc_int32_t>& cps) {
-  std::string s;
-  for (auto c : cps) append(s, c);
-  utf8proc_uint8_t* out = utf8proc_NFD(reinterpret_cast<const utf8proc_uint8_t*>(s.c_str()));
-  LOOM_CHECK(out, "WordPiece: NFD decomposition failed");
-  std::string d(reinterpret_cast<char*>(out));
-  std::free(out);
-  return decode(d);
+bool is_bert_punctuation(CodePoint c) {
+  return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126) ||
+         is_punctuation(c);
 }
 
 }  // namespace
@@ -137,7 +86,7 @@ WordPieceTokenizer WordPieceTokenizer::load(const std::string& path) {
 }
 
 std::string WordPieceTokenizer::normalize(const std::string& text) const {
-  std::vector<utf8proc_int32_t> cps = decode(text), out;
+  std::vector<CodePoint> cps = decode(text), out;
   out.reserve(cps.size());
   for (auto c : cps) {
     if (clean_text_) {
@@ -153,13 +102,13 @@ std::string WordPieceTokenizer::normalize(const std::string& text) const {
     }
   }
   if (strip_accents_) {
-    std::vector<utf8proc_int32_t> kept;
-    for (auto c : nfd(out))
-      if (category(c) != UTF8PROC_CATEGORY_MN) kept.push_back(c);
+    std::vector<CodePoint> kept;
+    for (auto c : decode(nfd(to_utf8(out))))
+      if (!is_nonspacing_mark(c)) kept.push_back(c);
     out = std::move(kept);
   }
   std::string s;
-  for (auto c : out) append(s, lowercase_ ? utf8proc_tolower(c) : c);
+  for (auto c : out) append(s, lowercase_ ? to_lower(c) : c);
   return s;
 }
 
@@ -173,7 +122,7 @@ std::vector<std::string> WordPieceTokenizer::words(const std::string& text) cons
   for (auto c : decode(normalize(text))) {
     if (is_whitespace(c)) {
       flush();
-    } else if (is_punctuation(c)) {
+    } else if (is_bert_punctuation(c)) {
       flush();
       append(cur, c);
       flush();
