@@ -7,6 +7,7 @@
 #include <vector>
 #include "trainers/check.h"
 #include "trainers/data_stats.h"
+#include "trainers/embed.h"
 #include "trainers/trainer.h"
 
 using namespace loom;
@@ -30,6 +31,13 @@ commands:
         eval.zeroshot.templates='["a picture of a {}."]' tries other prompts.
   bench RECIPE [--steps N] [key.path=value ...]
         Training throughput (samples/s) of the recipe's model on its data, after 3 warm-up steps.
+  embed RECIPE --checkpoint DIR --input MANIFEST --out FILE [--kind image|audio|text]
+        Embeds every row of a manifest with a trained CLIP/CLAP: its images or audio clips (the
+        default when it has them) or its texts, into a safetensors file of L2-normalised
+        "embeddings" [N, E] and manifest "rows" [N] (FAISS or numpy read it as it is).
+  retrieve RECIPE --checkpoint DIR --index FILE (--text TEXT | --image PATH | --audio PATH) [--k 10]
+        The index rows most similar to the query (embedded with the other tower), best first:
+        rank, score, manifest row, label and the row's text or file.
   stats RECIPE [--data NAME] [--samples N] [key.path=value ...]
         Mean and standard deviation of data.NAME's (default train) audio fbank or image channels as
         training sees them before normalisation, over its first N rows (default all): the values for
@@ -40,8 +48,9 @@ Run 'loom <command> --help' for a command's options.
 
 struct Args {
   std::string command, recipe, resume, run_dir, checkpoint, data = "train";
+  std::string input, out, kind, index, query_kind, query;
   std::vector<std::string> overrides;
-  int64_t steps = 20, samples = 0;
+  int64_t steps = 20, samples = 0, k = 10;
   bool help = false, random_init = false, check = false;
 };
 
@@ -73,6 +82,16 @@ Args parse(int argc, char** argv) {
     else if (s == "--random-init") a.random_init = true;
     else if (s == "--steps") a.steps = int_value("--steps", value("--steps"));
     else if (s == "--check") a.check = true;
+    else if (s == "--input") a.input = value("--input");
+    else if (s == "--out") a.out = value("--out");
+    else if (s == "--kind") a.kind = value("--kind");
+    else if (s == "--index") a.index = value("--index");
+    else if (s == "--k") a.k = int_value("--k", value("--k"));
+    else if (s == "--text" || s == "--image" || s == "--audio") {
+      if (!a.query_kind.empty()) throw Error("loom retrieve: give one query (--text, --image or --audio)");
+      a.query_kind = s.substr(2);
+      a.query = value(s.c_str());
+    }
     else if (s == "--data") a.data = value("--data");
     else if (s == "--samples") a.samples = int_value("--samples", value("--samples"));
     else if (s.rfind("--", 0) == 0) throw Error(str_cat("unknown option ", s, " (see loom ", a.command, " --help)"));
@@ -104,14 +123,41 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    if (a.command != "train" && a.command != "eval" && a.command != "bench" && a.command != "stats")
+    if (a.command != "train" && a.command != "eval" && a.command != "bench" && a.command != "stats" &&
+        a.command != "embed" && a.command != "retrieve")
       throw Error(str_cat("unknown command '", a.command, "'\n", kUsage));
     if (a.check && a.command != "train") throw Error("--check belongs to loom train");
     Config c = load_recipe(a);
     if (a.check) c.allow_missing_files();
     Recipe r = Recipe::from(c);  // validates everything before any work
 
-    if (a.check) {
+    if (a.command == "embed" || a.command == "retrieve") {
+      if (a.checkpoint.empty()) throw Error(str_cat("loom ", a.command, ": give --checkpoint DIR"));
+      const Embedder embedder(r, a.checkpoint);
+      if (a.command == "embed") {
+        if (a.input.empty() || a.out.empty()) throw Error("loom embed: give --input MANIFEST and --out FILE");
+        const Embeddings e = embedder.embed_manifest(a.input, a.kind, true);
+        save_embeddings(a.out, e);
+        std::cout << "loom embed: " << e.rows.size() << " " << e.kind << " embeddings of " << e.vectors.size(1)
+                  << " dims -> " << a.out << "\n";
+      } else {
+        if (a.index.empty() || a.query_kind.empty())
+          throw Error("loom retrieve: give --index FILE and a query (--text, --image or --audio)");
+        const Embeddings e = load_embeddings(a.index);
+        const data::Manifest m = e.manifest.empty() || !std::filesystem::exists(e.manifest)
+                                     ? data::Manifest{}
+                                     : data::Manifest::load(e.manifest);
+        int rank = 0;
+        for (const Hit& h : top_k(e, embedder.embed_query(a.query_kind, a.query), a.k)) {
+          std::cout << ++rank << "\t" << h.score << "\trow " << h.row;
+          if (h.row < int64_t(m.rows.size())) {
+            const data::Example& x = m.rows[size_t(h.row)];
+            std::cout << "\tlabel " << x.label << "\t" << (e.kind == "text" ? x.text : (x.image.empty() ? x.audio : x.image));
+          }
+          std::cout << "\n";
+        }
+      }
+    } else if (a.check) {
       std::cout << check_recipe(r, c);
     } else if (a.command == "stats") {
       for (const InputStats& s : input_stats(r, a.data, a.samples)) {

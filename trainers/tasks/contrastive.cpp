@@ -39,6 +39,7 @@ class ContrastiveTask : public Task {
     towers_.configure = [this](data::LoaderConfig& c) { configure(c); };
   }
   int64_t min_batch() const override { return 2; }  // a pair needs at least one negative
+  const ContrastiveTowers* towers() const override { return &towers_; }
   void configure(data::LoaderConfig& c) const override {
     input_.configure(c);
     c.context = towers_.context;

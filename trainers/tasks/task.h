@@ -62,9 +62,13 @@ struct EvalEnv {
   int64_t max_samples = 0;         // 0: all
 };
 
+struct ContrastiveTowers;  // trainers/eval/retrieval.h
+
 class Task {
  public:
   virtual ~Task() = default;
+  // A two-tower task's encoders (loom embed, loom retrieve); null for other tasks.
+  virtual const ContrastiveTowers* towers() const { return nullptr; }
   // A batch smaller than this (on_error: skip can shrink one) is replaced by the next.
   virtual int64_t min_batch() const { return 1; }
   // Loader settings that depend on the model: channels, image size, text context.

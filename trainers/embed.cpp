@@ -1,0 +1,145 @@
+#include "trainers/embed.h"
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include "core/autograd.h"
+#include "core/safetensors.h"
+#include "trainers/checkpoint.h"
+#include "trainers/eval/retrieval.h"
+
+namespace loom {
+namespace fs = std::filesystem;
+
+namespace {
+constexpr int64_t kBatch = 256;
+}
+
+Embedder::Embedder(const Recipe& r, const std::string& checkpoint) : recipe_(r), checkpoint_(checkpoint) {
+  LOOM_CHECK(r.needs_text(), "loom embed: model.type ", r.model.type, " has no text tower (use a clip or clap recipe)");
+  const std::string tok = (fs::path(checkpoint) / "tokenizer.json").string();
+  LOOM_CHECK(fs::exists(tok), "loom embed: ", checkpoint, " has no tokenizer.json (is it a checkpoint directory?)");
+  run_ = Run::build(r, std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::load(tok)));
+  load_weights(*run_.model, InitFrom{checkpoint, {}, true});
+  run_.model->eval();
+  towers_ = run_.tasks.back()->towers();
+  LOOM_CHECK(towers_, "loom embed: the recipe's last stage is task ", r.stages.back().task.type,
+             ", not a two-tower contrastive task");
+}
+
+const std::string& Embedder::input_kind() const { return towers_->key; }
+
+Tensor Embedder::embed_inputs(std::shared_ptr<const data::Manifest> m, std::vector<int64_t>* rows, bool progress) const {
+  // The evaluation data's transform / audio settings (the model saw inputs made this way).
+  const DataSpec* spec = recipe_.find_data("eval") ? recipe_.find_data("eval") : recipe_.find_data("train");
+  DataSpec d = *spec;
+  d.rows = m;
+  d.batch_size = std::min<int64_t>(kBatch, std::max<int64_t>(1, int64_t(m->rows.size())));
+  data::LoaderConfig lc = loader_config(d, recipe_.seed, false);
+  towers_->configure(lc);
+  data::Loader loader(m, nullptr, lc);
+  NoGradGuard ng;
+  std::vector<Tensor> out;
+  int64_t done = 0;
+  while (auto b = loader.next()) {
+    if (b->size() == 0) continue;
+    out.push_back(towers_->encode((*b)[towers_->key]));
+    if (rows) rows->insert(rows->end(), b->indices.begin(), b->indices.end());
+    done += b->size();
+    if (progress) std::cerr << "\rloom embed: " << done << "/" << m->rows.size() << std::flush;
+  }
+  if (progress) std::cerr << "\n";
+  if (loader.skipped() > 0) std::cerr << "loom embed: " << loader.skipped() << " unreadable rows skipped\n";
+  LOOM_CHECK(!out.empty(), m->path, ": no row could be embedded");
+  return ops::cat(out, 0);
+}
+
+Embeddings Embedder::embed_manifest(const std::string& manifest, std::string kind, bool progress) const {
+  auto m = std::make_shared<const data::Manifest>(data::Manifest::load(manifest));
+  LOOM_CHECK(!m->rows.empty(), manifest, ": the manifest is empty");
+  const std::string input = towers_->key;
+  bool has_input = false, has_text = false;
+  for (const data::Example& e : m->rows) {
+    has_input = has_input || !(input == "audio" ? e.audio : e.image).empty();
+    has_text = has_text || !e.text.empty();
+  }
+  if (kind.empty()) kind = has_input ? input : "text";
+  LOOM_CHECK(kind == input || kind == "text", "loom embed: --kind ", kind, " is not this model's (", input, " or text)");
+  Embeddings out;
+  out.kind = kind;
+  out.manifest = manifest;
+  out.checkpoint = checkpoint_;
+  out.recipe = recipe_.name;
+  if (kind == input) {
+    LOOM_CHECK(has_input, manifest, ": no row has an ", input);
+    out.vectors = embed_inputs(m, &out.rows, progress);
+    return out;
+  }
+  LOOM_CHECK(has_text, manifest, ": no row has a text");
+  NoGradGuard ng;
+  std::vector<Tensor> parts;
+  std::vector<std::string> texts;
+  auto flush = [&] {
+    if (texts.empty()) return;
+    parts.push_back(towers_->encode_text(run_.tokenizer->encode_batch(texts, towers_->context)));
+    texts.clear();
+  };
+  for (size_t i = 0; i < m->rows.size(); ++i) {
+    if (m->rows[i].text.empty()) continue;
+    texts.push_back(m->rows[i].text);
+    out.rows.push_back(int64_t(i));
+    if (int64_t(texts.size()) == kBatch) flush();
+  }
+  flush();
+  out.vectors = ops::cat(parts, 0);
+  return out;
+}
+
+Tensor Embedder::embed_query(const std::string& kind, const std::string& value) const {
+  NoGradGuard ng;
+  if (kind == "text") return towers_->encode_text(run_.tokenizer->encode_batch({value}, towers_->context)).select(0, 0);
+  LOOM_CHECK(kind == towers_->key, "loom retrieve: this model embeds text and ", towers_->key, ", not ", kind);
+  LOOM_CHECK(fs::exists(value), "loom retrieve: ", value, ": file not found");
+  auto m = std::make_shared<data::Manifest>();
+  m->path = value;
+  data::Example e;
+  (kind == "audio" ? e.audio : e.image) = value;
+  m->rows.push_back(e);
+  return embed_inputs(m, nullptr, false).select(0, 0);
+}
+
+void save_embeddings(const std::string& path, const Embeddings& e) {
+  save_safetensors(path, {{"embeddings", e.vectors.contiguous()}, {"rows", Tensor::from(e.rows, {int64_t(e.rows.size())})}},
+                   {{"kind", e.kind}, {"manifest", e.manifest}, {"recipe", e.recipe}, {"checkpoint", e.checkpoint}});
+}
+
+Embeddings load_embeddings(const std::string& path) {
+  SafetensorsFile f = load_safetensors(path);
+  LOOM_CHECK(f.tensors.count("embeddings") && f.tensors.count("rows"), path,
+             ": not an embeddings file (loom embed writes 'embeddings' and 'rows')");
+  Embeddings e;
+  e.vectors = f.tensors.at("embeddings").to(DType::f32);
+  const Tensor rows = f.tensors.at("rows");
+  LOOM_CHECK(e.vectors.dim() == 2 && rows.dim() == 1 && rows.dtype() == DType::i64 && rows.size(0) == e.vectors.size(0),
+             path, ": 'embeddings' must be [N, E] and 'rows' i64 [N], got ", e.vectors.describe(), " and ", rows.describe());
+  e.rows = rows.to_vector<int64_t>();
+  auto meta = [&](const char* k) { return f.metadata.count(k) ? f.metadata.at(k) : std::string(); };
+  e.kind = meta("kind"), e.manifest = meta("manifest"), e.recipe = meta("recipe"), e.checkpoint = meta("checkpoint");
+  return e;
+}
+
+std::vector<Hit> top_k(const Embeddings& e, const Tensor& query, int64_t k) {
+  LOOM_CHECK(query.dim() == 1 && query.size(0) == e.vectors.size(1), "loom retrieve: the query has ", query.describe(),
+             " and the index ", e.vectors.size(1), "-d rows (another model?)");
+  const std::vector<float> s = ops::matmul(e.vectors, query.reshape({query.size(0), 1})).contiguous().to_vector<float>();
+  std::vector<int64_t> idx(s.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = int64_t(i);
+  const int64_t n = std::min<int64_t>(k, int64_t(idx.size()));
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](int64_t a, int64_t b) {
+    return s[size_t(a)] != s[size_t(b)] ? s[size_t(a)] > s[size_t(b)] : a < b;
+  });
+  std::vector<Hit> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back({e.rows[size_t(idx[size_t(i)])], double(s[size_t(idx[size_t(i)])])});
+  return out;
+}
+
+}  // namespace loom
