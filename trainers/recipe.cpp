@@ -173,6 +173,14 @@ Recipe Recipe::from(const Config& c) {
 
   if (!c.has("data.train")) c.fail("data.train", "required key is missing" + c.near_miss("data.train"));
   for (const std::string& name : c.keys("data")) r.data[name] = read_data(c, name);
+  // The audio tower fixes the mel bins; a data section that names others would be silently overridden.
+  if (r.model.type == "clap" || r.model.type == "ast")
+    for (const auto& [name, d] : r.data) {
+      const std::string k = str_cat("data.", name, ".audio.mel_bins");
+      if (c.has(k) && d.audio.fbank.num_mel_bins != r.model.clap.audio.mel_bins)
+        c.fail(k, str_cat(d.audio.fbank.num_mel_bins, " mel bins, but model.audio.mel_bins is ", r.model.clap.audio.mel_bins,
+                          " (the tower sets them; drop this key or make them equal)"));
+    }
 
   // Optimizer and schedule at the top level are the defaults of every stage.
   const AdamWConfig optim = read_optim(c, "optim", AdamWConfig{});
