@@ -1,7 +1,7 @@
 #include "data/clip_bpe.h"
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include "core/error.h"
+#include "data/hf_tokenizer_file.h"
 #include "data/unicode.h"
 
 namespace loom::data {
@@ -13,52 +13,14 @@ using namespace unicode;
 constexpr const char* kSot = "<|startoftext|>";
 constexpr const char* kEot = "<|endoftext|>";
 
-// The text with every special token's occurrences (leftmost, longest first) cut out: calls
-// plain(part) for the text between them and special(id) for each.
-template <class Plain, class Special>
-void split_specials(const std::string& text, const std::vector<std::pair<std::string, int64_t>>& specials, Plain plain,
-                    Special special) {
-  size_t from = 0;
-  for (;;) {
-    size_t best = std::string::npos, len = 0;
-    int64_t id = -1;
-    for (const auto& [content, tid] : specials) {
-      const size_t at = text.find(content, from);
-      if (at != std::string::npos && (at < best || (at == best && content.size() > len))) best = at, len = content.size(), id = tid;
-    }
-    plain(text.substr(from, best == std::string::npos ? std::string::npos : best - from));
-    if (best == std::string::npos) return;
-    special(id);
-    from = best + len;
-  }
-}
-
 }  // namespace
 
 ClipBpeTokenizer ClipBpeTokenizer::load(const std::string& path) {
-  std::ifstream f(path);
-  LOOM_CHECK(f, path, ": cannot open the tokenizer file");
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const std::exception& e) {
-    throw Error(str_cat(path, ": not a tokenizer.json (", e.what(), ")"));
-  }
+  const json j = hf::read_tokenizer_json(path);
   ClipBpeTokenizer t;
   try {
-    const json& m = j.at("model");
-    const std::string type = m.value("type", "");
-    LOOM_CHECK(type == "BPE", path, ": the tokenizer's model is '", type, "', not BPE (CLIP's)");
-    const json& v = m.at("vocab");
-    LOOM_CHECK(v.is_object() && !v.empty(), path, ": model.vocab is not a non-empty mapping");
-    t.vocab_.resize(v.size());
-    for (auto it = v.begin(); it != v.end(); ++it) {
-      const int64_t id = it.value().get<int64_t>();
-      LOOM_CHECK(id >= 0 && id < int64_t(v.size()) && t.vocab_[size_t(id)].empty(), path, ": model.vocab id ", id,
-                 " of '", it.key(), "' is out of range or repeated");
-      t.vocab_[size_t(id)] = it.key();
-      t.ids_[it.key()] = id;
-    }
+    const json& m = hf::model_of(j, "BPE", "CLIP's", path);
+    t.vocab_ = hf::Vocabulary::from(m, path);
     if (m.contains("end_of_word_suffix") && m["end_of_word_suffix"].is_string()) t.suffix_ = m["end_of_word_suffix"];
     else t.suffix_.clear();
     if (m.contains("continuing_subword_prefix") && m["continuing_subword_prefix"].is_string())
@@ -74,22 +36,16 @@ ClipBpeTokenizer ClipBpeTokenizer::load(const std::string& path) {
       } else {
         a = e.at(0).get<std::string>(), b = e.at(1).get<std::string>();
       }
-      auto ia = t.ids_.find(a), ib = t.ids_.find(b), iab = t.ids_.find(a + b);
-      LOOM_CHECK(ia != t.ids_.end() && ib != t.ids_.end() && iab != t.ids_.end(), path, ": merge ", rank, " ('", a, "', '",
+      auto ia = t.vocab_.ids.find(a), ib = t.vocab_.ids.find(b), iab = t.vocab_.ids.find(a + b);
+      LOOM_CHECK(ia != t.vocab_.ids.end() && ib != t.vocab_.ids.end() && iab != t.vocab_.ids.end(), path, ": merge ", rank, " ('", a, "', '",
                  b, "') names a token the vocabulary lacks");
       t.merges_.emplace(std::pair{ia->second, ib->second}, std::pair{rank++, iab->second});
     }
-    for (const json& a : j.value("added_tokens", json::array()))
-      if (a.value("special", false)) t.specials_.emplace_back(a.at("content").get<std::string>(), a.at("id").get<int64_t>());
-    auto special = [&](const char* s) {
-      auto it = t.ids_.find(s);
-      LOOM_CHECK(it != t.ids_.end(), path, ": the vocabulary has no ", s, " token");
-      return it->second;
-    };
-    t.sot_ = special(kSot);
-    t.eot_ = special(kEot);
+    t.specials_ = hf::special_tokens(j);
+    t.sot_ = t.vocab_.required(kSot, path);
+    t.eot_ = t.vocab_.required(kEot, path);
     const json unk = m.value("unk_token", json());
-    t.unk_ = unk.is_string() ? special(unk.get<std::string>().c_str()) : -1;
+    t.unk_ = unk.is_string() ? t.vocab_.required(unk.get<std::string>(), path) : -1;
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -167,9 +123,9 @@ void ClipBpeTokenizer::bpe(const std::string& piece, std::vector<int64_t>& out) 
     std::string s = byte_char_[static_cast<unsigned char>(piece[i])];
     if (i > 0) s = prefix_ + s;
     if (i + 1 == n) s += suffix_;
-    auto it = ids_.find(s);
-    LOOM_CHECK(it != ids_.end() || unk_ >= 0, "CLIP BPE: symbol '", s, "' is not in the vocabulary and there is no unk_token");
-    syms.push_back(it != ids_.end() ? it->second : unk_);
+    auto it = vocab_.ids.find(s);
+    LOOM_CHECK(it != vocab_.ids.end() || unk_ >= 0, "CLIP BPE: symbol '", s, "' is not in the vocabulary and there is no unk_token");
+    syms.push_back(it != vocab_.ids.end() ? it->second : unk_);
   }
   // Merge the adjacent pair of lowest rank (leftmost among equals) until none is a merge.
   for (;;) {
@@ -193,15 +149,7 @@ std::vector<int64_t> ClipBpeTokenizer::encode_plain(const std::string& text) con
 }
 
 std::vector<int64_t> ClipBpeTokenizer::encode(const std::string& text) const {
-  std::vector<int64_t> ids;
-  split_specials(
-      text, specials_,
-      [&](const std::string& part) {
-        const std::vector<int64_t> p = encode_plain(part);
-        ids.insert(ids.end(), p.begin(), p.end());
-      },
-      [&](int64_t id) { ids.push_back(id); });
-  return ids;
+  return hf::encode_around_specials(text, specials_, [this](const std::string& part) { return encode_plain(part); });
 }
 
 Tensor ClipBpeTokenizer::encode_batch(const std::vector<std::string>& texts, int64_t context) const {

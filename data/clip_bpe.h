@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 #include "core/tensor.h"
+#include "data/hf_tokenizer_file.h"
 
 namespace loom::data {
 
@@ -33,17 +34,16 @@ class ClipBpeTokenizer {
   // <|endoftext|> (Hugging Face's CLIP pads with it; the text tower pools at the first one). context >= 2.
   Tensor encode_batch(const std::vector<std::string>& texts, int64_t context) const;
 
-  int64_t vocab_size() const { return int64_t(vocab_.size()); }
+  int64_t vocab_size() const { return int64_t(vocab_.tokens.size()); }
   int64_t sot_id() const { return sot_; }
   int64_t eot_id() const { return eot_; }
-  const std::string& token(int64_t id) const { return vocab_.at(size_t(id)); }
+  const std::string& token(int64_t id) const { return vocab_.tokens.at(size_t(id)); }
 
  private:
   std::string normalize(const std::string& text) const;
   std::vector<int64_t> encode_plain(const std::string& text) const;
   void bpe(const std::string& piece, std::vector<int64_t>& out) const;
-  std::vector<std::string> vocab_;
-  std::unordered_map<std::string, int64_t> ids_;
+  hf::Vocabulary vocab_;
   std::map<std::pair<int64_t, int64_t>, std::pair<int64_t, int64_t>> merges_;  // (a, b) -> (rank, merged id)
   std::vector<std::pair<std::string, int64_t>> specials_;
   std::string suffix_ = "</w>", prefix_;

@@ -1,8 +1,8 @@
 #include "data/wordpiece.h"
 #include <algorithm>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include "core/error.h"
+#include "data/hf_tokenizer_file.h"
 #include "data/unicode.h"
 
 namespace loom::data {
@@ -29,31 +29,13 @@ bool is_bert_punctuation(CodePoint c) {
 }  // namespace
 
 WordPieceTokenizer WordPieceTokenizer::load(const std::string& path) {
-  std::ifstream f(path);
-  LOOM_CHECK(f, path, ": cannot open the tokenizer file");
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const std::exception& e) {
-    throw Error(str_cat(path, ": not a tokenizer.json (", e.what(), ")"));
-  }
+  const json j = hf::read_tokenizer_json(path);
   WordPieceTokenizer t;
   try {
-    const json& m = j.at("model");
-    const std::string type = m.value("type", "");
-    LOOM_CHECK(type == "WordPiece", path, ": the tokenizer's model is '", type, "', not WordPiece (BERT's)");
+    const json& m = hf::model_of(j, "WordPiece", "BERT's", path);
     t.prefix_ = m.value("continuing_subword_prefix", "##");
     t.max_chars_ = m.value("max_input_chars_per_word", int64_t(100));
-    const json& v = m.at("vocab");
-    LOOM_CHECK(v.is_object() && !v.empty(), path, ": model.vocab is not a non-empty mapping");
-    t.vocab_.resize(v.size());
-    for (auto it = v.begin(); it != v.end(); ++it) {
-      const int64_t id = it.value().get<int64_t>();
-      LOOM_CHECK(id >= 0 && id < int64_t(v.size()) && t.vocab_[size_t(id)].empty(), path, ": model.vocab id ", id,
-                 " of '", it.key(), "' is out of range or repeated");
-      t.vocab_[size_t(id)] = it.key();
-      t.ids_[it.key()] = id;
-    }
+    t.vocab_ = hf::Vocabulary::from(m, path);
     const std::string unk = m.value("unk_token", "[UNK]");
     const json& n = j.value("normalizer", json());
     if (n.is_object()) {
@@ -66,17 +48,11 @@ WordPieceTokenizer WordPieceTokenizer::load(const std::string& path) {
       t.strip_accents_ = n.contains("strip_accents") && !n["strip_accents"].is_null() ? n["strip_accents"].get<bool>()
                                                                                        : t.lowercase_;
     }
-    auto special = [&](const std::string& s) {
-      auto it = t.ids_.find(s);
-      LOOM_CHECK(it != t.ids_.end(), path, ": the vocabulary has no ", s, " token");
-      return it->second;
-    };
-    for (const json& a : j.value("added_tokens", json::array()))
-      if (a.value("special", false)) t.specials_.emplace_back(a.at("content").get<std::string>(), a.at("id").get<int64_t>());
-    t.unk_ = special(unk);
-    t.cls_ = special("[CLS]");
-    t.sep_ = special("[SEP]");
-    t.pad_ = special("[PAD]");
+    t.specials_ = hf::special_tokens(j);
+    t.unk_ = t.vocab_.required(unk, path);
+    t.cls_ = t.vocab_.required("[CLS]", path);
+    t.sep_ = t.vocab_.required("[SEP]", path);
+    t.pad_ = t.vocab_.required("[PAD]", path);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -135,25 +111,7 @@ std::vector<std::string> WordPieceTokenizer::words(const std::string& text) cons
 }
 
 std::vector<int64_t> WordPieceTokenizer::encode(const std::string& text) const {
-  // Special tokens written in the text ("[MASK]", "[SEP]") are tokens of their own, matched before
-  // normalisation, as the tokenizers package does with its added tokens.
-  std::vector<int64_t> ids;
-  size_t from = 0;
-  while (from <= text.size()) {
-    size_t best = std::string::npos, len = 0;
-    int64_t id = -1;
-    for (const auto& [content, tid] : specials_) {
-      const size_t at = text.find(content, from);
-      if (at != std::string::npos && (at < best || (at == best && content.size() > len))) best = at, len = content.size(), id = tid;
-    }
-    const std::string part = text.substr(from, best == std::string::npos ? std::string::npos : best - from);
-    const std::vector<int64_t> piece = encode_plain(part);
-    ids.insert(ids.end(), piece.begin(), piece.end());
-    if (best == std::string::npos) break;
-    ids.push_back(id);
-    from = best + len;
-  }
-  return ids;
+  return hf::encode_around_specials(text, specials_, [this](const std::string& part) { return encode_plain(part); });
 }
 
 std::vector<int64_t> WordPieceTokenizer::encode_plain(const std::string& text) const {
@@ -174,8 +132,8 @@ std::vector<int64_t> WordPieceTokenizer::encode_plain(const std::string& text) c
       for (; end > start; --end) {
         std::string sub = w.substr(at[start], at[end] - at[start]);
         if (start > 0) sub = prefix_ + sub;
-        auto it = ids_.find(sub);
-        if (it != ids_.end()) { found = it->second; break; }
+        auto it = vocab_.ids.find(sub);
+        if (it != vocab_.ids.end()) { found = it->second; break; }
       }
       if (found < 0) bad = true;
       else { pieces.push_back(found); start = end; }

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 #include "core/tensor.h"
+#include "data/hf_tokenizer_file.h"
 
 namespace loom::data {
 
@@ -29,19 +30,18 @@ class WordPieceTokenizer {
   // attention mask: i64 [B, context], 1 on the tokens and 0 on the padding.
   Tensor encode_batch(const std::vector<std::string>& texts, int64_t context, Tensor* mask = nullptr) const;
 
-  int64_t vocab_size() const { return int64_t(vocab_.size()); }
+  int64_t vocab_size() const { return int64_t(vocab_.tokens.size()); }
   int64_t cls_id() const { return cls_; }
   int64_t sep_id() const { return sep_; }
   int64_t pad_id() const { return pad_; }
   int64_t unk_id() const { return unk_; }
-  const std::string& token(int64_t id) const { return vocab_.at(size_t(id)); }
+  const std::string& token(int64_t id) const { return vocab_.tokens.at(size_t(id)); }
 
  private:
   std::string normalize(const std::string& text) const;
   std::vector<int64_t> encode_plain(const std::string& text) const;  // text without special tokens
   std::vector<std::pair<std::string, int64_t>> specials_;             // added special tokens
-  std::vector<std::string> vocab_;
-  std::unordered_map<std::string, int64_t> ids_;
+  hf::Vocabulary vocab_;
   std::string prefix_ = "##";
   int64_t max_chars_ = 100;
   int64_t cls_ = -1, sep_ = -1, pad_ = -1, unk_ = -1;
