@@ -2,6 +2,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace loom::autograd {
 namespace {
@@ -136,8 +137,12 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     if (found == grads.end()) continue;  // reachable only through inputs that got no gradient
     Tensor g = std::move(found->second);
     grads.erase(found);
-    std::vector<Tensor> input_grads = node->apply(g);
-    g = Tensor();
+    std::vector<Tensor> input_grads;
+    {
+      profiler::OpScope scope(node->name.c_str(), true);
+      input_grads = node->apply(g);
+      g = Tensor();
+    }
     if (!retain_graph) node->release();
     for (size_t k = 0; k < node->next.size() && k < input_grads.size(); ++k) {
       Node* child = node->next[k].get();

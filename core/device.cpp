@@ -5,6 +5,7 @@
 #include <mutex>
 #include <new>
 #include "core/error.h"
+#include "core/profiler.h"
 #ifdef LOOM_WITH_CUDA
 #include "kernels/cuda/cuda.h"
 #endif
@@ -105,6 +106,7 @@ int cuda_device_count() {
 
 Storage::Storage(size_t n, Device d) : nbytes(n), device(d), allocator(&allocator_for(d.type)) {
   data = allocator->allocate(n, d);
+  profiler::note_allocation(n);
 }
 
 Storage::~Storage() {

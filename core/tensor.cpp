@@ -6,6 +6,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/ops/common.h"
+#include "core/profiler.h"
 #include "kernels/cpu/cpu.h"
 
 namespace loom {
@@ -22,6 +23,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  LOOM_OP_SCOPE("full");
   Tensor t = empty(shape, dtype, device);
   NoGradGuard g;
   t.fill_(value);
@@ -86,6 +88,7 @@ void convert_copy(const kernels::View& src, const kernels::View& dst) { kernels:
 Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
 
 Tensor Tensor::clone() const {
+  LOOM_OP_SCOPE("clone");
   Tensor out = empty(shape(), dtype(), device());
   {
     NoGradGuard g;
@@ -95,6 +98,7 @@ Tensor Tensor::clone() const {
 }
 
 Tensor Tensor::to(DType target) const {
+  LOOM_OP_SCOPE("to_dtype");
   if (target == dtype()) return *this;
   Tensor out = empty(shape(), target, device());
   {
@@ -107,6 +111,7 @@ Tensor Tensor::to(DType target) const {
 }
 
 Tensor Tensor::to(Device target) const {
+  LOOM_OP_SCOPE("to_device");
   if (target == device()) return *this;
   Tensor out = empty(shape(), dtype(), target);
   {
@@ -136,6 +141,7 @@ Tensor unaliased(const Tensor& src, const Tensor& dst) { return src.same_storage
 }  // namespace
 
 Tensor& Tensor::copy_(const Tensor& src) {
+  LOOM_OP_SCOPE("copy_");
   check_inplace(*this, "copy_");
   if (!(ops::broadcast_shapes("copy_", *this, src) == shape()))
     throw OpError(str_cat("copy_: cannot copy ", src.describe(), " into ", describe()));
@@ -166,12 +172,14 @@ Tensor& Tensor::copy_(const Tensor& src) {
 }
 
 Tensor& Tensor::fill_(double value) {
+  LOOM_OP_SCOPE("fill_");
   check_inplace(*this, "fill_");
   LOOM_KERNEL(device(), fill, view_desc(), value);
   return *this;
 }
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  LOOM_OP_SCOPE("add_");
   check_inplace(*this, "add_");
   check_no_aliasing_dims(*this, "add_");
   NoGradGuard g;
@@ -186,6 +194,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 }
 
 Tensor& Tensor::mul_(double value) {
+  LOOM_OP_SCOPE("mul_");
   check_inplace(*this, "mul_");
   LOOM_KERNEL(device(), unary, kernels::Unary::mul_scalar, view_desc(), view_desc(), value, 0.0);
   return *this;

@@ -29,8 +29,10 @@ commands:
         mae) and the linear probe / k-NN of eval.probe, of a checkpoint or, with --random-init, of the
         model as initialised from the seed (a baseline); e.g. eval.probe.features=pixels probes raw pixels,
         eval.zeroshot.templates='["a picture of a {}."]' tries other prompts.
-  bench RECIPE [--steps N] [key.path=value ...]
+  bench RECIPE [--steps N] [--profile] [key.path=value ...]
         Training throughput (samples/s) of the recipe's model on its data, after 3 warm-up steps.
+        --profile adds a table of the time per step of each op (forward, and backward per gradient
+        rule) and each kernel, calls, bytes allocated and share of the step.
   embed RECIPE --checkpoint DIR --input MANIFEST --out FILE [--kind image|audio|text]
         Embeds every row of a manifest with a trained CLIP/CLAP: its images or audio clips (the
         default when it has them) or its texts, into a safetensors file of L2-normalised
@@ -51,7 +53,7 @@ struct Args {
   std::string input, out, kind, index, query_kind, query;
   std::vector<std::string> overrides;
   int64_t steps = 20, samples = 0, k = 10;
-  bool help = false, random_init = false, check = false;
+  bool help = false, random_init = false, check = false, profile = false;
 };
 
 int64_t int_value(const char* flag, const std::string& v) {
@@ -82,6 +84,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--random-init") a.random_init = true;
     else if (s == "--steps") a.steps = int_value("--steps", value("--steps"));
     else if (s == "--check") a.check = true;
+    else if (s == "--profile") a.profile = true;
     else if (s == "--input") a.input = value("--input");
     else if (s == "--out") a.out = value("--out");
     else if (s == "--kind") a.kind = value("--kind");
@@ -186,13 +189,15 @@ int main(int argc, char** argv) {
     } else {
       const std::string dir = (std::filesystem::temp_directory_path() / ("loom-bench-" + std::to_string(::getpid()))).string();
       double sps;
+      std::string profile;
       {
         Trainer t(r, c, dir, false);
-        sps = t.bench(a.steps, 3);
+        sps = t.bench(a.steps, 3, a.profile ? &profile : nullptr);
       }
       std::filesystem::remove_all(dir);
       std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.data.at(r.stages[0].data).batch_size << ", "
                 << a.steps << " steps)\n";
+      if (a.profile) std::cout << "\n" << profile;
     }
     return 0;
   } catch (const std::exception& e) {

@@ -1,4 +1,5 @@
 #include "trainers/trainer.h"
+#include "core/profiler.h"
 #include <omp.h>
 #include <algorithm>
 #include <chrono>
@@ -384,14 +385,16 @@ void Trainer::train(int64_t stop_at) {
   if (loader_->skipped() > 0) std::cerr << "loom: skipped " << loader_->skipped() << " unreadable examples (see messages above)\n";
 }
 
-double Trainer::bench(int64_t steps, int64_t warmup) {
+double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile) {
   using clock = std::chrono::steady_clock;
   const StageSpec& s = recipe_.stages[stage_];
   Metrics parts;
   for (int64_t i = 0; i < warmup; ++i) train_step(s.optim.lr, &parts);
+  if (profile) profiler::start();
   auto t0 = clock::now();
   for (int64_t i = 0; i < steps; ++i) train_step(s.optim.lr, &parts);
   const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  if (profile) *profile = profiler::format_report(profiler::stop(), steps, secs / double(std::max<int64_t>(1, steps)));
   return double(steps * recipe_.data.at(s.data).batch_size * recipe_.grad_accum) / secs;
 }
 

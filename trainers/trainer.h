@@ -45,8 +45,9 @@ class Trainer {
   void train(int64_t stop_at = -1);
   Metrics evaluate();  // the current stage's task and the probe, on the stage's evaluation data
   // Training samples per second over `steps` steps of the first stage after `warmup` steps (no
-  // checkpoints, no eval).
-  double bench(int64_t steps, int64_t warmup);
+  // checkpoints, no eval). With `profile`, the timed steps run under the op profiler, whose
+  // table (per op and kernel, per step) is written there.
+  double bench(int64_t steps, int64_t warmup, std::string* profile = nullptr);
 
   int64_t step() const { return step_; }
   int64_t total_steps() const { return ends_.back(); }

@@ -7,6 +7,7 @@ namespace loom::ops {
 using namespace detail;
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  LOOM_OP_SCOPE("scaled_dot_product_attention");
   check_float_operands("scaled_dot_product_attention", {{"q", q}, {"k", k}, {"v", v}});
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
     fail("scaled_dot_product_attention", "q, k, v must be 4-D [B, H, S, D]", {{"q", q}, {"k", k}, {"v", v}});

@@ -7,6 +7,7 @@
 #include <vector>
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "kernels/cpu/cpu.h"
 #ifdef LOOM_WITH_CUDA
 #include "kernels/cuda/cuda.h"
@@ -14,11 +15,13 @@
 
 // Calls kernel `fn` of the backend that holds `device`: kernels::cpu::fn or kernels::cuda::fn
 // (the two APIs match one for one). Without CUDA no CUDA tensor can exist: its allocation throws.
+// The profiler's scope is a temporary, so it closes when the call's full expression ends.
 #ifdef LOOM_WITH_CUDA
-#define LOOM_KERNEL(device, fn, ...) \
-  ((device).is_cuda() ? ::loom::kernels::cuda::fn(__VA_ARGS__) : ::loom::kernels::cpu::fn(__VA_ARGS__))
+#define LOOM_KERNEL(device, fn, ...)                 \
+  (::loom::profiler::KernelScope(#fn),              \
+   (device).is_cuda() ? ::loom::kernels::cuda::fn(__VA_ARGS__) : ::loom::kernels::cpu::fn(__VA_ARGS__))
 #else
-#define LOOM_KERNEL(device, fn, ...) ::loom::kernels::cpu::fn(__VA_ARGS__)
+#define LOOM_KERNEL(device, fn, ...) (::loom::profiler::KernelScope(#fn), ::loom::kernels::cpu::fn(__VA_ARGS__))
 #endif
 
 namespace loom::ops::detail {

@@ -43,6 +43,7 @@ Tensor unary_kernel(Unary k, const Tensor& x, double p0 = 0, double p1 = 0) {
 
 // a ∘ b for the four arithmetic ops; checks, broadcast, and the gradient rule.
 Tensor arithmetic(const char* name, Binary k, const Tensor& a, const Tensor& b) {
+  LOOM_OP_SCOPE(name);
   check_float_operands(name, {{"a", a}, {"b", b}});
   const Shape shape = broadcast_shapes(name, a, b);
   Tensor out = binary_kernel(k, a, b, shape, a.dtype());
@@ -77,6 +78,7 @@ Tensor arithmetic(const char* name, Binary k, const Tensor& a, const Tensor& b) 
 // y = f(x) with gradient g * dfdx, where dfdx is computed from (x, y) when needed.
 template <class Rule>
 Tensor unary(const char* name, Unary k, const Tensor& x, Rule rule, double p0 = 0, double p1 = 0) {
+  LOOM_OP_SCOPE(name);
   check_float_operands(name, {{"x", x}});
   Tensor y = unary_kernel(k, x, p0, p1);
   if (!x.requires_grad() || !autograd::grad_enabled()) return y;
@@ -85,6 +87,7 @@ Tensor unary(const char* name, Unary k, const Tensor& x, Rule rule, double p0 = 
 }
 
 Tensor compare(const char* name, Binary k, const Tensor& a, const Tensor& b) {
+  LOOM_OP_SCOPE(name);
   check_defined(name, {{"a", a}, {"b", b}});
   check_device(name, {{"a", a}, {"b", b}});
   check_same_dtype(name, {{"a", a}, {"b", b}});
@@ -156,6 +159,7 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
 }
 
 Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
+  LOOM_OP_SCOPE("clamp");
   const double a = lo.value_or(-INFINITY), b = hi.value_or(INFINITY);
   if (a > b) throw OpError(str_cat("clamp: min ", a, " is greater than max ", b));
   return unary("clamp", Unary::clamp, x, [a, b](const Tensor& g, const Tensor& x, const Tensor&) {
@@ -165,6 +169,7 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  LOOM_OP_SCOPE("where");
   check_defined("where", {{"cond", cond}, {"a", a}, {"b", b}});
   check_device("where", {{"cond", cond}, {"a", a}, {"b", b}});
   if (cond.dtype() != DType::boolean) fail("where", "cond must be bool", {{"cond", cond}});
@@ -184,6 +189,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  LOOM_OP_SCOPE("masked_fill");
   check_float_operands("masked_fill", {{"x", x}});
   check_defined("masked_fill", {{"mask", mask}});
   if (mask.dtype() != DType::boolean) fail("masked_fill", "mask must be bool", {{"x", x}, {"mask", mask}});

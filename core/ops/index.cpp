@@ -25,6 +25,7 @@ void check_index_shape(const char* op, const Tensor& x, int dim, const Tensor& i
 }  // namespace
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  LOOM_OP_SCOPE("embedding");
   check_float_operands("embedding", {{"weight", weight}});
   check_defined("embedding", {{"ids", ids}});
   check_device("embedding", {{"weight", weight}, {"ids", ids}});
@@ -48,6 +49,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
 }
 
 Tensor cat(const std::vector<Tensor>& xs, int dim) {
+  LOOM_OP_SCOPE("cat");
   if (xs.empty()) throw OpError("cat: needs at least one tensor");
   const Tensor& first = xs[0];
   for (const Tensor& x : xs) {  // any dtype; gradients flow for floating ones
@@ -82,6 +84,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& xs, int dim) {
+  LOOM_OP_SCOPE("stack");
   if (xs.empty()) throw OpError("stack: needs at least one tensor");
   const int d = wrap_dim("stack", dim, xs[0].dim() + 1);
   for (const Tensor& x : xs)
@@ -92,6 +95,7 @@ Tensor stack(const std::vector<Tensor>& xs, int dim) {
 }
 
 Tensor gather(const Tensor& x, int dim, const Tensor& index) {
+  LOOM_OP_SCOPE("gather");
   check_defined("gather", {{"x", x}, {"index", index}});
   check_device("gather", {{"x", x}, {"index", index}});
   check_index_dtype("gather", {"index", index});
@@ -112,6 +116,7 @@ Tensor gather(const Tensor& x, int dim, const Tensor& index) {
 }
 
 Tensor index_select(const Tensor& x, int dim, const Tensor& index) {
+  LOOM_OP_SCOPE("index_select");
   check_defined("index_select", {{"x", x}, {"index", index}});
   check_device("index_select", {{"x", x}, {"index", index}});
   check_index_dtype("index_select", {"index", index});
@@ -139,6 +144,7 @@ Tensor index_select(const Tensor& x, int dim, const Tensor& index) {
 }
 
 Tensor scatter_add(const Tensor& x, int dim, const Tensor& index, const Tensor& src) {
+  LOOM_OP_SCOPE("scatter_add");
   check_float_operands("scatter_add", {{"x", x}, {"src", src}});
   check_defined("scatter_add", {{"index", index}});
   check_device("scatter_add", {{"x", x}, {"index", index}});

@@ -6,6 +6,7 @@ namespace loom::ops {
 using namespace detail;
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing) {
+  LOOM_OP_SCOPE("cross_entropy");
   check_float_operands("cross_entropy", {{"logits", logits}});
   check_defined("cross_entropy", {{"targets", targets}});
   check_device("cross_entropy", {{"logits", logits}, {"targets", targets}});
@@ -45,6 +46,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target) {
+  LOOM_OP_SCOPE("mse_loss");
   check_float_operands("mse_loss", {{"input", input}, {"target", target}});
   if (!(input.shape() == target.shape())) fail("mse_loss", "input and target shapes differ", {{"input", input}, {"target", target}});
   Tensor d = sub(input, target);

@@ -53,6 +53,7 @@ void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
 }  // namespace
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  LOOM_OP_SCOPE("matmul");
   check_float_operands("matmul", {{"a", a_in}, {"b", b_in}});
   if (a_in.dim() == 0 || b_in.dim() == 0) fail("matmul", "operands must have at least 1 dim", {{"a", a_in}, {"b", b_in}});
   const bool va = a_in.dim() == 1, vb = b_in.dim() == 1;
@@ -82,6 +83,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activation act) {
+  LOOM_OP_SCOPE("linear");
   if (bias.defined()) check_float_operands("linear", {{"x", x}, {"weight", weight}, {"bias", bias}});
   else check_float_operands("linear", {{"x", x}, {"weight", weight}});
   if (x.dim() < 1 || weight.dim() != 2 || x.shape().back() != weight.shape()[1])

@@ -5,6 +5,7 @@ namespace loom::ops {
 using namespace detail;
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  LOOM_OP_SCOPE("layer_norm");
   check_float_operands("layer_norm", {{"x", x}});
   if (x.dim() < 1) fail("layer_norm", "x needs at least 1 dim", {{"x", x}});
   const int64_t c = x.shape().back();
@@ -40,6 +41,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 }
 
 Tensor l2_normalize(const Tensor& x, int dim, double eps) {
+  LOOM_OP_SCOPE("l2_normalize");
   check_float_operands("l2_normalize", {{"x", x}});
   const int d = wrap_dim("l2_normalize", dim, x.dim());
   // x / max(‖x‖, eps) written as x · rsqrt(max(‖x‖², eps²)), so an all-zero row gets a zero

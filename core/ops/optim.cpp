@@ -41,6 +41,7 @@ void check_entry(const AdamWParam& e, size_t k, Device device) {
 }  // namespace
 
 void adamw_step(const std::vector<AdamWParam>& params, double lr, double beta1, double beta2, double eps) {
+  LOOM_OP_SCOPE("adamw_step");
   if (!(beta1 >= 0.0 && beta1 < 1.0)) throw OpError(str_cat(kOp, ": beta1 must be in [0, 1), got ", beta1));
   if (!(beta2 >= 0.0 && beta2 < 1.0)) throw OpError(str_cat(kOp, ": beta2 must be in [0, 1), got ", beta2));
   if (!(eps >= 0.0)) throw OpError(str_cat(kOp, ": eps must be >= 0, got ", eps));

@@ -6,6 +6,7 @@ namespace loom::ops {
 using namespace detail;
 
 Tensor patchify(const Tensor& images, int64_t p) {
+  LOOM_OP_SCOPE("patchify");
   check_defined("patchify", {{"images", images}});
   if (images.dim() != 4) fail("patchify", "images must be [B, C, H, W]", {{"images", images}});
   const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
@@ -16,6 +17,7 @@ Tensor patchify(const Tensor& images, int64_t p) {
 }
 
 Tensor unpatchify(const Tensor& patches, int64_t p, int64_t C, int64_t H, int64_t W) {
+  LOOM_OP_SCOPE("unpatchify");
   check_defined("unpatchify", {{"patches", patches}});
   if (p <= 0 || C <= 0 || H % p != 0 || W % p != 0)
     fail("unpatchify", str_cat("patch size ", p, " must divide height ", H, " and width ", W), {{"patches", patches}});
@@ -28,6 +30,7 @@ Tensor unpatchify(const Tensor& patches, int64_t p, int64_t C, int64_t H, int64_
 }
 
 Tensor extract_patches(const Tensor& images, int64_t p, int64_t stride) {
+  LOOM_OP_SCOPE("extract_patches");
   check_defined("extract_patches", {{"images", images}});
   if (images.dim() != 4) fail("extract_patches", "images must be [B, C, H, W]", {{"images", images}});
   const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);

@@ -11,6 +11,7 @@ void check_float_dtype(const char* op, DType t) {
 }  // namespace
 
 Tensor rand(const Shape& shape, Generator& gen, DType dtype, Device device) {
+  LOOM_OP_SCOPE("rand");
   check_float_dtype("rand", dtype);
   Tensor out = Tensor::empty(shape, dtype, device);
   LOOM_KERNEL(out.device(), uniform, out.view_desc(), gen.seed(), gen.reserve(uint64_t(out.numel())));
@@ -18,6 +19,7 @@ Tensor rand(const Shape& shape, Generator& gen, DType dtype, Device device) {
 }
 
 Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
+  LOOM_OP_SCOPE("randn");
   check_float_dtype("randn", dtype);
   Tensor out = Tensor::empty(shape, dtype, device);
   LOOM_KERNEL(out.device(), normal, out.view_desc(), gen.seed(), gen.reserve(uint64_t(out.numel())));
@@ -31,6 +33,7 @@ Tensor randperm(int64_t n, Generator& gen) {
 }
 
 Tensor dropout(const Tensor& x, double p, bool train, Generator& gen) {
+  LOOM_OP_SCOPE("dropout");
   check_float_operands("dropout", {{"x", x}});
   if (!(p >= 0.0 && p <= 1.0)) fail("dropout", str_cat("p must be in [0, 1], got ", p), {{"x", x}});
   if (!train || p == 0.0) return x;

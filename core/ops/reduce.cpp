@@ -26,6 +26,7 @@ Tensor drop_dims(const Tensor& kept, const Shape& x_shape, uint32_t mask, bool k
 }  // namespace
 
 Tensor sum(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
+  LOOM_OP_SCOPE("sum");
   check_float_operands("sum", {{"x", x}});
   const uint32_t mask = dims_mask("sum", dims, x.dim());
   Tensor out = reduce_keepdim(Reduce::sum, x, mask);
@@ -37,6 +38,7 @@ Tensor sum(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
+  LOOM_OP_SCOPE("mean");
   check_float_operands("mean", {{"x", x}});
   const uint32_t mask = dims_mask("mean", dims, x.dim());
   int64_t count = 1;
@@ -45,6 +47,7 @@ Tensor mean(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
 }
 
 Tensor amax(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
+  LOOM_OP_SCOPE("amax");
   check_float_operands("amax", {{"x", x}});
   const uint32_t mask = dims_mask("amax", dims, x.dim());
   if (x.numel() == 0) fail("amax", "cannot reduce an empty tensor", {{"x", x}});
@@ -63,6 +66,7 @@ Tensor amax(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
 }
 
 Tensor logsumexp(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
+  LOOM_OP_SCOPE("logsumexp");
   check_float_operands("logsumexp", {{"x", x}});
   if (dims.empty()) fail("logsumexp", "needs at least one dim", {{"x", x}});
   const uint32_t mask = dims_mask("logsumexp", dims, x.dim());

@@ -7,6 +7,7 @@ using namespace detail;
 namespace {
 
 Tensor softmax_impl(const char* name, const Tensor& x, int dim, bool log) {
+  LOOM_OP_SCOPE(name);
   check_float_operands(name, {{"x", x}});
   if (x.dim() == 0) return log ? mul(x, 0.0) : add(mul(x, 0.0), 1.0);
   const int d = wrap_dim(name, dim, x.dim()), last = x.dim() - 1;

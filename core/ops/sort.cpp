@@ -5,6 +5,7 @@ namespace loom::ops {
 using namespace detail;
 
 Tensor argsort(const Tensor& x, int dim, bool descending) {
+  LOOM_OP_SCOPE("argsort");
   check_defined("argsort", {{"x", x}});
   check_device("argsort", {{"x", x}});
   if (x.dim() == 0) return Tensor::zeros({}, DType::i64);
