@@ -1,6 +1,8 @@
 #include "core/device.h"
 #include <array>
+#include <cstdio>
 #include <cstdlib>
+#include <string_view>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -12,6 +14,27 @@
 
 namespace loom {
 namespace {
+
+// The CPU kernels were compiled for LOOM_CPU_ARCH; on a CPU without it they would die of an illegal
+// instruction at the first op. Say so, once, before anything runs.
+#if defined(LOOM_CPU_ARCH) && defined(__x86_64__)
+bool cpu_has_build_arch() {
+  __builtin_cpu_init();
+  const std::string_view arch = LOOM_CPU_ARCH;
+  if (arch == "x86-64-v2") return __builtin_cpu_supports("x86-64-v2");
+  if (arch == "x86-64-v3") return __builtin_cpu_supports("x86-64-v3");
+  if (arch == "x86-64-v4") return __builtin_cpu_supports("x86-64-v4");
+  return true;  // native or a named CPU: built for this machine by whoever chose it
+}
+const bool g_cpu_checked = [] {
+  if (!cpu_has_build_arch()) {
+    std::fprintf(stderr, "loom: this build's CPU kernels need %s (LOOM_CPU_ARCH), which this CPU lacks; "
+                         "rebuild with cmake -DLOOM_CPU_ARCH=x86-64 (or native)\n", LOOM_CPU_ARCH);
+    std::exit(1);
+  }
+  return true;
+}();
+#endif
 
 // 64-byte aligned host memory (cache lines, AVX-512 loads).
 class CpuAllocator final : public Allocator {

@@ -5,22 +5,23 @@
 #include <type_traits>
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace loom::kernels::cpu {
 namespace {
 
 template <class T> constexpr bool floating_v = std::is_same_v<acc_t<T>, float> || std::is_same_v<acc_t<T>, double>;
 
-template <class A> inline A gelu_erf(A x) { return A(0.5) * x * (A(1) + std::erf(x * A(0.70710678118654752440))); }
-template <class A> inline A gelu_tanh(A x) {
+template <class A> LOOM_VEC_INLINE A gelu_erf(A x) { return A(0.5) * x * (A(1) + vec::erf_of(x * A(0.70710678118654752440))); }
+template <class A> LOOM_VEC_INLINE A gelu_tanh(A x) {
   const A k = A(0.79788456080286535588), c = A(0.044715);
   return A(0.5) * x * (A(1) + std::tanh(k * (x + c * x * x * x)));
 }
-template <class A> inline A gelu_erf_grad(A x) {
-  return A(0.5) * (A(1) + std::erf(x * A(0.70710678118654752440))) +
-         x * std::exp(A(-0.5) * x * x) * A(0.39894228040143267794);
+template <class A> LOOM_VEC_INLINE A gelu_erf_grad(A x) {
+  return A(0.5) * (A(1) + vec::erf_of(x * A(0.70710678118654752440))) +
+         x * vec::exp_of(A(-0.5) * x * x) * A(0.39894228040143267794);
 }
-template <class A> inline A gelu_tanh_grad(A x) {
+template <class A> LOOM_VEC_INLINE A gelu_tanh_grad(A x) {
   const A k = A(0.79788456080286535588), c = A(0.044715);
   A t = std::tanh(k * (x + c * x * x * x));
   return A(0.5) * (A(1) + t) + A(0.5) * x * (A(1) - t * t) * k * (A(1) + A(3) * c * x * x);
@@ -32,7 +33,7 @@ void map1(const View& x, const View& out, F f) {
   auto g = coalesce<2>(out.ndim, out.shape, {out.strides, x.strides});
   O* o = out.ptr<O>();
   const X* xi = x.ptr<X>();
-  for_each_row(g, [&](const std::array<int64_t, 2>& off, int64_t n, const std::array<int64_t, 2>& st) {
+  for_each_row(g, [&](const std::array<int64_t, 2>& off, int64_t n, const std::array<int64_t, 2>& st) LOOM_VEC_FLATTEN {
     O* op = o + off[0];
     const X* xp = xi + off[1];
     if (st[0] == 1 && st[1] == 1) {
@@ -49,7 +50,7 @@ void map2(const View& a, const View& b, const View& out, F f) {
   O* o = out.ptr<O>();
   const T* ai = a.ptr<T>();
   const T* bi = b.ptr<T>();
-  for_each_row(g, [&](const std::array<int64_t, 3>& off, int64_t n, const std::array<int64_t, 3>& st) {
+  for_each_row(g, [&](const std::array<int64_t, 3>& off, int64_t n, const std::array<int64_t, 3>& st) LOOM_VEC_FLATTEN {
     O* op = o + off[0];
     const T* ap = ai + off[1];
     const T* bp = bi + off[2];
@@ -108,7 +109,7 @@ void unary(Unary op, const View& x, const View& out, double a, double b) {
     const A pa = A(a), pb = A(b);
     switch (op) {
       case Unary::neg: return map1<T, T>(x, out, [](A v) { return -v; });
-      case Unary::exp: return map1<T, T>(x, out, [](A v) { return std::exp(v); });
+      case Unary::exp: return map1<T, T>(x, out, [](A v) { return vec::exp_of(v); });
       case Unary::log: return map1<T, T>(x, out, [](A v) { return std::log(v); });
       case Unary::sqrt: return map1<T, T>(x, out, [](A v) { return std::sqrt(v); });
       case Unary::rsqrt: return map1<T, T>(x, out, [](A v) { return A(1) / std::sqrt(v); });
@@ -116,7 +117,7 @@ void unary(Unary op, const View& x, const View& out, double a, double b) {
         if (pa == A(2)) return map1<T, T>(x, out, [](A v) { return v * v; });
         return map1<T, T>(x, out, [pa](A v) { return std::pow(v, pa); });
       case Unary::tanh: return map1<T, T>(x, out, [](A v) { return std::tanh(v); });
-      case Unary::sigmoid: return map1<T, T>(x, out, [](A v) { return A(1) / (A(1) + std::exp(-v)); });
+      case Unary::sigmoid: return map1<T, T>(x, out, [](A v) { return A(1) / (A(1) + vec::exp_of(-v)); });
       case Unary::relu: return map1<T, T>(x, out, [](A v) { return v > A(0) ? v : A(0); });
       case Unary::gelu_erf: return map1<T, T>(x, out, [](A v) { return gelu_erf(v); });
       case Unary::gelu_tanh: return map1<T, T>(x, out, [](A v) { return gelu_tanh(v); });

@@ -7,6 +7,8 @@
 #include <vector>
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
+#include <type_traits>
 
 namespace loom::kernels::cpu {
 namespace {
@@ -43,13 +45,23 @@ void softmax(const View& x, const View& y, bool log) {
         continue;
       }
       A s = 0;
-      for (int64_t j = 0; j < n; ++j) s += std::exp(load(xr[j]) - m);
+      if constexpr (std::is_same_v<T, A>) {
+        // exp into y first (a loop the compiler vectorises), then the sum in the same order.
+        for (int64_t j = 0; j < n; ++j) yr[j] = vec::exp_of(xr[j] - m);
+        for (int64_t j = 0; j < n; ++j) s += yr[j];
+      } else {
+        for (int64_t j = 0; j < n; ++j) s += vec::exp_of(load(xr[j]) - m);
+      }
       if (log) {
         const A lse = m + std::log(s);
         for (int64_t j = 0; j < n; ++j) yr[j] = store<T>(load(xr[j]) - lse);
       } else {
         const A inv = A(1) / s;
-        for (int64_t j = 0; j < n; ++j) yr[j] = store<T>(std::exp(load(xr[j]) - m) * inv);
+        if constexpr (std::is_same_v<T, A>) {
+          for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+        } else {
+          for (int64_t j = 0; j < n; ++j) yr[j] = store<T>(vec::exp_of(load(xr[j]) - m) * inv);
+        }
       }
     }
   });
@@ -183,7 +195,7 @@ void cross_entropy_forward(const View& logits, const View& targets, int64_t igno
       for (int64_t j = 0; j < n; ++j) { A v = load(xr[j]); m = std::max(m, v); mean_x += v; }
       mean_x /= A(n);
       A s = 0;
-      for (int64_t j = 0; j < n; ++j) s += std::exp(load(xr[j]) - m);
+      for (int64_t j = 0; j < n; ++j) s += vec::exp_of(load(xr[j]) - m);
       const A l = m + std::log(s);
       sp[r] = l;
       const int64_t t = target_at<T>(targets, r);
@@ -211,7 +223,7 @@ void cross_entropy_backward(const View& logits, const View& targets, const View&
       const int64_t t = target_at<T>(targets, r);
       if (t == ignore_index) { for (int64_t j = 0; j < n; ++j) dr[j] = store<T>(A(0)); continue; }
       for (int64_t j = 0; j < n; ++j) {
-        A p = std::exp(load(xr[j]) - sp[r]);
+        A p = vec::exp_of(load(xr[j]) - sp[r]);
         dr[j] = store<T>(sc * (p - uniform - (j == t ? A(1) - eps : A(0))));
       }
     }
