@@ -7,6 +7,7 @@
 #include <vector>
 #include "core/caching_allocator.h"
 #include "core/error.h"
+#include "core/tensor.h"
 
 using namespace loom;
 
@@ -106,4 +107,20 @@ TEST(CachingAllocator, FreesCacheAndRetriesBeforeFailing) {
   EXPECT_EQ(backend->in_use, 0u);
   EXPECT_EQ(a.stats().reserved, 0u);
   EXPECT_THROW(a.deallocate(reinterpret_cast<void*>(0x1234)), Error);
+}
+
+// Host tensors go through the cache too: a freed buffer serves the next tensor of its size.
+TEST(CachingAllocator, HostTensorsReuseFreedBlocks) {
+  if (const char* v = std::getenv("LOOM_CPU_CACHE"); v && std::string(v) == "0") GTEST_SKIP() << "LOOM_CPU_CACHE=0";
+  const MemoryStats before = memory_stats(Device::cpu());
+  const void* first;
+  {
+    Tensor t = Tensor::empty({1 << 20});  // 4 MiB
+    first = t.raw_data();
+    EXPECT_GE(memory_stats(Device::cpu()).allocated, before.allocated + (size_t(4) << 20));
+  }
+  Tensor again = Tensor::empty({1 << 20});
+  EXPECT_EQ(again.raw_data(), first);
+  EXPECT_GT(memory_stats(Device::cpu()).cache_hits, before.cache_hits);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(again.raw_data()) % 64, 0u);
 }
