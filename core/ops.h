@@ -93,6 +93,10 @@ struct AttentionOptions {
 // masked gets a zero output (and zero gradient), not NaN.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& opt = {});
+// Self-attention on the fused projection: qkv [B, S, 3, H, D] (q, k, v along dim 2) -> [B, S, H, D].
+// The same result as scaled_dot_product_attention on its three slices, but the gradient of qkv is
+// written as one tensor instead of three zero-padded slices added up.
+Tensor self_attention_packed(const Tensor& qkv, const AttentionOptions& opt = {});
 
 // ---- indexing (core/ops/index.cpp) ----
 Tensor embedding(const Tensor& weight, const Tensor& ids);  // weight [V, D], ids int -> [..., D]

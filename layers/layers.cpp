@@ -63,10 +63,9 @@ Tensor Attention::forward(const Tensor& x, const ops::AttentionOptions& opt) con
   if (x.dim() != 3 || x.size(2) != D)
     throw OpError(str_cat("Attention: x must be [B, S, ", D, "], got ", x.describe()));
   const int64_t B = x.size(0), S = x.size(1), H = heads, Dh = D / H;
-  // [B, S, 3D] -> [B, S, 3, H, Dh] -> [3, B, H, S, Dh]
-  Tensor t = qkv->forward(x).reshape({B, S, 3, H, Dh}).permute({2, 0, 3, 1, 4});
-  Tensor o = ops::scaled_dot_product_attention(t.select(0, 0), t.select(0, 1), t.select(0, 2), opt);
-  return proj->forward(o.permute({0, 2, 1, 3}).reshape({B, S, D}));
+  // [B, S, 3D] -> [B, S, 3, H, Dh] -> attention -> [B, S, H, Dh] -> [B, S, D]
+  Tensor o = ops::self_attention_packed(qkv->forward(x).reshape({B, S, 3, H, Dh}), opt);
+  return proj->forward(o.reshape({B, S, D}));
 }
 
 // ---- Block ----

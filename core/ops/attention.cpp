@@ -1,13 +1,42 @@
-// scaled_dot_product_attention: one recorded op. This CPU path materialises the probabilities
-// (the reference for the CUDA flash kernel); its backward is the standard softmax-attention rule.
+// scaled_dot_product_attention: one recorded op. On the CPU in f32/f64 without an additive bias it
+// runs the fused kernel (kernels/cpu/attention.cpp: no [B, H, Sq, Sk] probabilities kept, the
+// backward recomputes them); otherwise the composed path below, which materialises the
+// probabilities and is the reference for the CUDA flash kernel. self_attention_packed takes the
+// fused q/k/v projection as it comes out of the GEMM, so its gradient lands in one buffer.
 #include <cmath>
 #include "core/ops/common.h"
 
 namespace loom::ops {
 using namespace detail;
 
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
-  LOOM_OP_SCOPE("scaled_dot_product_attention");
+namespace {
+
+bool fused_applies(const Tensor& q, const AttentionOptions& opt) {
+  return q.device().is_cpu() && !opt.bias.defined() && (q.dtype() == DType::f32 || q.dtype() == DType::f64);
+}
+
+// A [B, H, S, D] view BLAS can read row by row (unit-stride last dim, rows not overlapping), or a copy.
+Tensor blas_rows(const Tensor& t) {
+  const int64_t rows = t.size(2), cols = t.size(3);
+  const bool ok = (cols <= 1 || t.strides()[3] == 1) && (rows <= 1 || t.strides()[2] >= std::max<int64_t>(1, cols));
+  return ok ? t : t.contiguous();
+}
+
+kernels::View padding_view(const AttentionOptions& opt) {
+  return opt.key_padding_mask.defined() ? opt.key_padding_mask.view_desc() : kernels::View{};
+}
+
+// The fused path for q, k, v already detached and BLAS-readable; `out` a [B, H, Sq, Dv] view of
+// fresh storage. Returns the log-sum-exp the backward needs.
+Tensor fused_forward(const Tensor& qd, const Tensor& kd, const Tensor& vd, const AttentionOptions& opt, double scale,
+                     const Tensor& out) {
+  Tensor lse = Tensor::empty({qd.size(0), qd.size(1), qd.size(2)}, qd.dtype(), qd.device());
+  LOOM_CPU_KERNEL(attention_forward, qd.view_desc(), kd.view_desc(), vd.view_desc(), padding_view(opt), opt.causal,
+                  scale, out.view_desc(), lse.view_desc());
+  return lse;
+}
+
+void validate(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
   check_float_operands("scaled_dot_product_attention", {{"q", q}, {"k", k}, {"v", v}});
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
     fail("scaled_dot_product_attention", "q, k, v must be 4-D [B, H, S, D]", {{"q", q}, {"k", k}, {"v", v}});
@@ -15,22 +44,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   if (k.size(0) != B || k.size(1) != H || k.size(3) != D || v.size(0) != B || v.size(1) != H || v.size(2) != Sk)
     fail("scaled_dot_product_attention", "k must be [B, H, Sk, D] and v [B, H, Sk, Dv] matching q [B, H, Sq, D]",
          {{"q", q}, {"k", k}, {"v", v}});
-  const double scale = opt.scale.value_or(1.0 / std::sqrt(double(D)));
-
-  // Additive mask: -inf where a key is padding or in the causal future.
-  Tensor mask;  // bool, broadcastable to [B, H, Sq, Sk]; true = blocked
   if (opt.key_padding_mask.defined()) {
     const Tensor& m = opt.key_padding_mask;
     check_device("scaled_dot_product_attention", {{"q", q}, {"key_padding_mask", m}});
     if (m.dtype() != DType::boolean || !(m.shape() == Shape{B, Sk}))
       fail("scaled_dot_product_attention", str_cat("key_padding_mask must be bool [", B, ", ", Sk, "]"),
            {{"k", k}, {"key_padding_mask", m}});
-    mask = m.reshape({B, 1, 1, Sk});
-  }
-  if (opt.causal) {
-    Tensor rows = Tensor::arange(Sq).reshape({Sq, 1}), cols = Tensor::arange(Sk).reshape({1, Sk});
-    Tensor future = gt(cols, rows).reshape({1, 1, Sq, Sk});
-    mask = mask.defined() ? where(mask, mask, future) : future;
   }
   if (opt.bias.defined()) {
     check_float_operands("scaled_dot_product_attention", {{"q", q}, {"bias", opt.bias}});
@@ -40,7 +59,18 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       fail("scaled_dot_product_attention", str_cat("bias must broadcast to [", B, ", ", H, ", ", Sq, ", ", Sk, "]"),
            {{"q", q}, {"bias", opt.bias}});
   }
+}
 
+// The composed path: scores, masks, softmax and the product as ops, the probabilities kept.
+Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, double scale) {
+  const int64_t B = q.size(0), Sq = q.size(2), Sk = k.size(2);
+  Tensor mask;  // bool, broadcastable to [B, H, Sq, Sk]; true = blocked
+  if (opt.key_padding_mask.defined()) mask = opt.key_padding_mask.reshape({B, 1, 1, Sk});
+  if (opt.causal) {
+    Tensor rows = Tensor::arange(Sq).reshape({Sq, 1}), cols = Tensor::arange(Sk).reshape({1, Sk});
+    Tensor future = gt(cols, rows).reshape({1, 1, Sq, Sk});
+    mask = mask.defined() ? where(mask, mask, future) : future;
+  }
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
   Tensor p, out;
   {
@@ -64,6 +94,74 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                             Tensor db = has_bias ? sum_to(ds, bias_shape) : Tensor();
                             return std::vector<Tensor>{dq, dk, dv, db};
                           });
+}
+
+
+double scale_of(const Tensor& q, const AttentionOptions& opt) {
+  return opt.scale.value_or(1.0 / std::sqrt(double(q.size(3))));
+}
+
+}  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  LOOM_OP_SCOPE("scaled_dot_product_attention");
+  validate(q, k, v, opt);
+  const double scale = scale_of(q, opt);
+  if (!fused_applies(q, opt)) return composed(q, k, v, opt, scale);
+
+  const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), Dv = v.size(3);
+  Tensor qd = blas_rows(q.detach()), kd = blas_rows(k.detach()), vd = blas_rows(v.detach());
+  // Stored [B, Sq, H, Dv] and returned as its [B, H, Sq, Dv] view: merging the heads back (the
+  // usual next step) is then free.
+  Tensor out = Tensor::empty({B, Sq, H, Dv}, q.dtype(), q.device()).permute({0, 2, 1, 3});
+  Tensor lse = fused_forward(qd, kd, vd, opt, scale, out);
+  const Tensor od = out.detach(), mask = opt.key_padding_mask;
+  const bool causal = opt.causal;
+  return autograd::record("scaled_dot_product_attention", {q, k, v}, out,
+                          [qd, kd, vd, od, lse, mask, causal, scale](const Tensor& g) {
+                            Tensor gd = blas_rows(g);
+                            Tensor dq = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
+                            Tensor dk = Tensor::empty(kd.shape(), kd.dtype(), kd.device());
+                            Tensor dv = Tensor::empty(vd.shape(), vd.dtype(), vd.device());
+                            AttentionOptions o;
+                            o.key_padding_mask = mask;
+                            LOOM_CPU_KERNEL(attention_backward, qd.view_desc(), kd.view_desc(), vd.view_desc(),
+                                            padding_view(o), causal, scale, od.view_desc(), lse.view_desc(),
+                                            gd.view_desc(), dq.view_desc(), dk.view_desc(), dv.view_desc());
+                            return std::vector<Tensor>{dq, dk, dv};
+                          });
+}
+
+Tensor self_attention_packed(const Tensor& qkv, const AttentionOptions& opt) {
+  LOOM_OP_SCOPE("self_attention_packed");
+  check_float_operands("self_attention_packed", {{"qkv", qkv}});
+  if (qkv.dim() != 5 || qkv.size(2) != 3)
+    fail("self_attention_packed", "qkv must be [B, S, 3, H, D]", {{"qkv", qkv}});
+  // [B, S, 3, H, D] -> q, k, v [B, H, S, D] (views)
+  auto part = [](const Tensor& t, int64_t i) { return t.select(2, i).permute({0, 2, 1, 3}); };
+  if (!fused_applies(qkv, opt)) {
+    Tensor o = scaled_dot_product_attention(part(qkv, 0), part(qkv, 1), part(qkv, 2), opt);
+    return o.permute({0, 2, 1, 3});
+  }
+  Tensor d = qkv.detach().contiguous();
+  Tensor q = part(d, 0), k = part(d, 1), v = part(d, 2);
+  validate(q, k, v, opt);
+  const double scale = scale_of(q, opt);
+  const int64_t B = qkv.size(0), S = qkv.size(1), H = qkv.size(3), Dh = qkv.size(4);
+  Tensor out = Tensor::empty({B, S, H, Dh}, qkv.dtype(), qkv.device());
+  Tensor lse = fused_forward(q, k, v, opt, scale, out.permute({0, 2, 1, 3}));
+  const Tensor od = out.detach(), mask = opt.key_padding_mask;
+  const bool causal = opt.causal;
+  return autograd::record("self_attention_packed", {qkv}, out, [d, od, lse, mask, causal, scale, part](const Tensor& g) {
+    Tensor gd = blas_rows(g.permute({0, 2, 1, 3}));
+    Tensor dqkv = Tensor::empty(d.shape(), d.dtype(), d.device());  // every element written by the kernel
+    AttentionOptions o;
+    o.key_padding_mask = mask;
+    LOOM_CPU_KERNEL(attention_backward, part(d, 0).view_desc(), part(d, 1).view_desc(), part(d, 2).view_desc(),
+                    padding_view(o), causal, scale, od.permute({0, 2, 1, 3}).view_desc(), lse.view_desc(),
+                    gd.view_desc(), part(dqkv, 0).view_desc(), part(dqkv, 1).view_desc(), part(dqkv, 2).view_desc());
+    return std::vector<Tensor>{dqkv};
+  });
 }
 
 }  // namespace loom::ops

@@ -24,6 +24,9 @@
 #define LOOM_KERNEL(device, fn, ...) (::loom::profiler::KernelScope(#fn), ::loom::kernels::cpu::fn(__VA_ARGS__))
 #endif
 
+// A kernel that exists only on the CPU (the caller has checked the device).
+#define LOOM_CPU_KERNEL(fn, ...) (::loom::profiler::KernelScope(#fn), ::loom::kernels::cpu::fn(__VA_ARGS__))
+
 namespace loom::ops::detail {
 
 struct Named {

@@ -35,6 +35,17 @@ void argmax(const View& x, int dim, const View& out);  // out i64 with dim of si
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
           double beta, void* C, int64_t ldc);
 
+// ---- fused attention (attention.cpp), CPU only; f32 or f64 ----
+// q [B,H,Sq,D], k [B,H,Sk,D], v [B,H,Sk,Dv], out [B,H,Sq,Dv]: any strides with a unit-stride last dim.
+// key_padding: bool [B, Sk] (true = hidden) or null data; causal hides key j from query i when j > i.
+// lse [B,H,Sq] contiguous, of q's dtype: each query's log-sum-exp of its scaled scores (-inf when
+// it sees no key; its output is then zero). The backward writes dq, dk, dv (same layouts as q, k, v).
+void attention_forward(const View& q, const View& k, const View& v, const View& key_padding, bool causal,
+                       double scale, const View& out, const View& lse);
+void attention_backward(const View& q, const View& k, const View& v, const View& key_padding, bool causal,
+                        double scale, const View& out, const View& lse, const View& dout, const View& dq,
+                        const View& dk, const View& dv);
+
 // ---- rows: softmax, layer norm, cross-entropy (rows.cpp). x is contiguous [rows, n]. ----
 void softmax(const View& x, const View& y, bool log);
 // dx from y and dy: softmax dx = y*(dy - Σdy*y); log_softmax dx = dy - exp(y)*Σdy

@@ -855,6 +855,90 @@ TEST_F(LargeBackward, Gelu) {
 // Thread-count invariance: bitwise identical for 1, 2 and 3 threads
 // ============================================================================================
 
+// The fused CPU attention (blocks of 64 queries, probabilities recomputed in the backward) against
+// the composed path, which keeps the probabilities (forced here by an all-zero additive bias; its
+// gradients are checked against central differences in test_op_cases.cpp): outputs and the
+// gradients of q, k and v, over three query blocks (the last one partial), with causal and padding
+// masks, with fewer keys than queries, and through the packed q/k/v entry.
+struct AttentionRun { Tensor out, dq, dk, dv; };
+AttentionRun attention_run(const std::vector<double>& qv, const std::vector<double>& kv, const std::vector<double>& vv,
+                           const std::vector<double>& gv, const Dims& qs, const Dims& ks, const Dims& vs,
+                           ops::AttentionOptions opt, bool composed, DType dt = F64) {
+  Tensor q = mk(qv, qs, dt).set_requires_grad(true), k = mk(kv, ks, dt).set_requires_grad(true),
+         v = mk(vv, vs, dt).set_requires_grad(true);
+  if (composed) opt.bias = Tensor::zeros({1, 1, qs[2], ks[2]}, dt);
+  Tensor o = ops::scaled_dot_product_attention(q, k, v, opt);
+  o.backward(mk(gv, {qs[0], qs[1], qs[2], vs[3]}, dt));
+  return {o.contiguous(), q.grad(), k.grad(), v.grad()};
+}
+
+::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double tol) {
+  std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
+  if (x.size() != y.size()) return ::testing::AssertionFailure() << "sizes differ";
+  for (size_t i = 0; i < x.size(); ++i)
+    if (!(std::fabs(x[i] - y[i]) <= tol * (1 + std::fabs(y[i]))))
+      return ::testing::AssertionFailure() << "element " << i << ": " << x[i] << " vs " << y[i];
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(LargeBackward, FusedAttentionMatchesComposed) {
+  std::mt19937 rng(77);
+  struct Case { Dims q, k, v; bool causal, padding; };
+  for (const Case& c : {Case{{2, 3, 150, 8}, {2, 3, 150, 8}, {2, 3, 150, 5}, true, true},
+                        Case{{1, 2, 130, 4}, {1, 2, 7, 4}, {1, 2, 7, 6}, false, true},
+                        Case{{3, 1, 65, 16}, {3, 1, 65, 16}, {3, 1, 65, 16}, true, false}}) {
+    auto qv = rnd(count_of(c.q), rng, F64, 0.1, 2.0), kv = rnd(count_of(c.k), rng, F64, 0.1, 2.0),
+         vv = rnd(count_of(c.v), rng), gv = rnd(c.q[0] * c.q[1] * c.q[2] * c.v[3], rng);
+    ops::AttentionOptions opt;
+    opt.causal = c.causal;
+    if (c.padding) {
+      std::vector<bool> pad(size_t(c.k[0] * c.k[2]), false);
+      for (size_t j = 2; j < pad.size(); j += 5) pad[j] = true;
+      opt.key_padding_mask = Tensor::from(pad, {c.k[0], c.k[2]}, DType::boolean);
+    }
+    AttentionRun fused = attention_run(qv, kv, vv, gv, c.q, c.k, c.v, opt, false);
+    AttentionRun composed = attention_run(qv, kv, vv, gv, c.q, c.k, c.v, opt, true);
+    const std::string tag = ::testing::PrintToString(c.q) + " x " + ::testing::PrintToString(c.k);
+    EXPECT_TRUE(all_close(fused.out, composed.out, 1e-12)) << "out " << tag;
+    EXPECT_TRUE(all_close(fused.dq, composed.dq, 1e-11)) << "dq " << tag;
+    EXPECT_TRUE(all_close(fused.dk, composed.dk, 1e-11)) << "dk " << tag;
+    EXPECT_TRUE(all_close(fused.dv, composed.dv, 1e-11)) << "dv " << tag;
+  }
+  // The packed entry gives the same output and gradients as the three slices.
+  const Dims s{2, 70, 3, 4, 8};
+  auto xv = rnd(count_of(s), rng, F64, 0.1, 2.0), gv = rnd(2 * 70 * 4 * 8, rng);
+  ops::AttentionOptions opt;
+  opt.causal = true;
+  Tensor a = mk(xv, s, F64).set_requires_grad(true), b = mk(xv, s, F64).set_requires_grad(true);
+  Tensor packed = ops::self_attention_packed(a, opt);
+  packed.backward(mk(gv, {2, 70, 4, 8}, F64));
+  Tensor t = b.permute({2, 0, 3, 1, 4});
+  Tensor sliced = ops::scaled_dot_product_attention(t.select(0, 0), t.select(0, 1), t.select(0, 2), opt);
+  sliced.permute({0, 2, 1, 3}).backward(mk(gv, {2, 70, 4, 8}, F64));
+  EXPECT_TRUE(all_close(packed, sliced.permute({0, 2, 1, 3}).contiguous(), 1e-13));
+  EXPECT_TRUE(all_close(a.grad(), b.grad(), 1e-13));
+}
+
+TEST(LargeThreads, FusedAttention) {
+  std::mt19937 rng(78);
+  const Dims s{2, 3, 100, 16};
+  auto qv = rnd(count_of(s), rng, DType::f32), kv = rnd(count_of(s), rng, DType::f32),
+       vv = rnd(count_of(s), rng, DType::f32), gv = rnd(count_of(s), rng, DType::f32);
+  ops::AttentionOptions opt;
+  opt.causal = true;
+  auto run = [&](int threads) {
+    return with_threads(threads, [&] { return attention_run(qv, kv, vv, gv, s, s, s, opt, false, DType::f32); });
+  };
+  AttentionRun r1 = run(1);
+  for (int t : kThreadCounts) {
+    AttentionRun o = run(t);
+    EXPECT_TRUE(bitwise_equal(o.out, r1.out)) << t << " threads";
+    EXPECT_TRUE(bitwise_equal(o.dq, r1.dq)) << t << " threads";
+    EXPECT_TRUE(bitwise_equal(o.dk, r1.dk)) << t << " threads";
+    EXPECT_TRUE(bitwise_equal(o.dv, r1.dv)) << t << " threads";
+  }
+}
+
 TEST(LargeThreads, RandAndRandn) {
   for (DType dt : {DType::f32, DType::f64}) {
     for (bool normal : {false, true}) {

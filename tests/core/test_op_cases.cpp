@@ -560,6 +560,20 @@ std::vector<OpCase> make_cases() {
       FWD(ops::scaled_dot_product_attention(x[0], x[1], x[2], attn_opts(true, Tensor(), Tensor(), std::nullopt))),
       REF(ref::sdpa(r[0], r[1], r[2], true, undefined_ref(), undefined_ref())));
 
+  // The packed q/k/v entry (the fused CPU kernel; blocks of more than 64 queries: test_large_shapes.cpp).
+  static const auto packed_ref = [](const Ref& qkv, bool causal, const Ref& mask) {
+    auto part = [&](int64_t i) { return ref::permute(ref::select(qkv, 2, i), {0, 2, 1, 3}); };
+    return ref::permute(ref::sdpa(part(0), part(1), part(2), causal, mask, undefined_ref()), {0, 2, 1, 3});
+  };
+  add("self_attention_packed", {X({1, 2, 3, 2, 3})}, FWD(ops::self_attention_packed(x[0])),
+      REF(packed_ref(r[0], false, undefined_ref())));
+  add("self_attention_packed_causal_padding", {X({2, 2, 3, 2, 2}), Fixed({2, 2}, B, {0, 1, 1, 0})},
+      FWD(ops::self_attention_packed(x[0], attn_opts(true, x[1], Tensor(), std::nullopt))),
+      REF(packed_ref(r[0], true, r[1])));
+  add("self_attention_packed_strided", {X({2, 3, 2, 2, 2}).T()},  // not contiguous: copied first
+      FWD(ops::self_attention_packed(x[0].transpose(1, 2))),
+      REF(packed_ref(ref::transpose(r[0], 1, 2), false, undefined_ref())));
+
   // ---- indexing ----
   add("embedding", {X({5, 3}), Idx({2, 3}, 5)}, FWD(ops::embedding(x[0], x[1])), REF(ref::embedding(r[0], r[1])));
   add("embedding_1d_repeats", {X({4, 2}), Fixed({6}, I64, {3, 0, 3, 1, 3, 0})}, FWD(ops::embedding(x[0], x[1])),
