@@ -25,8 +25,13 @@ struct AccumulateGrad final : Node {
   std::shared_ptr<TensorImpl> leaf;
   std::vector<Tensor> apply(const Tensor& g) override {
     if (!leaf->grad) {
-      // Own the buffer: g may be shared with another leaf's gradient or a saved tensor.
-      leaf->grad = g.clone().impl_ptr();
+      // Own the buffer: g may be shared with another leaf's gradient or a saved tensor. A fresh
+      // contiguous gradient that nothing else holds is taken as it is (most of them).
+      if (g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 && g.is_contiguous() &&
+          g.impl().offset == 0 && !g.requires_grad() && size_t(g.numel()) * dtype_size(g.dtype()) == g.impl().storage->nbytes)
+        leaf->grad = g.impl_ptr();
+      else
+        leaf->grad = g.clone().impl_ptr();
     } else {
       Tensor acc(leaf->grad);
       acc.add_(g);

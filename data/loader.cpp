@@ -4,6 +4,7 @@
 #include <iostream>
 #include <limits>
 #include <numeric>
+#include <omp.h>
 #include "core/error.h"
 #include "data/image.h"
 #include "data/random.h"
@@ -239,6 +240,9 @@ Tensor Loader::load_audio(const Example& ex, uint64_t seed) const {
 }
 
 void Loader::worker_loop() {
+  // A worker is one of the loader's threads: the kernels it runs (decoding, collation copies) stay
+  // on it rather than each starting an OpenMP team that competes with the training step's.
+  omp_set_num_threads(1);
   for (;;) {
     int64_t seq;
     {

@@ -82,24 +82,37 @@ void reduce_typed(const View& x, uint32_t mask, const View& out) {
   const int64_t nout = out.numel();
   InnerDims in = inner_dims(x, mask);
 
-  // Contiguous x reduced over leading dims only (bias gradients): accumulate rows, column-parallel.
+  // Contiguous x reduced over leading dims only (bias gradients): blocks of 1024 rows x 256 columns
+  // accumulated in parallel, then each column's block sums added in row order. The blocks are
+  // fixed, so the result is the same for any thread count; and narrow layers (128-768 columns,
+  // 1-3 column blocks) still use every thread.
   int lead = 0;
   while (lead < x.ndim && (mask >> lead & 1u)) ++lead;
   bool leading_only = lead > 0 && (mask >> lead) == 0 && x.contiguous() && nout > 1;
   if (leading_only) {
+    using S = typename R::S;
     const int64_t rows = in.count, cols = nout;
-    const int64_t block = 256;
-    const int64_t nblocks = (cols + block - 1) / block;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
-    for (int64_t b = 0; b < nblocks; ++b) {
-      const int64_t c0 = b * block, c1 = c0 + block < cols ? c0 + block : cols;
-      typename R::S a[block];
-      for (int64_t c = c0; c < c1; ++c) a[c - c0] = R::init();
-      for (int64_t r = 0; r < rows; ++r) {
-        const T* row = xp + r * cols;
-        for (int64_t c = c0; c < c1; ++c) a[c - c0] = R::add(a[c - c0], load(row[c]));
+    constexpr int64_t block = 256, row_block = 1024;
+    const int64_t nblocks = (cols + block - 1) / block, nrow_blocks = (rows + row_block - 1) / row_block;
+    std::vector<S> part(size_t(nrow_blocks * cols));
+#pragma omp parallel for collapse(2) schedule(static) if (rows * cols >= kParallelGrain)
+    for (int64_t rb = 0; rb < nrow_blocks; ++rb) {
+      for (int64_t b = 0; b < nblocks; ++b) {
+        const int64_t c0 = b * block, c1 = c0 + block < cols ? c0 + block : cols;
+        const int64_t r0 = rb * row_block, r1 = std::min(rows, r0 + row_block);
+        S* a = part.data() + rb * cols;
+        for (int64_t c = c0; c < c1; ++c) a[c] = R::init();
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* row = xp + r * cols;
+          for (int64_t c = c0; c < c1; ++c) a[c] = R::add(a[c], load(row[c]));
+        }
       }
-      for (int64_t c = c0; c < c1; ++c) op_[c] = store<T>(acc_t<T>(a[c - c0]));
+    }
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
+    for (int64_t c = 0; c < cols; ++c) {
+      S a = part[size_t(c)];
+      for (int64_t rb = 1; rb < nrow_blocks; ++rb) a = R::combine(a, part[size_t(rb * cols + c)]);
+      op_[c] = store<T>(acc_t<T>(a));
     }
     return;
   }
