@@ -35,7 +35,7 @@ void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
   const size_t es = dtype_size(out.dtype());
   const int64_t count = batch.numel();
   char* po = static_cast<char*>(out.raw_data());
-  for (int64_t i = 0; i < count; ++i) {
+  auto product = [&](int64_t i) {
     int64_t oa = 0, ob = 0, rem = i;
     for (int d = batch.size() - 1; d >= 0; --d) {
       const int64_t idx = rem % batch[d];
@@ -44,9 +44,18 @@ void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
       ob += idx * vb.strides[d];
     }
     LOOM_KERNEL(out.device(), gemm, out.dtype(), m, n, k, 1.0,
-                       {static_cast<const char*>(va.data) + oa * int64_t(es), la.trans, la.ld},
-                       {static_cast<const char*>(vb.data) + ob * int64_t(es), lb.trans, lb.ld}, 0.0,
-                       po + i * m * n * int64_t(es), std::max<int64_t>(1, n));
+                {static_cast<const char*>(va.data) + oa * int64_t(es), la.trans, la.ld},
+                {static_cast<const char*>(vb.data) + ob * int64_t(es), lb.trans, lb.ld}, 0.0,
+                po + i * m * n * int64_t(es), std::max<int64_t>(1, n));
+  };
+  // Many small products (attention's per-head GEMMs on the composed path) are spread over the
+  // threads, one whole product each. Only then is a parallel region opened: OpenBLAS runs serially
+  // inside any region, even an inactive one, which would cost a large product its threads.
+  if (out.device().is_cpu() && count > 1 && m * n * k <= (int64_t(1) << 20)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i) product(i);
+  } else {
+    for (int64_t i = 0; i < count; ++i) product(i);
   }
 }
 
@@ -97,10 +106,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activat
   Tensor w = weight.detach().contiguous();
   const int64_t m = x2.shape()[0];
   Tensor y = Tensor::empty({m, outf}, x.dtype(), x.device());
+  // The bias is written first and the GEMM adds onto it (beta = 1): one pass over y fewer than
+  // zeroing it for the product and adding the bias after.
+  if (bias.defined()) LOOM_KERNEL(y.device(), copy, broadcast_view(bias, y.shape()), y.view_desc());
   LOOM_KERNEL(y.device(), gemm, x.dtype(), m, outf, in, 1.0, {lx.t.raw_data(), lx.trans, lx.ld}, {w.raw_data(), true, std::max<int64_t>(1, in)},
-                     0.0, y.raw_data(), std::max<int64_t>(1, outf));
-  if (bias.defined())
-    LOOM_KERNEL(y.device(), binary, kernels::Binary::add, y.view_desc(), broadcast_view(bias, y.shape()), y.view_desc());
+                     bias.defined() ? 1.0 : 0.0, y.raw_data(), std::max<int64_t>(1, outf));
   Tensor pre;  // the GEMM+bias output, kept for the GELU gradient
   if (act != Activation::none) {
     pre = y;
