@@ -72,7 +72,7 @@ void check_token_ids(const Tensor& tokens, int64_t vocab_size, int64_t eot_id, c
   }
 }
 
-Loader::Loader(std::shared_ptr<const Manifest> manifest, const BpeTokenizer* tokenizer, LoaderConfig config,
+Loader::Loader(std::shared_ptr<const Manifest> manifest, const TextTokenizer* tokenizer, LoaderConfig config,
                LoaderPosition start)
     : manifest_(std::move(manifest)), tokenizer_(tokenizer), config_(std::move(config)) {
   LOOM_CHECK(manifest_, "Loader: no manifest");
@@ -207,7 +207,7 @@ Loader::Result Loader::build(int64_t seq) const {
     batch.tensors["label"] = Tensor::from(labels, {B}, DType::i64);
     if (tokenizer_) {
       Tensor tokens = tokenizer_->encode_batch(batch.texts, config_.context);
-      check_token_ids(tokens, tokenizer_->vocab_size(), BpeTokenizer::eot_id, manifest_->path);
+      check_token_ids(tokens, tokenizer_->vocab_size(), tokenizer_->end_token(), manifest_->path);
       batch.tensors["text"] = tokens;
     }
     res.batch = std::move(batch);

@@ -21,7 +21,7 @@
 #include "data/audio.h"
 #include "data/fbank.h"
 #include "data/manifest.h"
-#include "data/tokenizer.h"
+#include "data/text_tokenizer.h"
 #include "data/transforms.h"
 
 namespace loom::data {
@@ -90,7 +90,7 @@ class Loader {
  public:
   // The tokenizer (may be null) must outlive the loader. Throws loom::Error for a bad config or a
   // manifest too small for one batch.
-  Loader(std::shared_ptr<const Manifest> manifest, const BpeTokenizer* tokenizer, LoaderConfig config,
+  Loader(std::shared_ptr<const Manifest> manifest, const TextTokenizer* tokenizer, LoaderConfig config,
          LoaderPosition start = {});
   ~Loader();  // joins the workers
   Loader(const Loader&) = delete;
@@ -118,7 +118,7 @@ class Loader {
   void worker_loop();
 
   std::shared_ptr<const Manifest> manifest_;
-  const BpeTokenizer* tokenizer_;
+  const TextTokenizer* tokenizer_;
   LoaderConfig config_;
   int64_t start_ = 0;              // global batch index of the first batch
   int64_t batches_per_epoch_ = 0;

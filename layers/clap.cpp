@@ -23,7 +23,7 @@ Clap::Clap(const ClapConfig& c, Generator& gen) : config(c) {
   LOOM_CHECK(c.projection == "mlp" || c.projection == "linear", "Clap: projection must be mlp or linear, got ", c.projection);
   audio = std::make_shared<AudioTransformer>(c.audio, gen);
   register_module("audio", audio);
-  text = std::make_shared<TextTransformer>(c.text, gen);
+  text = make_text_encoder(c.text, gen);
   register_module("text", text);
   audio_proj = std::make_shared<Projection>(c.audio.width, c.embed_dim, c.projection == "mlp", gen);
   register_module("audio_proj", audio_proj);

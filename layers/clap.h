@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include "layers/audio.h"
+#include "layers/bert.h"
 #include "layers/layers.h"
 
 namespace loom {
@@ -37,7 +38,7 @@ class Clap : public Module {
   Tensor encode_text(const Tensor& tokens, int64_t eot_id) const;
 
   std::shared_ptr<AudioTransformer> audio;
-  std::shared_ptr<TextTransformer> text;
+  std::shared_ptr<TextEncoder> text;  // TextTransformer or Bert (config.text.type)
   std::shared_ptr<Projection> audio_proj, text_proj;
   Tensor logit_scale;
   ClapConfig config;

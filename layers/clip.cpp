@@ -7,7 +7,7 @@ Clip::Clip(const ClipConfig& c, Generator& gen) : config(c) {
   LOOM_CHECK(c.init_temperature > 0, "Clip: init_temperature must be positive, got ", c.init_temperature);
   visual = std::make_shared<ViT>(c.vision, gen);
   register_module("visual", visual);
-  text = std::make_shared<TextTransformer>(c.text, gen);
+  text = make_text_encoder(c.text, gen);
   register_module("text", text);
   visual_proj = std::make_shared<Linear>(c.vision.width, c.embed_dim, false, gen, std::pow(double(c.vision.width), -0.5));
   register_module("visual_proj", visual_proj);

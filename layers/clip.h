@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <memory>
+#include "layers/bert.h"
 #include "layers/layers.h"
 
 namespace loom {
@@ -25,7 +26,7 @@ class Clip : public Module {
   Tensor encode_text(const Tensor& tokens, int64_t eot_id) const;
 
   std::shared_ptr<ViT> visual;
-  std::shared_ptr<TextTransformer> text;
+  std::shared_ptr<TextEncoder> text;  // TextTransformer or Bert (config.text.type)
   std::shared_ptr<Linear> visual_proj, text_proj;
   Tensor logit_scale;
   ClipConfig config;

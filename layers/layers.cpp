@@ -39,14 +39,19 @@ LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
   bias = register_parameter("bias", Tensor::zeros({dim}));
 }
 
-Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen, double fc_std, double proj_std) {
+Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen, double fc_std, double proj_std, std::string act_) : act(std::move(act_)) {
+  LOOM_CHECK(act == "gelu" || act == "quick_gelu", "Mlp: act must be gelu or quick_gelu, got '", act, "'");
   fc1 = std::make_shared<Linear>(dim, hidden, true, gen, fc_std);
   register_module("fc1", fc1);
   fc2 = std::make_shared<Linear>(hidden, dim, true, gen, proj_std);
   register_module("fc2", fc2);
 }
 
-Tensor Mlp::forward(const Tensor& x) const { return fc2->forward(fc1->forward(x, ops::Activation::gelu)); }
+Tensor Mlp::forward(const Tensor& x) const {
+  if (act == "gelu") return fc2->forward(fc1->forward(x, ops::Activation::gelu));
+  Tensor h = fc1->forward(x);
+  return fc2->forward(ops::mul(h, ops::sigmoid(ops::mul(h, 1.702))));
+}
 
 // ---- Attention ----
 
@@ -81,7 +86,7 @@ Block::Block(const BlockConfig& c, Generator& gen) : c_(c) {
   register_module("attn", attn);
   ln2 = std::make_shared<LayerNorm>(c.width);
   register_module("ln2", ln2);
-  mlp = std::make_shared<Mlp>(c.width, int64_t(double(c.width) * c.mlp_ratio), gen, fc_std, proj_std);
+  mlp = std::make_shared<Mlp>(c.width, int64_t(double(c.width) * c.mlp_ratio), gen, fc_std, proj_std, c.act);
   register_module("mlp", mlp);
   if (c.layer_scale_init > 0) {
     ls1 = register_parameter("ls1", Tensor::full({c.width}, c.layer_scale_init));
@@ -100,9 +105,9 @@ Tensor Block::forward(const Tensor& x, const ops::AttentionOptions& opt, Generat
 
 // ---- PatchEmbed ----
 
-PatchEmbed::PatchEmbed(int64_t channels_, int64_t patch_, int64_t width, Generator& gen, int64_t stride_)
+PatchEmbed::PatchEmbed(int64_t channels_, int64_t patch_, int64_t width, Generator& gen, int64_t stride_, bool bias)
     : patch(patch_), channels(channels_), stride(stride_ > 0 ? stride_ : patch_) {
-  proj = std::make_shared<Linear>(patch * patch * channels, width, true, gen, -1.0);
+  proj = std::make_shared<Linear>(patch * patch * channels, width, bias, gen, -1.0);
   register_module("proj", proj);
 }
 
@@ -140,7 +145,8 @@ Tensor sincos_pos_embed_2d(int64_t width, int64_t grid_h, int64_t grid_w, bool c
 // ---- ViT ----
 
 std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int64_t heads, double mlp_ratio,
-                                               int64_t layers, double layer_scale_init, double drop_path, Generator& gen) {
+                                               int64_t layers, double layer_scale_init, double drop_path, Generator& gen,
+                                               const std::string& act) {
   auto blocks = std::make_shared<ModuleList<Block>>();
   owner.register_module("blocks", blocks);
   for (int64_t i = 0; i < layers; ++i) {
@@ -151,6 +157,7 @@ std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int
     b.layer_scale_init = layer_scale_init;
     b.drop_path = layers > 1 ? drop_path * double(i) / double(layers - 1) : drop_path;
     b.total_layers = layers;
+    b.act = act;
     blocks->push_back(std::make_shared<Block>(b, gen));
   }
   return blocks;
@@ -165,7 +172,7 @@ ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
     LOOM_CHECK(c.patch > 0 && c.height() % c.patch == 0 && c.width_px() % c.patch == 0, "ViT: patch ", c.patch,
                " must divide the image size ", c.height(), "x", c.width_px());
   const int64_t tokens = 1 + c.num_patches();
-  patch_embed = std::make_shared<PatchEmbed>(c.channels, c.patch, c.width, gen, c.step());
+  patch_embed = std::make_shared<PatchEmbed>(c.channels, c.patch, c.width, gen, c.step(), c.patch_bias);
   register_module("patch_embed", patch_embed);
   const double scale = std::pow(double(c.width), -0.5);
   cls_token = register_parameter("cls_token", ops::mul(ops::randn({c.width}, gen), scale));
@@ -175,7 +182,11 @@ ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
     pos_embed = register_buffer("pos_embed", sincos_pos_embed_2d(c.width, c.grid_h(), c.grid_w(), true));
   else
     throw Error(str_cat("ViT: pos_embed must be 'learned' or 'sincos', got '", c.pos_embed, "'"));
-  blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, c.layer_scale_init, c.drop_path, gen);
+  if (c.ln_pre) {
+    ln_pre = std::make_shared<LayerNorm>(c.width);
+    register_module("ln_pre", ln_pre);
+  }
+  blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, c.layer_scale_init, c.drop_path, gen, c.act);
   ln_post = std::make_shared<LayerNorm>(c.width);
   register_module("ln_post", ln_post);
 }
@@ -218,7 +229,7 @@ Tensor ViT::prepend_cls(const Tensor& tokens) const {
 }
 
 Tensor ViT::forward_blocks(const Tensor& x, Generator* drop_gen) const {
-  Tensor h = x;
+  Tensor h = ln_pre ? ln_pre->forward(x) : x;
   for (size_t i = 0; i < blocks->size(); ++i) h = (*blocks)[i].forward(h, {}, drop_gen);
   return ln_post->forward(h);
 }
@@ -226,6 +237,7 @@ Tensor ViT::forward_blocks(const Tensor& x, Generator* drop_gen) const {
 std::vector<Tensor> ViT::block_outputs(const Tensor& images) const {
   check_images(images);
   Tensor h = prepend_cls(embed_patches(images));
+  if (ln_pre) h = ln_pre->forward(h);
   std::vector<Tensor> out;
   for (size_t i = 0; i < blocks->size(); ++i) {
     h = (*blocks)[i].forward(h, {}, nullptr);
@@ -236,10 +248,10 @@ std::vector<Tensor> ViT::block_outputs(const Tensor& images) const {
 
 // ---- TextTransformer ----
 
-TextTransformer::TextTransformer(const TextConfig& c, Generator& gen) : config(c) {
+TextTransformer::TextTransformer(const TextConfig& c, Generator& gen) : TextEncoder(c) {
   token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02));
   pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.01));
-  blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, 0.0, 0.0, gen);
+  blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, 0.0, 0.0, gen, c.act);
   ln_final = std::make_shared<LayerNorm>(c.width);
   register_module("ln_final", ln_final);
 }

@@ -45,12 +45,14 @@ class LayerNorm : public Module {
   double eps_;
 };
 
-// fc1 with fused GELU, then fc2.
+// fc1, the activation, fc2. act: gelu (erf, fused into fc1) | quick_gelu (x·sigmoid(1.702x), OpenAI
+// CLIP's, for its released weights).
 class Mlp : public Module {
  public:
-  Mlp(int64_t dim, int64_t hidden, Generator& gen, double fc_std, double proj_std);
+  Mlp(int64_t dim, int64_t hidden, Generator& gen, double fc_std, double proj_std, std::string act = "gelu");
   Tensor forward(const Tensor& x) const;
   std::shared_ptr<Linear> fc1, fc2;
+  std::string act;
 };
 
 // Multi-head self-attention with a fused qkv projection.
@@ -69,6 +71,7 @@ struct BlockConfig {
   double layer_scale_init = 0.0;  // > 0: LayerScale (CaiT) with this initial value
   double drop_path = 0.0;         // stochastic depth rate for this block (training only)
   int64_t total_layers = 1;       // for the open_clip projection init std
+  std::string act = "gelu";       // the MLP's: gelu | quick_gelu
 };
 
 // Pre-LN transformer block: x + attn(ln1(x)), then + mlp(ln2(x)).
@@ -89,7 +92,7 @@ class Block : public Module {
 // patch x patch convolution with that stride: [B, C, H, W] -> [B, N, width].
 class PatchEmbed : public Module {
  public:
-  PatchEmbed(int64_t channels, int64_t patch, int64_t width, Generator& gen, int64_t stride = 0);
+  PatchEmbed(int64_t channels, int64_t patch, int64_t width, Generator& gen, int64_t stride = 0, bool bias = true);
   Tensor forward(const Tensor& images) const;
   std::shared_ptr<Linear> proj;
   int64_t patch, channels, stride;  // stride 0: patch (non-overlapping)
@@ -105,6 +108,10 @@ struct ViTConfig {
   // Pixels between patch origins; 0 means patch. Below patch the patches overlap (AST: 16 with
   // stride 10), and the grid is that of a convolution, (size - patch) / stride + 1.
   int64_t stride = 0;
+  // OpenAI CLIP's layout, for its released weights: a LayerNorm "ln_pre" before the blocks, a patch
+  // projection without bias, quick_gelu in the MLPs.
+  bool ln_pre = false, patch_bias = true;
+  std::string act = "gelu";
   int64_t height() const { return image_height > 0 ? image_height : image_size; }
   int64_t width_px() const { return image_width > 0 ? image_width : image_size; }
   int64_t step() const { return stride > 0 ? stride : patch; }
@@ -134,25 +141,43 @@ class ViT : public Module {
   std::shared_ptr<PatchEmbed> patch_embed;
   Tensor cls_token, pos_embed;
   std::shared_ptr<ModuleList<Block>> blocks;
-  std::shared_ptr<LayerNorm> ln_post;
+  std::shared_ptr<LayerNorm> ln_pre, ln_post;  // ln_pre null unless config.ln_pre
   ViTConfig config;
 };
 
 struct TextConfig {
+  std::string type = "transformer";  // transformer (causal, CLIP's; this file) | bert (layers/bert.h)
   int64_t vocab_size = 512, context = 16, width = 128, layers = 2, heads = 4;
   double mlp_ratio = 4.0;
+  std::string act = "gelu";  // gelu | quick_gelu
+  // bert only: token types, LayerNorm epsilon, pooling (cls: the [CLS] state; pooler: BERT's
+  // tanh(dense([CLS])); mean: over the non-padding tokens), the padding id (its keys are masked).
+  int64_t type_vocab_size = 2, pad_id = 0;
+  double norm_eps = 1e-12;
+  std::string pool = "cls";
 };
 
+// A text tower: token ids -> one vector per text. The contrastive towers hold one of these.
+class TextEncoder : public Module {
+ public:
+  explicit TextEncoder(const TextConfig& c) : config(c) {}
+  // tokens i64 [B, S] with S <= context -> [B, width]. A causal tower pools at the first eot_id of
+  // each row; BERT pools as config.pool says and ignores eot_id.
+  virtual Tensor forward(const Tensor& tokens, int64_t eot_id) const = 0;
+  TextConfig config;
+};
+// The tower config.type names (transformer or bert).
+std::shared_ptr<TextEncoder> make_text_encoder(const TextConfig& c, Generator& gen);
+
 // Causal text transformer pooled at the end-of-text token.
-class TextTransformer : public Module {
+class TextTransformer : public TextEncoder {
  public:
   TextTransformer(const TextConfig& c, Generator& gen);
   // tokens i64 [B, context]; pooled at the first position holding eot_id in each row.
-  Tensor forward(const Tensor& tokens, int64_t eot_id) const;  // [B, width]
+  Tensor forward(const Tensor& tokens, int64_t eot_id) const override;  // [B, width]
   Tensor token_embedding, pos_embed;
   std::shared_ptr<ModuleList<Block>> blocks;
   std::shared_ptr<LayerNorm> ln_final;
-  TextConfig config;
 };
 
 // 2-D sine-cosine position embeddings (MAE): [grid_h*grid_w (+1 zero row first with cls_token), width],
@@ -165,6 +190,7 @@ inline Tensor sincos_pos_embed_2d(int64_t width, int64_t grid, bool cls_token) {
 // `layers` pre-LN blocks registered on `owner` as "blocks"; drop-path rises linearly from 0 at the
 // first block to `drop_path` at the last.
 std::shared_ptr<ModuleList<Block>> make_blocks(Module& owner, int64_t width, int64_t heads, double mlp_ratio,
-                                               int64_t layers, double layer_scale_init, double drop_path, Generator& gen);
+                                               int64_t layers, double layer_scale_init, double drop_path, Generator& gen,
+                                               const std::string& act = "gelu");
 
 }  // namespace loom

@@ -15,7 +15,8 @@ std::string shape_str(const Tensor& t) {
 }
 
 // Two examples of every key the task reads, shaped as the loader would make them under `lc`.
-data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::string>& keys, int64_t vocab, Generator& gen) {
+data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::string>& keys, int64_t vocab,
+                         const data::TextTokenizer* tok, Generator& gen) {
   constexpr int64_t n = 2;
   data::Batch b;
   b.indices = {0, 1};
@@ -31,6 +32,9 @@ data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::st
         const int64_t frames = lc.audio.frames > 0 ? lc.audio.frames : data::KaldiFbank(o).num_frames(lc.audio.samples());
         b.tensors[k] = ops::randn({n, 1, o.num_mel_bins, frames}, gen);
       }
+    } else if (k == "text" && tok) {
+      b.texts = {"a short caption", "another one"};
+      b.tensors[k] = tok->encode_batch(b.texts, lc.context);
     } else if (k == "text") {
       std::vector<int64_t> ids(static_cast<size_t>(n * lc.context), data::BpeTokenizer::pad_id);
       for (int64_t i = 0; i < n; ++i) {  // sot, a few ordinary ids, eot
@@ -53,7 +57,9 @@ data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::st
 
 std::string check_recipe(const Recipe& r, const Config& c) {
   std::ostringstream out;
-  Run run = Run::build(r, nullptr);
+  // loom's BPE is trained with the run (random ids stand in); a tokenizer file is read now.
+  Run run = Run::build(r, r.needs_text() && r.tokenizer_type != "bpe" ? data::load_tokenizer(r.tokenizer_path, r.tokenizer_type)
+                                                                      : nullptr);
   check_freeze_patterns(*run.model, r, c);
   Module& m = *run.model;
   out << "recipe " << c.source() << ": '" << r.name << "', model " << r.model.type << ", " << m.parameter_count()
@@ -80,7 +86,7 @@ std::string check_recipe(const Recipe& r, const Config& c) {
       }
     }
     // One forward pass, no gradient: shapes and the task's wiring, as the first step would meet them.
-    data::Batch b = random_batch(lc, s.task.needs, r.vocab_size, gen);
+    data::Batch b = random_batch(lc, s.task.needs, r.vocab_size, run.tokenizer.get(), gen);
     std::vector<LossPart> parts;
     {
       NoGradGuard ng;

@@ -38,7 +38,7 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
 }
 
 void write_checkpoint(const std::string& run_dir, int64_t step, const TensorMap& model, const TensorMap& optimizer,
-                      const data::BpeTokenizer* tokenizer, const json& state) {
+                      const data::TextTokenizer* tokenizer, const json& state) {
   const fs::path final_dir = checkpoint_dir(run_dir, step);
   const fs::path tmp = final_dir.parent_path() / (".tmp-" + final_dir.filename().string());
   fs::remove_all(tmp);

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include "core/safetensors.h"
-#include "data/tokenizer.h"
+#include "data/text_tokenizer.h"
 #include "layers/module.h"
 #include "trainers/recipe.h"
 
@@ -17,7 +17,7 @@ int64_t step_of_dir(const std::string& path);                          // "step_
 
 // Writes the checkpoint of `step` and points checkpoints/latest at it.
 void write_checkpoint(const std::string& run_dir, int64_t step, const TensorMap& model, const TensorMap& optimizer,
-                      const data::BpeTokenizer* tokenizer, const nlohmann::json& state);
+                      const data::TextTokenizer* tokenizer, const nlohmann::json& state);
 // Keeps the newest `keep` step directories (and whatever latest points at); keep 0 keeps all.
 void prune_checkpoints(const std::string& run_dir, int64_t keep);
 // Removes step directories after `step` (lost with an interruption).

@@ -18,7 +18,7 @@ Embedder::Embedder(const Recipe& r, const std::string& checkpoint) : recipe_(r),
   LOOM_CHECK(r.needs_text(), "loom embed: model.type ", r.model.type, " has no text tower (use a clip or clap recipe)");
   const std::string tok = (fs::path(checkpoint) / "tokenizer.json").string();
   LOOM_CHECK(fs::exists(tok), "loom embed: ", checkpoint, " has no tokenizer.json (is it a checkpoint directory?)");
-  run_ = Run::build(r, std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::load(tok)));
+  run_ = Run::build(r, data::load_tokenizer(tok, r.tokenizer_type));
   load_weights(*run_.model, InitFrom{checkpoint, {}, true});
   run_.model->eval();
   towers_ = run_.tasks.back()->towers();

@@ -54,6 +54,9 @@ ViTConfig read_vit(const Config& c, const std::string& k) {
   if (!(v.drop_path >= 0 && v.drop_path < 1)) c.fail(k + ".drop_path", "must be in [0, 1)");
   if (!(v.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
   check_positive(c, k + ".mlp_ratio", v.mlp_ratio);
+  v.ln_pre = c.boolean(k + ".ln_pre", false);
+  v.patch_bias = c.boolean(k + ".patch_bias", true);
+  v.act = c.choice(k + ".act", {"gelu", "quick_gelu"}, "gelu");
   if (v.height() % v.patch != 0 || v.width_px() % v.patch != 0)
     c.fail(k + ".patch", str_cat("patch ", v.patch, " does not divide image_size ", v.height(), "x", v.width_px()));
   if (v.width % v.heads != 0) c.fail(k + ".heads", str_cat("heads ", v.heads, " does not divide width ", v.width));
@@ -94,7 +97,15 @@ AudioTransformerConfig read_audio_tower(const Config& c, const std::string& k) {
 
 TextConfig read_text(const Config& c, const std::string& k) {
   TextConfig t;
-  c.choice(k + ".type", {"transformer"}, "transformer");
+  t.type = c.choice(k + ".type", {"transformer", "bert"}, "transformer");
+  t.act = c.choice(k + ".act", {"gelu", "quick_gelu"}, "gelu");
+  if (t.type == "bert") {
+    t.pool = c.choice(k + ".pool", {"cls", "pooler", "mean"}, "cls");
+    t.type_vocab_size = c.i64(k + ".type_vocab_size", 2);
+    if (t.type_vocab_size < 1) c.fail(k + ".type_vocab_size", "must be >= 1");
+    t.norm_eps = c.f64(k + ".norm_eps", 1e-12);
+    check_positive(c, k + ".norm_eps", t.norm_eps);
+  }
   t.context = c.i64(k + ".context");
   t.width = c.i64(k + ".width");
   t.layers = c.i64(k + ".layers");

@@ -244,12 +244,24 @@ Recipe Recipe::from(const Config& c) {
       break;
     }
 
-  c.choice("tokenizer.type", {"bpe"}, "bpe");
-  r.vocab_size = c.i64("tokenizer.vocab_size", 512);
-  if (r.vocab_size < 64) c.fail("tokenizer.vocab_size", "must be >= 64");
+  r.tokenizer_type = c.choice("tokenizer.type", {"bpe", "wordpiece", "clip_bpe"}, "bpe");
+  if (r.tokenizer_type == "bpe") {
+    if (c.has("tokenizer.path")) c.fail("tokenizer.path", "loom's bpe is trained on tokenizer.train_on; a file is read by type wordpiece or clip_bpe");
+    r.vocab_size = c.i64("tokenizer.vocab_size", 512);
+    if (r.vocab_size < 64) c.fail("tokenizer.vocab_size", "must be >= 64");
+    if (c.has("tokenizer.train_on")) r.tokenizer_train_on = c.existing_path("tokenizer.train_on");
+  } else {
+    for (const char* k : {"tokenizer.vocab_size", "tokenizer.train_on"})
+      if (c.has(k)) c.fail(k, str_cat("a ", r.tokenizer_type, " tokenizer is read from tokenizer.path, not trained: its vocabulary is the file's"));
+    r.tokenizer_path = c.existing_path("tokenizer.path");
+    try {
+      r.vocab_size = data::load_tokenizer(r.tokenizer_path, r.tokenizer_type)->vocab_size();
+    } catch (const Error& e) {
+      c.fail("tokenizer.path", e.what());
+    }
+  }
   r.model.clip.text.vocab_size = r.model.clap.text.vocab_size = r.vocab_size;
-  if (c.has("tokenizer.train_on")) r.tokenizer_train_on = c.existing_path("tokenizer.train_on");
-  if (r.needs_text() && r.tokenizer_train_on.empty()) {
+  if (r.tokenizer_type == "bpe" && r.needs_text() && r.tokenizer_train_on.empty()) {
     for (const StageSpec& s : r.stages)
       if (s.task.needs_text) { r.tokenizer_train_on = r.data.at(s.data).manifest; break; }
   }
@@ -257,6 +269,7 @@ Recipe Recipe::from(const Config& c) {
   if (c.has("init_from")) {
     r.init_from.path = c.existing_path("init_from.path");
     r.init_from.strict = c.boolean("init_from.strict", true);
+    r.init_from.format = c.choice("init_from.format", {"loom", "hf-bert", "hf-clip"}, "loom");
     if (c.has("init_from.remap")) {
       YAML::Node n = c.node("init_from.remap");  // old key prefix -> new prefix
       if (!n.IsMap()) c.fail("init_from.remap", "expected a mapping of key prefixes");

@@ -19,6 +19,9 @@ struct InitFrom {
   std::string path;                            // a checkpoint directory or a .safetensors file
   std::map<std::string, std::string> remap;    // key prefix -> new prefix, applied in order of length
   bool strict = true;
+  // loom: loom's own names; hf-bert / hf-clip: a Hugging Face BertModel / CLIPModel directory
+  // (config.json + model.safetensors), mapped onto loom's modules (trainers/pretrained.h).
+  std::string format = "loom";
 };
 
 struct StageSpec {
@@ -39,7 +42,10 @@ struct Recipe {
   uint64_t seed = 0;
   ModelSpec model;
   int64_t vocab_size = 512;
-  std::string tokenizer_train_on;  // a manifest; empty when no task needs text
+  // bpe: loom's own, trained on tokenizer_train_on (a manifest; empty when no task needs text) at the
+  // start of a run; wordpiece / clip_bpe: a Hugging Face tokenizer.json at tokenizer_path.
+  std::string tokenizer_type = "bpe", tokenizer_path;
+  std::string tokenizer_train_on;
 
   std::map<std::string, DataSpec> data;
   std::vector<StageSpec> stages;

@@ -39,12 +39,14 @@ std::string resume_relevant(const std::string& yaml) {
   return e.c_str();
 }
 
-std::unique_ptr<data::BpeTokenizer> train_tokenizer(const Recipe& r) {
+// The recipe's tokenizer for a new run: loom's BPE trained on the captions, or the named file.
+std::unique_ptr<data::TextTokenizer> make_tokenizer(const Recipe& r) {
+  if (r.tokenizer_type != "bpe") return data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
   const data::Manifest corpus_src = data::Manifest::load(r.tokenizer_train_on);
   std::vector<std::string> corpus;
   for (const auto& e : corpus_src.rows) if (!e.text.empty()) corpus.push_back(e.text);
   LOOM_CHECK(!corpus.empty(), r.tokenizer_train_on, ": no text to train the tokenizer on");
-  return std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::train(corpus, r.vocab_size));
+  return data::train_bpe_tokenizer(corpus, r.vocab_size);
 }
 
 // Features for the probe: the image tower's class token (or mean of its patch tokens) after each of
@@ -86,11 +88,14 @@ Metrics probe_model(Module& model, const Recipe& r) {
 }  // namespace
 
 // ---------------------------------------------------------------- the model and tasks of a recipe
-Run Run::build(const Recipe& r, std::unique_ptr<data::BpeTokenizer> tokenizer, const std::function<void(Module&)>& before_tasks) {
+Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, const std::function<void(Module&)>& before_tasks) {
   Run run;
   run.tokenizer = std::move(tokenizer);
   ModelSpec spec = r.model;
-  if (run.tokenizer) spec.clip.text.vocab_size = spec.clap.text.vocab_size = run.tokenizer->vocab_size();
+  if (run.tokenizer) {
+    spec.clip.text.vocab_size = spec.clap.text.vocab_size = run.tokenizer->vocab_size();
+    spec.clip.text.pad_id = spec.clap.text.pad_id = run.tokenizer->pad_token();  // BERT masks these keys
+  }
   Generator init_gen(r.seed);
   run.model = spec.build(init_gen);
   if (before_tasks) before_tasks(*run.model);
@@ -102,11 +107,15 @@ Run Run::build(const Recipe& r, std::unique_ptr<data::BpeTokenizer> tokenizer, c
 }
 
 Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
-  std::unique_ptr<data::BpeTokenizer> tok;
+  std::unique_ptr<data::TextTokenizer> tok;
   if (r.needs_text()) {
-    LOOM_CHECK(!checkpoint.empty(), "loom eval: this recipe's model reads text, and its tokenizer is trained with the "
-               "run: give --checkpoint DIR");
-    tok = std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::load((fs::path(checkpoint) / "tokenizer.json").string()));
+    if (!checkpoint.empty()) {
+      tok = data::load_tokenizer((fs::path(checkpoint) / "tokenizer.json").string(), r.tokenizer_type);
+    } else {
+      LOOM_CHECK(r.tokenizer_type != "bpe", "loom eval: this recipe's model reads text, and its tokenizer is trained "
+                 "with the run: give --checkpoint DIR");
+      tok = make_tokenizer(r);
+    }
   }
   Run run = Run::build(r, std::move(tok));
   if (!checkpoint.empty()) load_weights(*run.model, InitFrom{checkpoint, {}, true});
@@ -162,13 +171,13 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     LOOM_CHECK(f, "writing ", (fs::path(run_dir_) / "recipe.yaml").string(), " failed");
   }
 
-  std::unique_ptr<data::BpeTokenizer> tok;
+  std::unique_ptr<data::TextTokenizer> tok;
   if (recipe_.needs_text()) {
     const fs::path tok_path = fs::path(run_dir_) / "tokenizer.json";
     if (resume) {
-      tok = std::make_unique<data::BpeTokenizer>(data::BpeTokenizer::load(tok_path.string()));
+      tok = data::load_tokenizer(tok_path.string(), recipe_.tokenizer_type);
     } else {
-      tok = train_tokenizer(recipe_);
+      tok = make_tokenizer(recipe_);
       tok->save(tok_path.string());
     }
   }

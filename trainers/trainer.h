@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 #include "data/loader.h"
-#include "data/tokenizer.h"
+#include "data/text_tokenizer.h"
 #include "trainers/metrics.h"
 #include "trainers/optim.h"
 #include "trainers/recipe.h"
@@ -19,11 +19,11 @@ namespace loom {
 // every checkpoint holds the same keys.
 struct Run {
   std::shared_ptr<Module> model;
-  std::unique_ptr<data::BpeTokenizer> tokenizer;
+  std::unique_ptr<data::TextTokenizer> tokenizer;
   std::vector<std::unique_ptr<Task>> tasks;  // one per stage
   // Builds the model from the seed; `before_tasks` runs between the model and the tasks (init_from
   // loads there, so tasks' new heads are not "missing" keys).
-  static Run build(const Recipe& r, std::unique_ptr<data::BpeTokenizer> tokenizer,
+  static Run build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer,
                    const std::function<void(Module&)>& before_tasks = {});
 };
 

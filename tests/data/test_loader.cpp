@@ -84,7 +84,8 @@ void expect_same(const std::vector<Batch>& a, const std::vector<Batch>& b) {
 
 TEST(Loader, BatchContents) {
   Dataset ds(10);
-  BpeTokenizer tok = BpeTokenizer::train(ds.texts, 100);
+  auto tok_owner = loom::data::train_bpe_tokenizer(ds.texts, 100);
+  const loom::data::TextTokenizer& tok = *tok_owner;
   LoaderConfig c = config(4, 2);
   c.transform.mean = {0.0};
   c.transform.std = {1.0};
@@ -143,7 +144,8 @@ TEST(Loader, OrderIsDeterministicBySeedAndDiffersAcrossEpochs) {
 
 TEST(Loader, SameBatchesForAnyWorkerCount) {
   Dataset ds(30);
-  BpeTokenizer tok = BpeTokenizer::train(ds.texts, 100);
+  auto tok_owner = loom::data::train_bpe_tokenizer(ds.texts, 100);
+  const loom::data::TextTokenizer& tok = *tok_owner;
   LoaderConfig c = config(4, 1, 7);
   c.transform.size = 5;
   c.transform.random_resized_crop = true;
@@ -268,7 +270,8 @@ TEST(Loader, TextOnlyManifestHasNoImages) {
   TempDir dir;
   write_file(dir.file("t.jsonl"), "{\"text\": \"a b\"}\n{\"text\": \"b a\", \"label\": 1}\n");
   auto m = std::make_shared<Manifest>(Manifest::load(dir.file("t.jsonl")));
-  BpeTokenizer tok = BpeTokenizer::train({"a b", "b a"}, 20);
+  auto tok_owner = loom::data::train_bpe_tokenizer({"a b", "b a"}, 20);
+  const loom::data::TextTokenizer& tok = *tok_owner;
   LoaderConfig c = config(2, 1);
   Loader l(m, &tok, c);
   std::optional<Batch> b = l.next();

@@ -10,6 +10,9 @@ using namespace loom;
 
 namespace {
 
+// The causal text tower of a CLIP (the default text.type).
+const TextTransformer& causal(const Clip& m) { return dynamic_cast<const TextTransformer&>(*m.text); }
+
 ClipConfig small_config() {
   ClipConfig c;
   c.embed_dim = 8;
@@ -170,8 +173,8 @@ TEST(Module, StateDictRoundTrip) {
   ASSERT_EQ(sa.size(), sb.size());
   for (const auto& [k, t] : sa) EXPECT_EQ(t.to_vector<float>(), sb.at(k).to_vector<float>()) << k;
   EXPECT_EQ(a.visual->cls_token.to_vector<float>(), b.visual->cls_token.to_vector<float>());
-  EXPECT_EQ(a.text->blocks->operator[](1).attn->qkv->weight.to_vector<float>(),
-            (*b.text->blocks)[1].attn->qkv->weight.to_vector<float>());
+  EXPECT_EQ(causal(a).blocks->operator[](1).attn->qkv->weight.to_vector<float>(),
+            (*causal(b).blocks)[1].attn->qkv->weight.to_vector<float>());
   // Loading copies: b's parameters are still its own storage and still leaves requiring grad.
   EXPECT_FALSE(b.logit_scale.same_storage(ckpt.at("logit_scale")));
   EXPECT_TRUE(b.logit_scale.requires_grad());
@@ -231,9 +234,9 @@ TEST(Module, TrainEvalRecursive) {
   EXPECT_FALSE(m.is_training());
   EXPECT_FALSE((*m.visual->blocks)[3].is_training());
   EXPECT_FALSE((*m.visual->blocks)[3].attn->qkv->is_training());
-  EXPECT_FALSE(m.text->ln_final->is_training());
+  EXPECT_FALSE(causal(m).ln_final->is_training());
   m.train();
-  EXPECT_TRUE((*m.text->blocks)[1].mlp->fc2->is_training());
+  EXPECT_TRUE((*causal(m).blocks)[1].mlp->fc2->is_training());
 }
 
 TEST(Module, FreezeAndTrainOnly) {
@@ -246,7 +249,7 @@ TEST(Module, FreezeAndTrainOnly) {
     EXPECT_EQ(p.requires_grad(), n.find(".attn.") == std::string::npos) << n;
   EXPECT_EQ(m.freeze({"text.*", "logit_scale"}), 1 + int(names_of(*m.text).size()));
   EXPECT_FALSE(m.logit_scale.requires_grad());
-  EXPECT_FALSE(m.text->token_embedding.requires_grad());
+  EXPECT_FALSE(causal(m).token_embedding.requires_grad());
 
   const int n = m.train_only({"visual.blocks.*.mlp.*", "visual_proj.*"});
   EXPECT_EQ(n, 4 * 4 + 1);

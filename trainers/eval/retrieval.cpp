@@ -101,7 +101,7 @@ double map_at_10(const Tensor& sim, const std::function<bool(int64_t, int64_t)>&
   return total / double(std::max<int64_t>(1, n));
 }
 
-Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::BpeTokenizer& tok, const ClipEvalOptions& r,
+Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTokenizer& tok, const ClipEvalOptions& r,
                              const DataSpec& data, int64_t max_samples) {
   Metrics out;
   Module& model = *towers.model;

@@ -29,7 +29,7 @@ struct ContrastiveTowers {
   int64_t context = 0;
 };
 
-Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::BpeTokenizer& tok, const ClipEvalOptions& opt,
+Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTokenizer& tok, const ClipEvalOptions& opt,
                              const DataSpec& data, int64_t max_samples);
 
 // Which captions are right for which clip (or image). Rows of the evaluation data that name the same

@@ -74,14 +74,16 @@ class ContrastiveTask : public Task {
   template <class M>
   void bind(M* m, Tensor (M::*encode)(const Tensor&, Generator*) const, const char* letter) {
     encode_ = [m, encode](const Tensor& x, Generator* g) { return (m->*encode)(x, g); };
-    towers_.encode_text = [m](const Tensor& t) { return m->encode_text(t, data::BpeTokenizer::eot_id); };
+    // The text tower pools at the tokenizer's end of text (a causal tower; BERT pools at [CLS]).
+    const int64_t eot = tok_ ? tok_->end_token() : data::BpeTokenizer::eot_id;
+    towers_.encode_text = [m, eot](const Tensor& t) { return m->encode_text(t, eot); };
     towers_.context = m->config.text.context;
     towers_.letter = letter;
     logit_scale_ = m->logit_scale;
   }
 
   ContrastiveSpec s_;
-  const data::BpeTokenizer* tok_;
+  const data::TextTokenizer* tok_;
   std::function<Tensor(const Tensor&, Generator*)> encode_;
   ContrastiveTowers towers_;
   InputTower input_;

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 #include "data/loader.h"
-#include "data/tokenizer.h"
+#include "data/text_tokenizer.h"
 #include "layers/audio.h"
 #include "layers/module.h"
 #include "trainers/config.h"
@@ -48,7 +48,7 @@ struct LossPart {
 // What a task is built from.
 struct TaskEnv {
   Module& model;                        // the root model; a task may register heads on it
-  const data::BpeTokenizer* tokenizer;  // null when no task of the recipe needs text
+  const data::TextTokenizer* tokenizer;  // null when no task of the recipe needs text
   uint64_t seed;
   std::string stage;                    // the stage's name
 };
@@ -56,7 +56,7 @@ struct TaskEnv {
 // What a task evaluates on.
 struct EvalEnv {
   const DataSpec* data = nullptr;  // the stage's evaluation data; null when the recipe has none
-  const data::BpeTokenizer* tokenizer = nullptr;
+  const data::TextTokenizer* tokenizer = nullptr;
   std::string run_dir;             // where pictures go (eval/...); empty: write none
   int64_t step = 0;
   int64_t max_samples = 0;         // 0: all

@@ -1,0 +1,86 @@
+#include "layers/bert.h"
+#include <cmath>
+
+namespace loom {
+
+BertLayer::BertLayer(const TextConfig& c, Generator& gen) {
+  // BERT's initialiser: every weight N(0, 0.02²), biases 0, LayerNorms 1/0.
+  attn = std::make_shared<Attention>(c.width, c.heads, gen, 0.02, 0.02);
+  register_module("attn", attn);
+  ln_attn = std::make_shared<LayerNorm>(c.width, c.norm_eps);
+  register_module("ln_attn", ln_attn);
+  mlp = std::make_shared<Mlp>(c.width, int64_t(double(c.width) * c.mlp_ratio), gen, 0.02, 0.02, c.act);
+  register_module("mlp", mlp);
+  ln_mlp = std::make_shared<LayerNorm>(c.width, c.norm_eps);
+  register_module("ln_mlp", ln_mlp);
+}
+
+Tensor BertLayer::forward(const Tensor& x, const ops::AttentionOptions& opt) const {
+  Tensor h = ln_attn->forward(ops::add(x, attn->forward(x, opt)));
+  return ln_mlp->forward(ops::add(h, mlp->forward(h)));
+}
+
+Bert::Bert(const TextConfig& c, Generator& gen) : TextEncoder(c) {
+  LOOM_CHECK(c.pool == "cls" || c.pool == "pooler" || c.pool == "mean", "Bert: pool must be cls, pooler or mean, got '",
+             c.pool, "'");
+  LOOM_CHECK(c.type_vocab_size >= 1, "Bert: type_vocab_size must be >= 1, got ", c.type_vocab_size);
+  LOOM_CHECK(c.pad_id >= 0 && c.pad_id < c.vocab_size, "Bert: pad_id ", c.pad_id, " is outside the vocabulary of ",
+             c.vocab_size);
+  token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02));
+  pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.02));
+  type_embedding = register_parameter("type_embedding", ops::mul(ops::randn({c.type_vocab_size, c.width}, gen), 0.02));
+  ln_embed = std::make_shared<LayerNorm>(c.width, c.norm_eps);
+  register_module("ln_embed", ln_embed);
+  layers = std::make_shared<ModuleList<BertLayer>>();
+  register_module("layers", layers);
+  for (int64_t i = 0; i < c.layers; ++i) layers->push_back(std::make_shared<BertLayer>(c, gen));
+  if (c.pool == "pooler") {
+    pooler = std::make_shared<Linear>(c.width, c.width, true, gen, 0.02);
+    register_module("pooler", pooler);
+  }
+}
+
+void Bert::check_tokens(const Tensor& tokens) const {
+  if (tokens.dim() != 2 || tokens.size(1) < 1 || tokens.size(1) > config.context ||
+      (tokens.dtype() != DType::i64 && tokens.dtype() != DType::i32))
+    throw OpError(str_cat("Bert: tokens must be i64 [B, S] with 1 <= S <= context ", config.context, ", got ",
+                          tokens.describe()));
+}
+
+Tensor Bert::forward_tokens(const Tensor& tokens) const {
+  check_tokens(tokens);
+  const int64_t S = tokens.size(1);
+  Tensor x = ops::add(ops::embedding(token_embedding, tokens), pos_embed.narrow(0, 0, S));
+  x = ln_embed->forward(ops::add(x, type_embedding.select(0, 0)));
+  ops::AttentionOptions opt;
+  opt.key_padding_mask = ops::eq(tokens, double(config.pad_id));
+  for (size_t i = 0; i < layers->size(); ++i) x = (*layers)[i].forward(x, opt);
+  return x;
+}
+
+Tensor Bert::pooler_output(const Tensor& hidden) const {
+  LOOM_CHECK(pooler, "Bert: pooler_output needs the pooler (text.pool: pooler)");
+  return ops::tanh(pooler->forward(hidden.select(1, 0)));
+}
+
+Tensor Bert::mean_pool(const Tensor& hidden, const Tensor& tokens) const {
+  const int64_t B = hidden.size(0), S = hidden.size(1);
+  Tensor keep = ops::logical_not(ops::eq(tokens, double(config.pad_id))).to(hidden.dtype()).reshape({B, S, 1});
+  Tensor count = ops::clamp(ops::sum(keep, {1}), 1.0, std::nullopt);  // [B, 1]; a row of padding only gives 0s
+  return ops::div(ops::sum(ops::mul(hidden, keep), {1}), count);
+}
+
+Tensor Bert::forward(const Tensor& tokens, int64_t) const {
+  Tensor h = forward_tokens(tokens);
+  if (config.pool == "pooler") return pooler_output(h);
+  if (config.pool == "mean") return mean_pool(h, tokens);
+  return h.select(1, 0);
+}
+
+std::shared_ptr<TextEncoder> make_text_encoder(const TextConfig& c, Generator& gen) {
+  if (c.type == "bert") return std::make_shared<Bert>(c, gen);
+  LOOM_CHECK(c.type == "transformer", "text tower type must be transformer or bert, got '", c.type, "'");
+  return std::make_shared<TextTransformer>(c, gen);
+}
+
+}  // namespace loom

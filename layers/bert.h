@@ -1,0 +1,45 @@
+// BERT (Devlin et al. 2019) as a text tower: learned absolute positions, token-type embeddings, an
+// embedding LayerNorm, post-LN blocks (x = LN(x + attn(x)); x = LN(x + mlp(x))) with erf GELU, and
+// bidirectional attention that ignores padding keys. Names are loom's; trainers/pretrained.cpp maps
+// Hugging Face's BertModel onto them (fused qkv from query/key/value).
+#pragma once
+#include <memory>
+#include "layers/layers.h"
+
+namespace loom {
+
+// One post-LN encoder layer: "attn" (qkv, proj), "ln_attn", "mlp" (fc1, fc2), "ln_mlp".
+class BertLayer : public Module {
+ public:
+  BertLayer(const TextConfig& c, Generator& gen);
+  Tensor forward(const Tensor& x, const ops::AttentionOptions& opt) const;
+  std::shared_ptr<Attention> attn;
+  std::shared_ptr<LayerNorm> ln_attn, ln_mlp;
+  std::shared_ptr<Mlp> mlp;
+};
+
+// Children and parameters: token_embedding [V, W], pos_embed [context, W], type_embedding [T, W],
+// ln_embed, layers.N, and "pooler" (Linear W -> W, only with config.pool == "pooler").
+class Bert : public TextEncoder {
+ public:
+  Bert(const TextConfig& c, Generator& gen);
+  // tokens i64 [B, S], S <= context -> the last hidden states [B, S, W]; keys holding config.pad_id
+  // are masked out of attention. Token types are all 0 (one segment).
+  Tensor forward_tokens(const Tensor& tokens) const;
+  // Pooled [B, W] as config.pool says (cls, pooler or mean over the non-padding tokens).
+  Tensor forward(const Tensor& tokens, int64_t eot_id = -1) const override;
+  // BERT's pooler output tanh(dense(h[:, 0])) from the hidden states (needs the pooler).
+  Tensor pooler_output(const Tensor& hidden) const;
+  // The mean of the hidden states over the positions whose token is not config.pad_id.
+  Tensor mean_pool(const Tensor& hidden, const Tensor& tokens) const;
+
+  Tensor token_embedding, pos_embed, type_embedding;
+  std::shared_ptr<LayerNorm> ln_embed;
+  std::shared_ptr<ModuleList<BertLayer>> layers;
+  std::shared_ptr<Linear> pooler;  // null unless pool == "pooler"
+
+ private:
+  void check_tokens(const Tensor& tokens) const;
+};
+
+}  // namespace loom
