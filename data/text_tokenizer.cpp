@@ -22,6 +22,7 @@ class LoomBpe final : public TextTokenizer {
   int64_t vocab_size() const override { return t_.vocab_size(); }
   int64_t end_token() const override { return BpeTokenizer::eot_id; }
   int64_t pad_token() const override { return BpeTokenizer::pad_id; }
+  int64_t start_token() const override { return BpeTokenizer::sot_id; }
   void save(const std::string& path) const override { t_.save(path); }
 
  private:
@@ -49,6 +50,7 @@ class HfWordPiece final : public TextTokenizer {
   int64_t vocab_size() const override { return t_.vocab_size(); }
   int64_t end_token() const override { return t_.sep_id(); }
   int64_t pad_token() const override { return t_.pad_id(); }
+  int64_t start_token() const override { return t_.cls_id(); }
   void save(const std::string& path) const override { write_text(path, text_); }
 
  private:
@@ -66,6 +68,7 @@ class HfClipBpe final : public TextTokenizer {
   int64_t vocab_size() const override { return t_.vocab_size(); }
   int64_t end_token() const override { return t_.eot_id(); }
   int64_t pad_token() const override { return t_.eot_id(); }  // Hugging Face's CLIP pads with end of text
+  int64_t start_token() const override { return t_.sot_id(); }
   void save(const std::string& path) const override { write_text(path, text_); }
 
  private:

@@ -21,6 +21,7 @@ class TextTokenizer {
   // for WordPiece it is [SEP].
   virtual int64_t end_token() const = 0;
   virtual int64_t pad_token() const = 0;
+  virtual int64_t start_token() const = 0;  // first in every row: start of text, or [CLS]
   // The file a run keeps beside its checkpoints; load_tokenizer() reads it back as the same kind.
   virtual void save(const std::string& path) const = 0;
 };

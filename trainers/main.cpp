@@ -8,6 +8,7 @@
 #include "trainers/check.h"
 #include "trainers/data_stats.h"
 #include "trainers/embed.h"
+#include "trainers/pretrained.h"
 #include "trainers/trainer.h"
 
 using namespace loom;
@@ -40,6 +41,11 @@ commands:
   retrieve RECIPE --checkpoint DIR --index FILE (--text TEXT | --image PATH | --audio PATH) [--k 10]
         The index rows most similar to the query (embedded with the other tower), best first:
         rank, score, manifest row, label and the row's text or file.
+  export --format hf-clip|hf-bert CHECKPOINT OUT_DIR [--recipe RECIPE]
+        Writes a checkpoint's model in Hugging Face's layout: OUT_DIR/model.safetensors and
+        config.json (and its tokenizer.json when it is a Hugging Face one), loadable with transformers'
+        CLIPModel / BertModel. hf-bert exports the text tower (model.text.type: bert). The recipe is
+        the run's recipe.yaml (CHECKPOINT/../../recipe.yaml) unless --recipe names one.
   stats RECIPE [--data NAME] [--samples N] [key.path=value ...]
         Mean and standard deviation of data.NAME's (default train) audio fbank or image channels as
         training sees them before normalisation, over its first N rows (default all): the values for
@@ -50,7 +56,8 @@ Run 'loom <command> --help' for a command's options.
 
 struct Args {
   std::string command, recipe, resume, run_dir, checkpoint, data = "train";
-  std::string input, out, kind, index, query_kind, query;
+  std::string input, out, kind, index, query_kind, query, format, recipe_file;
+  std::vector<std::string> positional;  // after RECIPE (loom export's OUT_DIR)
   std::vector<std::string> overrides;
   int64_t steps = 20, samples = 0, k = 10;
   bool help = false, random_init = false, check = false, profile = false;
@@ -96,10 +103,13 @@ Args parse(int argc, char** argv) {
       a.query = value(s.c_str());
     }
     else if (s == "--data") a.data = value("--data");
+    else if (s == "--format") a.format = value("--format");
+    else if (s == "--recipe") a.recipe_file = value("--recipe");
     else if (s == "--samples") a.samples = int_value("--samples", value("--samples"));
     else if (s.rfind("--", 0) == 0) throw Error(str_cat("unknown option ", s, " (see loom ", a.command, " --help)"));
     else if (s.find('=') != std::string::npos) a.overrides.push_back(s);
     else if (a.recipe.empty()) a.recipe = s;
+    else if (a.command == "export" && a.positional.empty()) a.positional.push_back(s);
     else throw Error(str_cat("unexpected argument '", s, "' (overrides look like key.path=value)"));
   }
   return a;
@@ -127,8 +137,17 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (a.command != "train" && a.command != "eval" && a.command != "bench" && a.command != "stats" &&
-        a.command != "embed" && a.command != "retrieve")
+        a.command != "embed" && a.command != "retrieve" && a.command != "export")
       throw Error(str_cat("unknown command '", a.command, "'\n", kUsage));
+    if (a.command == "export") {
+      if (a.format.empty() || a.recipe.empty() || a.positional.size() != 1)
+        throw Error("usage: loom export --format hf-clip|hf-bert CHECKPOINT OUT_DIR [--recipe RECIPE]");
+      if (a.format != "hf-clip" && a.format != "hf-bert")
+        throw Error(str_cat("loom export: unknown --format '", a.format, "' (hf-clip or hf-bert)"));
+      export_checkpoint(a.recipe, a.recipe_file, a.format, a.positional[0]);
+      std::cout << "loom export: " << a.format << " -> " << a.positional[0] << "/model.safetensors, config.json\n";
+      return 0;
+    }
     if (a.check && a.command != "train") throw Error("--check belongs to loom train");
     Config c = load_recipe(a);
     if (a.check) c.allow_missing_files();

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 #include "trainers/checkpoint.h"
+#include "trainers/pretrained.h"
 
 namespace loom {
 namespace fs = std::filesystem;
@@ -182,7 +183,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     }
   }
   run_ = Run::build(recipe_, std::move(tok), [&](Module& m) {
-    if (!resume && !recipe_.init_from.path.empty()) load_weights(m, recipe_.init_from);
+    if (!resume && !recipe_.init_from.path.empty()) load_pretrained(m, recipe_.init_from);
   });
   check_freeze_patterns(*run_.model, recipe_, config_);
 
