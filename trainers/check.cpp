@@ -1,8 +1,10 @@
 #include "trainers/check.h"
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <sstream>
 #include "core/autograd.h"
+#include "trainers/pretrained.h"
 #include "trainers/trainer.h"
 
 namespace loom {
@@ -58,8 +60,19 @@ data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::st
 std::string check_recipe(const Recipe& r, const Config& c) {
   std::ostringstream out;
   // loom's BPE is trained with the run (random ids stand in); a tokenizer file is read now.
-  Run run = Run::build(r, r.needs_text() && r.tokenizer_type != "bpe" ? data::load_tokenizer(r.tokenizer_path, r.tokenizer_type)
-                                                                      : nullptr);
+  const bool tokenizer_file = r.needs_text() && r.tokenizer_type != "bpe";
+  const bool tokenizer_absent = tokenizer_file && !std::filesystem::exists(r.tokenizer_path);
+  // init_from is loaded as a run loads it, so a checkpoint that does not fit the model fails here.
+  const bool init_present = !r.init_from.path.empty() && std::filesystem::exists(r.init_from.path);
+  std::string init_line;
+  Run run = Run::build(r, tokenizer_file && !tokenizer_absent ? data::load_tokenizer(r.tokenizer_path, r.tokenizer_type) : nullptr,
+                       [&](Module& m) {
+                         if (!init_present || tokenizer_absent) return;  // stand-in embeddings cannot match the file
+                         const LoadReport rep = load_pretrained(m, r.init_from);
+                         init_line = str_cat("init_from ", r.init_from.path, " (format ", r.init_from.format, "): fits the model",
+                                             rep.missing.empty() ? std::string() : str_cat(", ", rep.missing.size(), " parameters not in it"),
+                                             "\n");
+                       });
   check_freeze_patterns(*run.model, r, c);
   Module& m = *run.model;
   out << "recipe " << c.source() << ": '" << r.name << "', model " << r.model.type << ", " << m.parameter_count()
@@ -118,6 +131,10 @@ std::string check_recipe(const Recipe& r, const Config& c) {
     if (r.probe.blocks > int64_t(in.vit->blocks->size()))
       c.fail("eval.probe.blocks", str_cat(r.probe.blocks, " is more than the tower's ", in.vit->blocks->size(), " blocks"));
   }
+  out << init_line;
+  if (tokenizer_absent)
+    out << "tokenizer " << r.tokenizer_path << " is not on this machine: the model was checked with " << Recipe::stand_in_vocab_size
+        << " stand-in token embeddings (a run has the file's count)\n";
   if (!c.missing_files().empty()) {
     out << "not on this machine (a run needs them):\n";
     for (const std::string& f : c.missing_files()) out << "  " << f << "\n";

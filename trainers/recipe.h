@@ -45,6 +45,9 @@ struct Recipe {
   // bpe: loom's own, trained on tokenizer_train_on (a manifest; empty when no task needs text) at the
   // start of a run; wordpiece / clip_bpe: a Hugging Face tokenizer.json at tokenizer_path.
   std::string tokenizer_type = "bpe", tokenizer_path;
+  // `loom train --check` of a recipe whose tokenizer file is not on this machine builds the model
+  // with this many token embeddings instead of the file's count, and says so.
+  static constexpr int64_t stand_in_vocab_size = 1000;
   std::string tokenizer_train_on;
 
   std::map<std::string, DataSpec> data;
