@@ -145,7 +145,9 @@ int main(int argc, char** argv) {
       if (a.format != "hf-clip" && a.format != "hf-bert")
         throw Error(str_cat("loom export: unknown --format '", a.format, "' (hf-clip or hf-bert)"));
       export_checkpoint(a.recipe, a.recipe_file, a.format, a.positional[0]);
-      std::cout << "loom export: " << a.format << " -> " << a.positional[0] << "/model.safetensors, config.json\n";
+      const bool tokenizer = std::filesystem::exists(std::filesystem::path(a.positional[0]) / "tokenizer.json");
+      std::cout << "loom export: " << a.format << " -> " << a.positional[0] << "/model.safetensors, config.json"
+                << (tokenizer ? ", tokenizer.json" : "") << "\n";
       return 0;
     }
     if (a.check && a.command != "train") throw Error("--check belongs to loom train");
