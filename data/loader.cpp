@@ -83,6 +83,8 @@ Loader::Loader(std::shared_ptr<const Manifest> manifest, const TextTokenizer* to
   LOOM_CHECK(config_.prefetch >= 1, "Loader: prefetch must be >= 1, got ", config_.prefetch);
   LOOM_CHECK(config_.on_error == "skip" || config_.on_error == "fail",
              "Loader: on_error must be \"skip\" or \"fail\", got \"", config_.on_error, "\"");
+  LOOM_CHECK(config_.shards >= 1 && config_.shard >= 0 && config_.shard < config_.shards, "Loader: shard ", config_.shard,
+             " of ", config_.shards, " does not exist");
   LOOM_CHECK(config_.channels >= 1 && config_.channels <= 4, "Loader: channels must be 1..4, got ", config_.channels);
   LOOM_CHECK(!tokenizer_ || config_.context >= 2, "Loader: context must be >= 2 (sot and eot), got ", config_.context);
   config_.transform.validate(config_.channels);
@@ -145,10 +147,14 @@ Loader::Result Loader::build(int64_t seq) const {
     const std::shared_ptr<const std::vector<int64_t>> order_ptr = cached_order(epoch);
     const std::vector<int64_t>& order = *order_ptr;
     const int64_t n = int64_t(order.size());
-    const int64_t first = b * config_.batch_size, last = std::min(n, first + config_.batch_size);
+    const int64_t whole_first = b * config_.batch_size, whole = std::min(n, whole_first + config_.batch_size) - whole_first;
+    const int64_t first = whole_first + whole * config_.shard / config_.shards;
+    const int64_t last = whole_first + whole * (config_.shard + 1) / config_.shards;
     const uint64_t aug_key = detail::combine(detail::combine(config_.seed, kAugSalt), uint64_t(epoch));
 
     Batch batch;
+    batch.global_offset = first - whole_first;
+    batch.global_size = whole;
     std::vector<Tensor> images, clips;
     std::vector<int64_t> labels;
     for (int64_t k = first; k < last; ++k) {

@@ -55,6 +55,10 @@ struct LoaderConfig {
   bool drop_last = true;
   bool repeat = true;  // endless over epochs; false: next() returns nullopt after one pass
   uint64_t seed = 0;
+  // Data parallelism: every global batch (batch_size rows) is cut into `shards` contiguous parts and
+  // this loader builds part `shard`, so the parts of all ranks together are the one-process batch,
+  // augmentation included (an example's seed depends on the example, not on who loads it).
+  int64_t shard = 0, shards = 1;
   // skip: a corrupt/missing image is dropped from its batch (the batch gets smaller), counted, and
   // logged once to stderr with its path; fail: next() throws loom::Error naming the path.
   std::string on_error = "skip";
@@ -71,6 +75,11 @@ struct Batch {
   std::map<std::string, Tensor> tensors;
   std::vector<int64_t> indices;     // manifest rows
   std::vector<std::string> texts;
+  // Where these rows sit in the global batch of a data-parallel run (shards): the first row's
+  // position and the global batch's nominal size. One process: 0 and size(). A task drawing random
+  // numbers per example draws them for the whole global batch and keeps its rows, so any world size
+  // draws the same numbers for the same example.
+  int64_t global_offset = 0, global_size = 0;
   int64_t size() const { return int64_t(indices.size()); }
   bool has(const std::string& key) const { return tensors.count(key) > 0; }
   // The tensor under `key`; throws loom::Error naming the key and the keys the batch holds.

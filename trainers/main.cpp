@@ -126,6 +126,7 @@ Config load_recipe(const Args& a) {
 
 int main(int argc, char** argv) {
   Args a;
+  std::shared_ptr<loom::distributed::Communicator> comm;
   try {
     if (argc < 2) {  // no command: a usage error
       std::cerr << kUsage;
@@ -199,22 +200,29 @@ int main(int argc, char** argv) {
     } else if (a.command == "train") {
       const bool resume = !a.resume.empty();
       std::string dir = resume ? a.resume : (a.run_dir.empty() ? (std::filesystem::path("runs") / r.name).string() : a.run_dir);
-      Trainer t(r, c, dir, resume);
+      comm = distributed::from_launcher();  // several processes when started by mpirun or srun
+      Trainer t(r, c, dir, resume, comm);
       t.train();
-      std::cout << "loom: done. checkpoint: " << dir << "/checkpoints/latest  metrics: " << dir << "/metrics.jsonl\n";
+      if (comm->rank() == 0)
+        std::cout << "loom: done. checkpoint: " << dir << "/checkpoints/latest  metrics: " << dir << "/metrics.jsonl\n";
     } else if (a.command == "eval") {
       if (a.checkpoint.empty() == !a.random_init) throw Error("loom eval: give --checkpoint DIR or --random-init");
       Metrics m = evaluate_recipe(r, a.checkpoint);
       if (m.empty()) throw Error(str_cat(a.recipe, ": nothing to evaluate (set eval.zeroshot, eval.retrieval or eval.probe, and data.eval)"));
       for (auto& [k, v] : m) std::cout << k << " = " << v << "\n";
     } else {
-      const std::string dir = (std::filesystem::temp_directory_path() / ("loom-bench-" + std::to_string(::getpid()))).string();
+      comm = distributed::from_launcher();
+      Tensor id = Tensor::from(std::vector<int64_t>{int64_t(::getpid())}, {1});
+      comm->broadcast(id, 0);  // one scratch directory for all ranks: rank 0's
+      const std::string dir = (std::filesystem::temp_directory_path() / ("loom-bench-" + std::to_string(id.to_vector<int64_t>()[0]))).string();
       double sps;
       std::string profile;
       {
-        Trainer t(r, c, dir, false);
+        Trainer t(r, c, dir, false, comm);
         sps = t.bench(a.steps, 3, a.profile ? &profile : nullptr);
       }
+      comm->barrier();
+      if (comm->rank() != 0) return 0;
       std::filesystem::remove_all(dir);
       std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.data.at(r.stages[0].data).batch_size << ", "
                 << a.steps << " steps)\n";
@@ -222,6 +230,11 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::exception& e) {
+    if (comm && comm->world() > 1) {
+      // The other ranks may be waiting in a collective for this one: end them all.
+      std::cerr << "loom: error (rank " << comm->rank() << " of " << comm->world() << "): " << e.what() << std::endl;
+      comm->abort(1);
+    }
     std::cerr << "loom: error: " << e.what() << "\n";
     return 1;
   }

@@ -59,6 +59,7 @@ struct Recipe {
   double clip_grad_norm = 0.0;
   std::string device = "cpu", precision = "fp32";
   int threads = 0;  // 0: OpenMP's default
+  int64_t bucket_bytes = 25 << 20;  // data parallelism: gradients all-reduced in buckets of about this size
 
   int64_t eval_every = 0, eval_max_samples = 0;
   bool has_probe = false;

@@ -24,7 +24,7 @@ constexpr uint64_t kDropPathSalt = 1;  // the drop-path stream is seeded with se
 // or the last stage's), logging, checkpointing, threads, loader workers and evaluation.
 std::string resume_relevant(const std::string& yaml) {
   YAML::Node n = YAML::Load(yaml);
-  if (n["train"]) for (const char* k : {"steps", "epochs", "checkpoint_every", "keep", "log_every", "threads"}) n["train"].remove(k);
+  if (n["train"]) for (const char* k : {"steps", "epochs", "checkpoint_every", "keep", "log_every", "threads", "bucket_mb"}) n["train"].remove(k);
   n.remove("eval");
   if (n["stages"] && n["stages"].IsSequence() && n["stages"].size() > 0) {
     YAML::Node last = n["stages"][n["stages"].size() - 1];
@@ -89,7 +89,8 @@ Metrics probe_model(Module& model, const Recipe& r) {
 }  // namespace
 
 // ---------------------------------------------------------------- the model and tasks of a recipe
-Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, const std::function<void(Module&)>& before_tasks) {
+Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, const std::function<void(Module&)>& before_tasks,
+               distributed::Communicator* comm) {
   Run run;
   run.tokenizer = std::move(tokenizer);
   ModelSpec spec = r.model;
@@ -101,7 +102,7 @@ Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, 
   run.model = spec.build(init_gen);
   if (before_tasks) before_tasks(*run.model);
   for (const StageSpec& s : r.stages) {
-    TaskEnv env{*run.model, run.tokenizer.get(), r.seed, s.name};
+    TaskEnv env{*run.model, run.tokenizer.get(), r.seed, s.name, comm};
     run.tasks.push_back(s.task.build(env));
   }
   return run;
@@ -153,10 +154,23 @@ struct Trainer::Saved {
   data::LoaderPosition loader;
 };
 
-Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, bool resume)
-    : recipe_(std::move(recipe)), config_(resolved), run_dir_(std::move(run_dir)), resolved_yaml_(resolved.dump()),
-      drop_gen_(recipe_.seed + kDropPathSalt) {
+Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, bool resume,
+                 std::shared_ptr<distributed::Communicator> comm)
+    : recipe_(std::move(recipe)), config_(resolved), comm_(comm ? std::move(comm) : distributed::single_process()),
+      run_dir_(std::move(run_dir)), resolved_yaml_(resolved.dump()),
+      // Each rank draws its own drop-path masks (rank 0 the one-process stream): with one shared
+      // stream, the i-th example of every rank would be dropped alike.
+      drop_gen_(recipe_.seed + kDropPathSalt + uint64_t(comm_->rank()) * 0x9E3779B97F4A7C15ull) {
   if (recipe_.threads > 0) omp_set_num_threads(recipe_.threads);
+  const int world = comm_->world();
+  if (world > 1)
+    for (const StageSpec& s : recipe_.stages) {
+      const int64_t bs = recipe_.data.at(s.data).batch_size;
+      if (bs % world != 0)
+        config_.fail(str_cat("data.", s.data, ".batch_size"),
+                     str_cat(bs, " is the global batch, and it does not split evenly over ", world,
+                             " processes (make it a multiple of ", world, ")"));
+    }
   const fs::path ckdir = fs::path(run_dir_) / "checkpoints";
   if (resume) {
     LOOM_CHECK(fs::exists(ckdir / "latest"), "--resume ", run_dir_, ": no checkpoints/latest in that run directory");
@@ -164,8 +178,9 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     throw Error(str_cat(run_dir_, " already holds a run with checkpoints; pass --resume ", run_dir_,
                         " to continue it, or choose another run directory"));
   }
-  fs::create_directories(ckdir);
-  if (!resume) {  // a resumed run keeps the recipe it started with (restore() checks the new one matches)
+  comm_->barrier();  // every rank has looked before rank 0 writes
+  if (leader()) fs::create_directories(ckdir);
+  if (!resume && leader()) {  // a resumed run keeps the recipe it started with (restore() checks the new one matches)
     std::ofstream f(fs::path(run_dir_) / "recipe.yaml");
     f << "# resolved recipe (file + overrides) of this run\n" << resolved_yaml_ << "\n";
     f.close();
@@ -175,16 +190,16 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
   std::unique_ptr<data::TextTokenizer> tok;
   if (recipe_.needs_text()) {
     const fs::path tok_path = fs::path(run_dir_) / "tokenizer.json";
-    if (resume) {
-      tok = data::load_tokenizer(tok_path.string(), recipe_.tokenizer_type);
-    } else {
+    if (!resume && leader()) {  // rank 0 trains (or copies) it; the others read what it wrote
       tok = make_tokenizer(recipe_);
       tok->save(tok_path.string());
     }
+    comm_->barrier();
+    if (!tok) tok = data::load_tokenizer(tok_path.string(), recipe_.tokenizer_type);
   }
   run_ = Run::build(recipe_, std::move(tok), [&](Module& m) {
     if (!resume && !recipe_.init_from.path.empty()) load_pretrained(m, recipe_.init_from);
-  });
+  }, comm_.get());
   check_freeze_patterns(*run_.model, recipe_, config_);
 
   int64_t end = 0;
@@ -197,7 +212,15 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
   }
   // A checkpoint taken at the end of a stage resumes into the next one, with its fresh optimizer and data.
   enter_stage(stage_, resume && saved.stage == stage_ ? &saved : nullptr);
-  metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
+  if (world > 1) {
+    // Every rank starts from rank 0's weights, whatever its files said; then gradients stay equal.
+    std::vector<Tensor> state;
+    for (auto& [_, t] : run_.model->state_dict()) state.push_back(t);
+    distributed::broadcast_tensors(*comm_, state, 0);
+    reducer_ = std::make_unique<distributed::GradReducer>(comm_, run_.model->named_parameters(), recipe_.bucket_bytes);
+  }
+  if (leader()) metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
+  comm_->barrier();
 }
 
 Trainer::~Trainer() = default;
@@ -218,10 +241,12 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
   Task& task = *run_.tasks[k];
   data::LoaderConfig lc = loader_config(recipe_.data.at(s.data), recipe_.seed, true);
   task.configure(lc);
+  lc.shard = comm_->rank();
+  lc.shards = comm_->world();
   const bool text = std::find(s.task.needs.begin(), s.task.needs.end(), "text") != s.task.needs.end();
   loader_ = std::make_unique<data::Loader>(recipe_.data.at(s.data).rows, text ? run_.tokenizer.get() : nullptr, lc,
                                            saved ? saved->loader : data::LoaderPosition{});
-  if (recipe_.explicit_stages) {
+  if (recipe_.explicit_stages && leader()) {
     int64_t trainable = 0;
     for (const Tensor& p : m.parameters()) trainable += p.requires_grad() ? p.numel() : 0;
     std::cerr << "loom: stage " << k + 1 << "/" << recipe_.stages.size() << " '" << s.name << "': task " << s.task.type
@@ -238,13 +263,17 @@ void Trainer::save_checkpoint() {
              {"stage", stage_},
              {"stage_name", recipe_.stages[stage_].name},
              {"optimizer_steps", optim_->steps()},
+             {"world_size", comm_->world()},
              {"seed", recipe_.seed},
              {"drop_path_rng", {{"seed", drop_gen_.seed()}, {"offset", drop_gen_.offset()}}},
              {"loader", {{"epoch", pos.epoch}, {"batch", pos.batch}}},
              {"tasks", tasks},
              {"recipe", resolved_yaml_}};
-  write_checkpoint(run_dir_, step_, run_.model->state_dict(), optim_->state_dict(), run_.tokenizer.get(), st);
-  prune_checkpoints(run_dir_, recipe_.keep);
+  if (leader()) {  // every rank holds the same weights and optimizer state
+    write_checkpoint(run_dir_, step_, run_.model->state_dict(), optim_->state_dict(), run_.tokenizer.get(), st);
+    prune_checkpoints(run_dir_, recipe_.keep);
+  }
+  comm_->barrier();  // no rank runs ahead of a checkpoint being written
 }
 
 void Trainer::restore(const std::string& dir, Saved& out) {
@@ -258,7 +287,10 @@ void Trainer::restore(const std::string& dir, Saved& out) {
     step_ = st.at("step").get<int64_t>();
     out.stage = st.value("stage", size_t(0));
     out.optimizer_steps = st.at("optimizer_steps").get<int64_t>();
-    drop_gen_.set_state(st.at("drop_path_rng").at("seed").get<uint64_t>(), st.at("drop_path_rng").at("offset").get<uint64_t>());
+    // trainer.json holds rank 0's drop-path stream; another rank keeps its own seed at the same offset
+    // (every rank draws the same count per step).
+    drop_gen_.set_state(leader() ? st.at("drop_path_rng").at("seed").get<uint64_t>() : drop_gen_.seed(),
+                        st.at("drop_path_rng").at("offset").get<uint64_t>());
     out.loader = {st.at("loader").at("epoch").get<int64_t>(), st.at("loader").at("batch").get<int64_t>()};
     saved_recipe = st.at("recipe").get<std::string>();
     tasks = st.value("tasks", json::object());
@@ -277,24 +309,46 @@ void Trainer::restore(const std::string& dir, Saved& out) {
     if (tasks.contains(recipe_.stages[k].name)) run_.tasks[k]->load_state(tasks[recipe_.stages[k].name], state_path);
 
   // Steps after this checkpoint were lost with the interruption: drop their metrics and later checkpoints.
-  MetricsLog::truncate_after((fs::path(run_dir_) / "metrics.jsonl").string(), step_);
-  remove_checkpoints_after(run_dir_, step_);
-  std::cerr << "loom: resumed " << dir << " at step " << step_ << "\n";
+  comm_->barrier();  // every rank has read the checkpoint before rank 0 tidies the directory
+  if (leader()) {
+    MetricsLog::truncate_after((fs::path(run_dir_) / "metrics.jsonl").string(), step_);
+    remove_checkpoints_after(run_dir_, step_);
+    std::cerr << "loom: resumed " << dir << " at step " << step_ << "\n";
+  }
 }
 
 double Trainer::train_step(double lr, Metrics* parts) {
   Task& task = *run_.tasks[stage_];
   const StageSpec& stage = recipe_.stages[stage_];
   optim_->zero_grad();
+  const bool several = comm_->world() > 1;
+  // Sums over ranks of a few numbers (batch sizes, loss values): one small all-reduce.
+  auto summed = [&](std::vector<double> v) {
+    if (several) {
+      Tensor t = Tensor::from(v, {int64_t(v.size())});
+      comm_->all_reduce_sum(t);
+      v = t.to_vector<double>();
+    }
+    return v;
+  };
   double total = 0;
   for (int64_t a = 0; a < recipe_.grad_accum; ++a) {
     data::Batch b = *loader_->next();
+    int64_t global_rows = int64_t(summed({double(b.size())})[0]);
     // on_error: skip can shrink a batch below what the task can learn from (a pair needs a negative).
-    for (int tries = 0; b.size() < task.min_batch(); ++tries) {
+    for (int tries = 0; global_rows < task.min_batch(); ++tries) {
       LOOM_CHECK(tries < 100, recipe_.data.at(stage.data).manifest, ": 100 batches in a row had fewer than ",
                  task.min_batch(), " readable examples");
       b = *loader_->next();
+      global_rows = int64_t(summed({double(b.size())})[0]);
     }
+    LOOM_CHECK(b.size() > 0, "rank ", comm_->rank(), ": every example of its part of a batch of ",
+               recipe_.data.at(stage.data).manifest, " was unreadable (on_error: skip); the run cannot go on without it");
+    // This rank's share of the global batch: losses are means over examples, so the sum over ranks of
+    // share * loss is the one-process loss (and the summed gradients its gradient).
+    const double share = double(b.size()) / double(global_rows);
+    const bool reduce = reducer_ && a + 1 == recipe_.grad_accum;  // no communication on earlier micro-steps
+    if (reduce) reducer_->arm();
     std::vector<LossPart> ps = task.forward(b, drop_gen_);
     LOOM_CHECK(!ps.empty(), "task ", stage.task.type, " returned no loss");
     Tensor loss;
@@ -306,15 +360,19 @@ double Trainer::train_step(double lr, Metrics* parts) {
         loss = loss.defined() ? ops::add(loss, w) : w;
       }
     }
-    const double v = loss.item<double>();
-    for (const LossPart& p : ps) {
-      const double pv = ps.size() == 1 ? v : p.value.item<double>();
-      LOOM_CHECK(std::isfinite(pv), "step ", step_, ": the loss ", p.name, " of task ", stage.task.type, " is ", pv,
+    std::vector<double> values{loss.item<double>() * share};
+    for (const LossPart& p : ps) values.push_back((ps.size() == 1 ? values[0] / share : p.value.item<double>()) * share);
+    values = summed(values);  // the global batch's loss and parts, the same on every rank
+    for (size_t k = 0; k < ps.size(); ++k) {
+      const double pv = values[k + 1];
+      LOOM_CHECK(std::isfinite(pv), "step ", step_, ": the loss ", ps[k].name, " of task ", stage.task.type, " is ", pv,
                  "; stopping before it spoils the weights (lower optim.lr, or set train.clip_grad_norm)");
-      (*parts)["train/" + p.name] += pv / double(recipe_.grad_accum);
+      (*parts)["train/" + ps[k].name] += pv / double(recipe_.grad_accum);
     }
-    total += v;
-    (recipe_.grad_accum > 1 ? ops::mul(loss, 1.0 / double(recipe_.grad_accum)) : loss).backward();
+    total += values[0];
+    const double scale = share / double(recipe_.grad_accum);
+    (scale != 1.0 ? ops::mul(loss, scale) : loss).backward();
+    if (reduce) reducer_->finish();
   }
   if (recipe_.clip_grad_norm > 0) clip_grad_norm(run_.model->parameters(), recipe_.clip_grad_norm);
   optim_->step(lr);
@@ -339,8 +397,17 @@ Metrics Trainer::evaluate() {
 void Trainer::train(int64_t stop_at) {
   using clock = std::chrono::steady_clock;
   const int64_t total = total_steps();
-  std::cerr << "loom: training " << recipe_.name << " for " << total << " steps, " << run_.model->parameter_count()
-            << " parameters, " << omp_get_max_threads() << " threads, run directory " << run_dir_ << "\n";
+  if (leader())
+    std::cerr << "loom: training " << recipe_.name << " for " << total << " steps, " << run_.model->parameter_count()
+              << " parameters, "
+              << (comm_->world() > 1 ? str_cat(comm_->world(), " processes (", comm_->backend(), ") of ") : std::string())
+              << omp_get_max_threads() << " threads, run directory " << run_dir_ << "\n";
+  // Examples skipped by every rank's loader (a collective: every rank calls it at the same steps).
+  auto skipped_everywhere = [&] {
+    Tensor t = Tensor::from(std::vector<int64_t>{loader_->skipped()}, {1});
+    comm_->all_reduce_sum(t);
+    return t.to_vector<int64_t>()[0];
+  };
   auto t0 = clock::now(), window = t0;
   int64_t window_steps = 0, skipped_reported = 0;
   double loss_sum = 0;
@@ -372,19 +439,23 @@ void Trainer::train(int64_t stop_at) {
       Metrics m{{"train/loss", loss_sum / double(window_steps)}, {"train/lr", lr}, {"train/samples_per_s", sps}};
       for (auto& [k, v] : part_sums) m[k] = v / double(window_steps);
       for (auto& [k, v] : run_.tasks[stage_]->train_metrics()) m[k] = v;
-      if (loader_->skipped() > skipped_reported) {
-        m["data/skipped"] = double(loader_->skipped());
-        skipped_reported = loader_->skipped();
+      const int64_t skipped = skipped_everywhere();
+      if (skipped > skipped_reported) {
+        m["data/skipped"] = double(skipped);
+        skipped_reported = skipped;
       }
-      metrics_->write(step_, m, tag);
-      progress_.report(step_, total, tag, m["train/loss"], lr, sps, eta);
+      if (leader()) {
+        metrics_->write(step_, m, tag);
+        progress_.report(step_, total, tag, m["train/loss"], lr, sps, eta);
+      }
       window = now;
       window_steps = 0;
       loss_sum = 0;
       part_sums.clear();
     }
     const bool do_eval = recipe_.eval_every > 0 && (step_ % recipe_.eval_every == 0 || stage_end);
-    if (do_eval && (run_.tasks[stage_]->evaluates() || recipe_.has_probe)) {
+    // Rank 0 evaluates (every rank holds the same weights); the others wait at the next collective.
+    if (do_eval && (run_.tasks[stage_]->evaluates() || recipe_.has_probe) && leader()) {
       Metrics m = evaluate();
       metrics_->write(step_, m, tag);
       progress_.finish_line();
@@ -392,7 +463,8 @@ void Trainer::train(int64_t stop_at) {
     }
     if ((recipe_.checkpoint_every > 0 && step_ % recipe_.checkpoint_every == 0) || last || stage_end) save_checkpoint();
   }
-  if (loader_->skipped() > 0) std::cerr << "loom: skipped " << loader_->skipped() << " unreadable examples (see messages above)\n";
+  const int64_t skipped = skipped_everywhere();
+  if (skipped > 0 && leader()) std::cerr << "loom: skipped " << skipped << " unreadable examples (see messages above)\n";
 }
 
 double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile) {

@@ -10,6 +10,8 @@
 #include "data/text_tokenizer.h"
 #include "trainers/metrics.h"
 #include "trainers/optim.h"
+#include "trainers/distributed/communicator.h"
+#include "trainers/distributed/reducer.h"
 #include "trainers/recipe.h"
 
 namespace loom {
@@ -24,7 +26,7 @@ struct Run {
   // Builds the model from the seed; `before_tasks` runs between the model and the tasks (init_from
   // loads there, so tasks' new heads are not "missing" keys).
   static Run build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer,
-                   const std::function<void(Module&)>& before_tasks = {});
+                   const std::function<void(Module&)>& before_tasks = {}, distributed::Communicator* comm = nullptr);
 };
 
 // Evaluation as in training (the last stage's task, then the probe) of a checkpoint directory, or of
@@ -39,7 +41,13 @@ class Trainer {
  public:
   // A new run in run_dir (created), or, with resume, the run continued from its latest checkpoint.
   // `resolved` is the recipe as read (errors about patterns and data name its file, line and key).
-  Trainer(Recipe recipe, const Config& resolved, std::string run_dir, bool resume);
+  // With a communicator of several processes (data parallelism; every rank constructs its Trainer
+  // with the same arguments): data.*.batch_size is the global batch, cut into one shard per rank;
+  // parameters start as rank 0's; gradients are summed across ranks during backward; rank 0 alone
+  // writes the run directory, logs and evaluates. The result equals one process with the same
+  // global batch up to the order of floating-point sums.
+  Trainer(Recipe recipe, const Config& resolved, std::string run_dir, bool resume,
+          std::shared_ptr<distributed::Communicator> comm = nullptr);
   ~Trainer();
   // Trains to the end of the last stage, or only until step `stop_at` (then checkpoints, as if interrupted).
   void train(int64_t stop_at = -1);
@@ -56,6 +64,8 @@ class Trainer {
   const Recipe& recipe() const { return recipe_; }
   const std::string& run_dir() const { return run_dir_; }
   void save_checkpoint();
+  distributed::Communicator& comm() const { return *comm_; }
+  const distributed::GradReducer* reducer() const { return reducer_.get(); }
 
  private:
   struct Saved;  // what restore() read from a checkpoint
@@ -64,8 +74,12 @@ class Trainer {
   void restore(const std::string& checkpoint_dir, Saved& out);
   Metrics run_probe();
 
+  bool leader() const { return comm_->rank() == 0; }  // writes, logs, evaluates
+
   Recipe recipe_;
   Config config_;
+  std::shared_ptr<distributed::Communicator> comm_;
+  std::unique_ptr<distributed::GradReducer> reducer_;  // with more than one process
   std::string run_dir_, resolved_yaml_;
   Run run_;
   std::vector<int64_t> ends_;  // ends_[k]: the global step at which stage k ends

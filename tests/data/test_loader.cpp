@@ -164,6 +164,48 @@ TEST(Loader, SameBatchesForAnyWorkerCount) {
   EXPECT_EQ(a[0]["image"].shape(), (Shape{4, 1, 5, 5}));
 }
 
+// Data parallelism: the shards of a global batch, concatenated in rank order, are the one-process
+// batch, augmentation and tokens included; a shard that does not exist is an error.
+TEST(Loader, ShardsOfABatchConcatenateToTheWholeBatch) {
+  Dataset ds(30);
+  auto tok = loom::data::train_bpe_tokenizer(ds.texts, 100);
+  LoaderConfig c = config(6, 1, 3);
+  c.transform.size = 5;
+  c.transform.random_resized_crop = true;
+  c.transform.hflip = true;
+  Loader whole(ds.manifest, tok.get(), c);
+  const std::vector<Batch> want = take(whole, 12);  // crosses epochs (5 batches per epoch)
+  for (int64_t shards : {2, 3}) {
+    std::vector<std::vector<Batch>> parts;
+    for (int64_t r = 0; r < shards; ++r) {
+      LoaderConfig cr = c;
+      cr.shard = r;
+      cr.shards = shards;
+      Loader l(ds.manifest, tok.get(), cr);
+      parts.push_back(take(l, 12));
+    }
+    for (size_t i = 0; i < want.size(); ++i) {
+      std::vector<int64_t> idx, tokens, labels;
+      std::vector<float> px;
+      for (const auto& p : parts) {
+        const Batch& b = p[i];
+        EXPECT_EQ(b.size(), 6 / shards);
+        idx.insert(idx.end(), b.indices.begin(), b.indices.end());
+        for (float v : b["image"].to_vector<float>()) px.push_back(v);
+        for (int64_t v : b["text"].to_vector<int64_t>()) tokens.push_back(v);
+        for (int64_t v : b["label"].to_vector<int64_t>()) labels.push_back(v);
+      }
+      EXPECT_EQ(idx, want[i].indices) << shards << " shards, batch " << i;
+      EXPECT_EQ(px, want[i]["image"].to_vector<float>()) << shards << " shards, batch " << i;
+      EXPECT_EQ(tokens, want[i]["text"].to_vector<int64_t>());
+      EXPECT_EQ(labels, want[i]["label"].to_vector<int64_t>());
+    }
+  }
+  c.shard = 2;
+  c.shards = 2;
+  EXPECT_THROW(Loader(ds.manifest, tok.get(), c), loom::Error);
+}
+
 TEST(Loader, ResumeFromPositionEqualsContinuing) {
   Dataset ds(30);
   LoaderConfig c = config(4, 2, 99);

@@ -6,6 +6,7 @@
 #include "layers/clap.h"
 #include "layers/clip.h"
 #include "losses/contrastive.h"
+#include "trainers/distributed/gather.h"
 #include "trainers/eval/retrieval.h"
 #include "trainers/tasks/task.h"
 
@@ -22,7 +23,10 @@ struct ContrastiveSpec {
 
 class ContrastiveTask : public Task {
  public:
-  ContrastiveTask(const ContrastiveSpec& s, TaskEnv& env) : s_(s), tok_(env.tokenizer) {
+  ContrastiveTask(const ContrastiveSpec& s, TaskEnv& env) : s_(s), tok_(env.tokenizer), comm_(env.comm) {
+    if (comm_ && comm_->world() > 1 && s.loss == "triplet")
+      throw Error("task.loss triplet is not supported across processes yet (its hardest negatives would be "
+                  "this process's only); use infonce, or one process");
     towers_.model = &env.model;
     towers_.key = s.pair;
     if (s.pair == "image") {
@@ -54,6 +58,14 @@ class ContrastiveTask : public Task {
     Tensor x = encode_(b[s_.pair], &drop_gen);
     Tensor txt = towers_.encode_text(b["text"]);
     if (s_.loss == "triplet") return {{"triplet", triplet_loss(x, txt, s_.margin)}};
+    if (comm_ && comm_->world() > 1) {
+      // open_clip's gather_with_grad + local_loss: this rank's rows against every rank's columns.
+      const distributed::GatheredRows xs = distributed::gather_rows_with_grad(*comm_, x);
+      const distributed::GatheredRows ts = distributed::gather_rows_with_grad(*comm_, txt);
+      Tensor labels_all;
+      if (labels.defined()) labels_all = comm_->all_gather_rows(labels.contiguous());
+      return {{"infonce", clip_loss(x, txt, xs.all, ts.all, xs.offset, logit_scale_, labels, labels_all, s_.options)}};
+    }
     return {{"infonce", clip_loss(x, txt, logit_scale_, labels, s_.options)}};
   }
   void after_step() override {  // open_clip clamps the learnable log-scale to [0, log max] after each step
@@ -84,6 +96,7 @@ class ContrastiveTask : public Task {
 
   ContrastiveSpec s_;
   const data::TextTokenizer* tok_;
+  distributed::Communicator* comm_;
   std::function<Tensor(const Tensor&, Generator*)> encode_;
   ContrastiveTowers towers_;
   InputTower input_;

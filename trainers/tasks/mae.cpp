@@ -5,6 +5,7 @@
 // masked patches with norm_pix_loss. Evaluated by the loss on held-out images and a picture
 // (original | masked | reconstruction | reconstruction with the visible patches pasted in; for audio,
 // spectrograms with low frequencies at the bottom).
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <filesystem>
@@ -61,11 +62,15 @@ class MaeTask : public Task {
   void configure(data::LoaderConfig& c) const override { input_.configure(c); }
 
   struct Pass { Tensor pred, target, mask, loss; };
-  Pass run(const Tensor& images, Generator& noise_gen, Generator* drop_gen) const {
+  // The batch's rows are rows [offset, offset + B) of a global batch of `whole` (data parallelism):
+  // the noise is drawn for all of it, so every example gets the mask it gets in one process.
+  Pass run(const Tensor& images, Generator& noise_gen, Generator* drop_gen, int64_t offset = 0, int64_t whole = 0) const {
     Tensor tokens = encoder_->embed_patches(images);  // [B, N, W]
     const int64_t B = tokens.size(0);
+    whole = std::max(whole, offset + B);
     const ViTConfig& v = encoder_->config;
-    Tensor noise = mask_noise(B, v.grid_h(), v.grid_w(), s_.masking, noise_gen, tokens.device());
+    Tensor noise = mask_noise(whole, v.grid_h(), v.grid_w(), s_.masking, noise_gen, tokens.device());
+    if (whole != B) noise = noise.narrow(0, offset, B).contiguous();
     Masking m = random_masking(tokens, s_.mask_ratio, noise);
     Tensor latent = encoder_->forward_blocks(encoder_->prepend_cls(m.kept), drop_gen);
     Pass p;
@@ -77,7 +82,7 @@ class MaeTask : public Task {
   }
 
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
-    return {{"mae", run(b[input_.key], mask_gen_, &drop_gen).loss}};
+    return {{"mae", run(b[input_.key], mask_gen_, &drop_gen, b.global_offset, b.global_size).loss}};
   }
 
   bool evaluates() const override { return true; }

@@ -19,6 +19,7 @@
 #include "trainers/config.h"
 
 namespace loom {
+namespace distributed { class Communicator; }
 
 using Metrics = std::map<std::string, double>;
 
@@ -51,6 +52,9 @@ struct TaskEnv {
   const data::TextTokenizer* tokenizer;  // null when no task of the recipe needs text
   uint64_t seed;
   std::string stage;                    // the stage's name
+  // The processes of a data-parallel run (null: one process). A task whose loss couples the
+  // examples of a batch (contrastive negatives) gathers across them; per-example losses need nothing.
+  distributed::Communicator* comm = nullptr;
 };
 
 // What a task evaluates on.
