@@ -13,8 +13,8 @@ GradReducer::GradReducer(std::shared_ptr<Communicator> comm, std::vector<std::pa
   seen_.assign(params_.size(), false);
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].second;
-    LOOM_CHECK(p.device().is_cpu() || comm_->backend() != "mpi", "GradReducer: parameter ", params_[i].first, " is ",
-               p.describe(), ", and the MPI communicator moves CPU tensors");
+    LOOM_CHECK(p.device().is_cpu(), "GradReducer: parameter ", params_[i].first, " is ", p.describe(),
+               "; buckets are packed on the host (CUDA buckets arrive with the CUDA trainer)");
     // The hooks outlive this reducer if the model does; they reach it through self_, cleared on destruction.
     p.register_grad_hook([self = self_, i](const Tensor&) {
       if (*self && (*self)->armed_) (*self)->on_gradient(i);
