@@ -167,7 +167,14 @@ Loader::Result Loader::build(int64_t seq) const {
         if (has_images_) {
           LOOM_CHECK(!ex.image.empty(), manifest_->path, ": row ", idx, " has no image");
           source = ex.image;
-          img = config_.transform.apply(decode_image(ex.image, config_.channels), seed);
+          Tensor decoded;
+          if (ex.image_blob.present()) {
+            const std::vector<unsigned char> bytes = read_blob(ex.image_blob, ex.image);
+            decoded = decode_image_bytes(bytes.data(), bytes.size(), config_.channels, ex.image);
+          } else {
+            decoded = decode_image(ex.image, config_.channels);
+          }
+          img = config_.transform.apply(decoded, seed);
           if (!images.empty() && img.shape() != images.front().shape())
             throw Error(str_cat(ex.image, ": image is ", img.describe(), " after its transform, but the batch's first is ",
                                 images.front().describe(), "; set transform.size"));
@@ -229,7 +236,13 @@ int64_t Loader::audio_frames() const {
 
 Tensor Loader::load_audio(const Example& ex, uint64_t seed) const {
   const AudioConfig& a = config_.audio;
-  Waveform w = decode_audio(ex.audio);
+  Waveform w;
+  if (ex.audio_blob.present()) {
+    const std::vector<unsigned char> bytes = read_blob(ex.audio_blob, ex.audio);
+    w = decode_audio_bytes(bytes.data(), bytes.size(), ex.audio);
+  } else {
+    w = decode_audio(ex.audio);
+  }
   std::vector<float> x = resample(w.samples, w.sample_rate, a.sample_rate, ex.audio);
   x = fit_duration(x, a.samples(), a.pad, a.random_crop, detail::combine(seed, kCropSalt));
   if (!fbank_) return Tensor::from(x, {int64_t(x.size())});

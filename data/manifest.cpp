@@ -66,4 +66,15 @@ Manifest Manifest::load(const std::string& path) {
   return m;
 }
 
+std::vector<unsigned char> read_blob(const Blob& b, const std::string& name) {
+  std::ifstream in(b.file, std::ios::binary);
+  if (!in) throw Error(str_cat(name, ": cannot open ", b.file));
+  std::vector<unsigned char> bytes(size_t(b.size));
+  in.seekg(b.offset);
+  in.read(reinterpret_cast<char*>(bytes.data()), b.size);
+  if (in.gcount() != b.size)
+    throw Error(str_cat(name, ": truncated (", in.gcount(), " of ", b.size, " bytes at offset ", b.offset, " of ", b.file, ")"));
+  return bytes;
+}
+
 }  // namespace loom::data

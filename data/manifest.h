@@ -10,9 +10,20 @@
 
 namespace loom::data {
 
+// Bytes inside a larger file: a member of a tar shard (data/webdataset.h).
+struct Blob {
+  std::string file;
+  int64_t offset = 0, size = -1;  // size -1: no blob
+  bool present() const { return size >= 0; }
+};
+// Reads a blob's bytes; loom::Error naming `name` (the member) and the file when they cannot be read.
+std::vector<unsigned char> read_blob(const Blob& b, const std::string& name);
+
 struct Example {
   std::string image, text, audio;  // image/audio paths are stored resolved (manifest dir + relative path)
   int64_t label = -1;              // -1: no label
+  // WebDataset samples: the image/audio bytes inside a shard; image/audio then hold "shard.tar:key.ext".
+  Blob image_blob, audio_blob;
 };
 
 struct Manifest {

@@ -5,6 +5,7 @@
 #include <iostream>
 #include <string>
 #include <vector>
+#include "data/webdataset.h"
 #include "trainers/check.h"
 #include "trainers/data_stats.h"
 #include "trainers/embed.h"
@@ -46,6 +47,10 @@ commands:
         config.json (and its tokenizer.json when it is a Hugging Face one), loadable with transformers'
         CLIPModel / BertModel. hf-bert exports the text tower (model.text.type: bert). The recipe is
         the run's recipe.yaml (CHECKPOINT/../../recipe.yaml) unless --recipe names one.
+  data pack MANIFEST OUT_PATTERN [--per-shard N]
+        Writes a JSONL manifest's rows as WebDataset tar shards of N samples (default 10000), e.g.
+        OUT_PATTERN data/shards/train-%06d.tar; a recipe reads them with data.NAME.shards:
+        "data/shards/train-{000000..000005}.tar" (printed), giving the same batches as the manifest.
   stats RECIPE [--data NAME] [--samples N] [key.path=value ...]
         Mean and standard deviation of data.NAME's (default train) audio fbank or image channels as
         training sees them before normalisation, over its first N rows (default all): the values for
@@ -59,7 +64,7 @@ struct Args {
   std::string input, out, kind, index, query_kind, query, format, recipe_file;
   std::vector<std::string> positional;  // after RECIPE (loom export's OUT_DIR)
   std::vector<std::string> overrides;
-  int64_t steps = 20, samples = 0, k = 10;
+  int64_t steps = 20, samples = 0, k = 10, per_shard = 10000;
   bool help = false, random_init = false, check = false, profile = false;
 };
 
@@ -90,6 +95,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--checkpoint") a.checkpoint = value("--checkpoint");
     else if (s == "--random-init") a.random_init = true;
     else if (s == "--steps") a.steps = int_value("--steps", value("--steps"));
+    else if (s == "--per-shard") a.per_shard = int_value("--per-shard", value("--per-shard"));
     else if (s == "--check") a.check = true;
     else if (s == "--profile") a.profile = true;
     else if (s == "--input") a.input = value("--input");
@@ -109,7 +115,8 @@ Args parse(int argc, char** argv) {
     else if (s.rfind("--", 0) == 0) throw Error(str_cat("unknown option ", s, " (see loom ", a.command, " --help)"));
     else if (s.find('=') != std::string::npos) a.overrides.push_back(s);
     else if (a.recipe.empty()) a.recipe = s;
-    else if (a.command == "export" && a.positional.empty()) a.positional.push_back(s);
+    else if ((a.command == "export" && a.positional.empty()) || (a.command == "data" && a.positional.size() < 2))
+      a.positional.push_back(s);
     else throw Error(str_cat("unexpected argument '", s, "' (overrides look like key.path=value)"));
   }
   return a;
@@ -138,8 +145,24 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (a.command != "train" && a.command != "eval" && a.command != "bench" && a.command != "stats" &&
-        a.command != "embed" && a.command != "retrieve" && a.command != "export")
+        a.command != "embed" && a.command != "retrieve" && a.command != "export" && a.command != "data")
       throw Error(str_cat("unknown command '", a.command, "'\n", kUsage));
+    if (a.command == "data") {
+      if (a.recipe != "pack" || a.positional.size() != 2)
+        throw Error("usage: loom data pack MANIFEST OUT_PATTERN [--per-shard N]");
+      const data::Manifest m = data::Manifest::load(a.positional[0]);
+      const data::PackReport rep = data::pack_webdataset(m, a.positional[1], a.per_shard);
+      // The brace pattern naming exactly these shards, for data.NAME.shards.
+      const std::string& p = a.positional[1];
+      const size_t pct = p.find('%'), d = p.find('d', pct);
+      const std::string head = p.substr(0, pct), tail = p.substr(d + 1);
+      const std::string first = rep.shards.front().substr(head.size(), rep.shards.front().size() - head.size() - tail.size());
+      const std::string last = rep.shards.back().substr(head.size(), rep.shards.back().size() - head.size() - tail.size());
+      std::cout << "loom data pack: " << rep.samples << " samples of " << a.positional[0] << " in " << rep.shards.size()
+                << " shards; read them with\n  shards: \"" << head
+                << (rep.shards.size() == 1 ? first : str_cat("{", first, "..", last, "}")) << tail << "\"\n";
+      return 0;
+    }
     if (a.command == "export") {
       if (a.format.empty() || a.recipe.empty() || a.positional.size() != 1)
         throw Error("usage: loom export --format hf-clip|hf-bert CHECKPOINT OUT_DIR [--recipe RECIPE]");

@@ -1,7 +1,9 @@
 #include "trainers/recipe.h"
+#include "data/webdataset.h"
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <set>
 
 namespace loom {
@@ -54,23 +56,48 @@ DataSpec read_data(const Config& c, const std::string& name) {
   const std::string k = "data." + name;
   DataSpec d;
   d.name = name;
-  d.manifest = c.existing_path(k + ".manifest");
-  d.present = std::filesystem::exists(d.manifest);
+  d.on_error = c.choice(k + ".on_error", {"skip", "fail"}, "skip");
+  d.shards = c.has(k + ".shards");
+  if (d.shards == c.has(k + ".manifest"))
+    c.fail(k, "give either manifest (a JSONL file) or shards (WebDataset tar files, e.g. train-{000000..000127}.tar)");
+  const std::string src = k + (d.shards ? ".shards" : ".manifest");
+  if (d.shards) {
+    d.manifest = c.str(src);
+    std::vector<std::string> names;
+    try {
+      names = data::expand_braces(d.manifest);
+    } catch (const Error& e) {
+      c.fail(src, e.what());
+    }
+    size_t here = 0;
+    for (const std::string& n : names) here += std::filesystem::exists(n);
+    d.present = here == names.size();
+    if (!d.present && !c.missing_files_allowed())
+      c.fail(src, str_cat(names.size() - here, " of its ", names.size(), " shards are not there (the first: ",
+                          *std::find_if(names.begin(), names.end(), [](const std::string& n) { return !std::filesystem::exists(n); }),
+                          ")"));
+    if (!d.present) c.existing_path(src);  // listed by --check among the files not on this machine
+  } else {
+    d.manifest = c.existing_path(src);
+    d.present = std::filesystem::exists(d.manifest);
+  }
   if (!d.present) {  // only when Config allows missing files (loom train --check)
     d.rows = std::make_shared<const data::Manifest>();
   } else {
     try {
-      d.rows = std::make_shared<const data::Manifest>(data::Manifest::load(d.manifest));
+      data::WebDatasetReport rep;
+      d.rows = std::make_shared<const data::Manifest>(d.shards ? data::load_webdataset(d.manifest, d.on_error, &rep)
+                                                               : data::Manifest::load(d.manifest));
+      for (const std::string& s : rep.skipped) std::cerr << "loom: " << src << ": skipped shard " << s << "\n";
     } catch (const Error& e) {
-      c.fail(k + ".manifest", e.what());
+      c.fail(src, e.what());
     }
-    if (d.rows->rows.empty()) c.fail(k + ".manifest", str_cat(d.manifest, ": the manifest is empty"));
+    if (d.rows->rows.empty()) c.fail(src, str_cat(d.manifest, d.shards ? ": the shards hold no samples" : ": the manifest is empty"));
   }
   d.batch_size = c.i64(k + ".batch_size", name == "eval" ? 256 : 128);
   const int64_t workers = c.i64(k + ".workers", 2);
   if (workers < 0 || workers > 256) c.fail(k + ".workers", "must be in [0, 256]");
   d.workers = int(workers);
-  d.on_error = c.choice(k + ".on_error", {"skip", "fail"}, "skip");
   d.transform = read_transform(c, k + ".transform");
   d.audio = read_audio(c, k + ".audio");
   if (d.batch_size < 1) c.fail(k + ".batch_size", "must be >= 1");
@@ -267,7 +294,11 @@ Recipe Recipe::from(const Config& c) {
   r.model.clip.text.vocab_size = r.model.clap.text.vocab_size = r.vocab_size;
   if (r.tokenizer_type == "bpe" && r.needs_text() && r.tokenizer_train_on.empty()) {
     for (const StageSpec& s : r.stages)
-      if (s.task.needs_text) { r.tokenizer_train_on = r.data.at(s.data).manifest; break; }
+      if (s.task.needs_text) {
+        r.tokenizer_train_on = r.data.at(s.data).manifest;
+        r.tokenizer_rows = r.data.at(s.data).rows;  // shards have no file to re-read
+        break;
+      }
   }
 
   if (c.has("init_from")) {

@@ -49,6 +49,7 @@ struct Recipe {
   // with this many token embeddings instead of the file's count, and says so.
   static constexpr int64_t stand_in_vocab_size = 1000;
   std::string tokenizer_train_on;
+  std::shared_ptr<const data::Manifest> tokenizer_rows;  // when set (a data section's rows), trained on these instead
 
   std::map<std::string, DataSpec> data;
   std::vector<StageSpec> stages;

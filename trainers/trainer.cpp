@@ -43,7 +43,7 @@ std::string resume_relevant(const std::string& yaml) {
 // The recipe's tokenizer for a new run: loom's BPE trained on the captions, or the named file.
 std::unique_ptr<data::TextTokenizer> make_tokenizer(const Recipe& r) {
   if (r.tokenizer_type != "bpe") return data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
-  const data::Manifest corpus_src = data::Manifest::load(r.tokenizer_train_on);
+  const data::Manifest corpus_src = r.tokenizer_rows ? *r.tokenizer_rows : data::Manifest::load(r.tokenizer_train_on);
   std::vector<std::string> corpus;
   for (const auto& e : corpus_src.rows) if (!e.text.empty()) corpus.push_back(e.text);
   LOOM_CHECK(!corpus.empty(), r.tokenizer_train_on, ": no text to train the tokenizer on");

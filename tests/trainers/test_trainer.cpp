@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include "core/safetensors.h"
+#include "data/webdataset.h"
 #include "trainers/checkpoint.h"
 #include "trainers/trainer.h"
 #include "tests/trainers/tiny_data.h"
@@ -81,6 +82,34 @@ TEST(Trainer, TinyClipLearns) {
   EXPECT_TRUE(ck.tensors.count("logit_scale"));
   auto opt = load_safetensors((run / "checkpoints" / "latest" / "optimizer.safetensors").string());
   EXPECT_TRUE(opt.tensors.count("visual.blocks.0.attn.qkv.weight.exp_avg_sq"));
+  fs::remove_all(data);
+}
+
+// The same samples as WebDataset shards (data.train.shards) train exactly as their JSONL manifest,
+// tokenizer included; missing shards are named, and --check lists them instead.
+TEST(Trainer, WebDatasetShardsTrainAsTheirManifest) {
+  fs::path data = make_dataset("shards");
+  const data::PackReport rep =
+      data::pack_webdataset(data::Manifest::load((data / "train.jsonl").string()), (data / "shards/train-%02d.tar").string(), 100);
+  ASSERT_EQ(rep.shards.size(), 3u);
+  const std::string manifest_yaml = recipe_text(data, 6);
+  std::string shards_yaml = manifest_yaml;
+  const std::string from = "manifest: " + data.string() + "/train.jsonl", to = "shards: \"" + data.string() + "/shards/train-{00..02}.tar\"";  // quoted: braces are YAML too
+  shards_yaml.replace(shards_yaml.find(from), from.size(), to);
+  for (const auto& [yaml, dir] : {std::pair{manifest_yaml, "from_manifest"}, std::pair{shards_yaml, "from_shards"}}) {
+    Config c = Config::parse(yaml, "tiny.yaml");
+    Recipe r = Recipe::from(c);
+    r.eval_every = 0;
+    Trainer(r, c, (data / dir).string(), false).train();
+  }
+  const std::vector<double> a = losses_of(data / "from_manifest"), b = losses_of(data / "from_shards");
+  ASSERT_EQ(a.size(), 6u);
+  EXPECT_EQ(a, b);
+
+  std::string missing = shards_yaml;
+  missing.replace(missing.find("{00..02}"), 8, "{00..04}");
+  const std::string e = expect_config_error(missing);
+  EXPECT_NE(e.find("data.train.shards: 2 of its 5 shards are not there"), std::string::npos) << e;
   fs::remove_all(data);
 }
 

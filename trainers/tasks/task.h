@@ -25,7 +25,8 @@ using Metrics = std::map<std::string, double>;
 
 struct DataSpec {
   std::string name;      // the section under data: ("train", "eval", "images", ...)
-  std::string manifest;  // path
+  std::string manifest;  // the JSONL path, or the shards' pattern (data.NAME.shards)
+  bool shards = false;   // WebDataset tar shards (data/webdataset.h) rather than a JSONL manifest
   std::shared_ptr<const data::Manifest> rows;  // read when the recipe is read
   bool present = true;  // false only under loom train --check, for a manifest not on this machine (rows empty)
   int64_t batch_size = 128;
