@@ -240,15 +240,22 @@ int main(int argc, char** argv) {
       const std::string dir = (std::filesystem::temp_directory_path() / ("loom-bench-" + std::to_string(id.to_vector<int64_t>()[0]))).string();
       double sps;
       std::string profile;
+      Trainer::BenchTimes times;
       {
         Trainer t(r, c, dir, false, comm);
-        sps = t.bench(a.steps, 3, a.profile ? &profile : nullptr);
+        sps = t.bench(a.steps, 3, a.profile ? &profile : nullptr, &times);
       }
       comm->barrier();
       if (comm->rank() != 0) return 0;
       std::filesystem::remove_all(dir);
       std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.data.at(r.stages[0].data).batch_size << ", "
                 << a.steps << " steps)\n";
+      std::cout << "  per step: " << times.step_ms << " ms, backward " << times.backward_ms << " ms";
+      if (comm->world() > 1)
+        std::cout << " (with the gradient all-reduce over " << comm->world() << " processes: " << times.comm_bytes
+                  << " bytes in " << times.buckets << " buckets, " << times.comm_wait_ms << " ms waited for after backward"
+                  << (r.overlap_comm ? "" : "; train.overlap_comm false") << ")";
+      std::cout << "\n";
       if (a.profile) std::cout << "\n" << profile;
     }
     return 0;

@@ -329,6 +329,7 @@ Recipe Recipe::from(const Config& c) {
   const double bucket_mb = c.f64("train.bucket_mb", 25.0);
   if (!(bucket_mb > 0 && bucket_mb <= 4096)) c.fail("train.bucket_mb", "must be in (0, 4096] megabytes");
   r.bucket_bytes = std::max<int64_t>(1, int64_t(bucket_mb * double(1 << 20)));
+  r.overlap_comm = c.boolean("train.overlap_comm", true);
   if (r.keep < 0) c.fail("train.keep", "must be >= 0 (0 keeps every checkpoint)");
   if (r.checkpoint_every < 0) c.fail("train.checkpoint_every", "must be >= 0");
 

@@ -24,7 +24,7 @@ constexpr uint64_t kDropPathSalt = 1;  // the drop-path stream is seeded with se
 // or the last stage's), logging, checkpointing, threads, loader workers and evaluation.
 std::string resume_relevant(const std::string& yaml) {
   YAML::Node n = YAML::Load(yaml);
-  if (n["train"]) for (const char* k : {"steps", "epochs", "checkpoint_every", "keep", "log_every", "threads", "bucket_mb"}) n["train"].remove(k);
+  if (n["train"]) for (const char* k : {"steps", "epochs", "checkpoint_every", "keep", "log_every", "threads", "bucket_mb", "overlap_comm"}) n["train"].remove(k);
   n.remove("eval");
   if (n["stages"] && n["stages"].IsSequence() && n["stages"].size() > 0) {
     YAML::Node last = n["stages"][n["stages"].size() - 1];
@@ -217,7 +217,8 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     std::vector<Tensor> state;
     for (auto& [_, t] : run_.model->state_dict()) state.push_back(t);
     distributed::broadcast_tensors(*comm_, state, 0);
-    reducer_ = std::make_unique<distributed::GradReducer>(comm_, run_.model->named_parameters(), recipe_.bucket_bytes);
+    reducer_ = std::make_unique<distributed::GradReducer>(comm_, run_.model->named_parameters(), recipe_.bucket_bytes,
+                                                          recipe_.overlap_comm);
   }
   if (leader()) metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
   comm_->barrier();
@@ -371,8 +372,10 @@ double Trainer::train_step(double lr, Metrics* parts) {
     }
     total += values[0];
     const double scale = share / double(recipe_.grad_accum);
+    const auto b0 = std::chrono::steady_clock::now();
     (scale != 1.0 ? ops::mul(loss, scale) : loss).backward();
     if (reduce) reducer_->finish();
+    backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
   }
   if (recipe_.clip_grad_norm > 0) clip_grad_norm(run_.model->parameters(), recipe_.clip_grad_norm);
   optim_->step(lr);
@@ -467,15 +470,25 @@ void Trainer::train(int64_t stop_at) {
   if (skipped > 0 && leader()) std::cerr << "loom: skipped " << skipped << " unreadable examples (see messages above)\n";
 }
 
-double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile) {
+double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, BenchTimes* times) {
   using clock = std::chrono::steady_clock;
   const StageSpec& s = recipe_.stages[stage_];
   Metrics parts;
   for (int64_t i = 0; i < warmup; ++i) train_step(s.optim.lr, &parts);
   if (profile) profiler::start();
+  backward_s_ = 0;
+  const double wait0 = reducer_ ? reducer_->wait_seconds() : 0;
   auto t0 = clock::now();
   for (int64_t i = 0; i < steps; ++i) train_step(s.optim.lr, &parts);
   const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  if (times) {
+    const double n = double(std::max<int64_t>(1, steps));
+    times->step_ms = 1e3 * secs / n;
+    times->backward_ms = 1e3 * backward_s_ / n;
+    times->comm_wait_ms = reducer_ ? 1e3 * (reducer_->wait_seconds() - wait0) / n : 0;
+    times->comm_bytes = reducer_ ? reducer_->bytes_per_step() : 0;
+    times->buckets = reducer_ ? int64_t(reducer_->buckets()) : 0;
+  }
   if (profile) *profile = profiler::format_report(profiler::stop(), steps, secs / double(std::max<int64_t>(1, steps)));
   return double(steps * recipe_.data.at(s.data).batch_size * recipe_.grad_accum) / secs;
 }

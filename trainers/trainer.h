@@ -55,7 +55,13 @@ class Trainer {
   // Training samples per second over `steps` steps of the first stage after `warmup` steps (no
   // checkpoints, no eval). With `profile`, the timed steps run under the op profiler, whose
   // table (per op and kernel, per step) is written there.
-  double bench(int64_t steps, int64_t warmup, std::string* profile = nullptr);
+  // times, when given: per-step milliseconds of the whole step, of backward (with the gradient
+  // all-reduce it overlaps and the wait for what it did not), and of that wait alone.
+  struct BenchTimes {
+    double step_ms = 0, backward_ms = 0, comm_wait_ms = 0;
+    int64_t comm_bytes = 0, buckets = 0;
+  };
+  double bench(int64_t steps, int64_t warmup, std::string* profile = nullptr, BenchTimes* times = nullptr);
 
   int64_t step() const { return step_; }
   int64_t total_steps() const { return ends_.back(); }
@@ -87,6 +93,7 @@ class Trainer {
   std::unique_ptr<data::Loader> loader_;
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;
+  double backward_s_ = 0;  // time in backward (and the gradient reduction), for bench
   int64_t step_ = 0;
   std::unique_ptr<MetricsLog> metrics_;
   Progress progress_;

@@ -27,6 +27,9 @@ class Pending {
  public:
   virtual ~Pending() = default;
   virtual void wait() = 0;
+  // Lets the engine move the collective along without blocking; true once it is complete. (MPI
+  // progresses non-blocking collectives only inside MPI calls, so a caller polls this meanwhile.)
+  virtual bool test() { return false; }
 };
 
 class Communicator {

@@ -81,6 +81,11 @@ class Mpi final : public Communicator {
     struct Request final : Pending {
       MPI_Request req = MPI_REQUEST_NULL;
       void wait() override { check_mpi(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait (all-reduce)"); }
+      bool test() override {
+        int done = 0;
+        check_mpi(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test (all-reduce)");
+        return done != 0;
+      }
       ~Request() override {
         if (req != MPI_REQUEST_NULL) MPI_Wait(&req, MPI_STATUS_IGNORE);  // never free a buffer MPI still writes
       }

@@ -5,8 +5,8 @@
 namespace loom::distributed {
 
 GradReducer::GradReducer(std::shared_ptr<Communicator> comm, std::vector<std::pair<std::string, Tensor>> params,
-                         int64_t bucket_bytes)
-    : comm_(std::move(comm)), params_(std::move(params)), bucket_bytes_(bucket_bytes),
+                         int64_t bucket_bytes, bool overlap)
+    : comm_(std::move(comm)), params_(std::move(params)), bucket_bytes_(bucket_bytes), overlap_(overlap),
       self_(std::make_shared<GradReducer*>(this)) {
   LOOM_CHECK(bucket_bytes_ > 0, "GradReducer: bucket size must be > 0 bytes, got ", bucket_bytes_);
   bucket_of_.assign(params_.size(), -1);
@@ -59,6 +59,7 @@ void GradReducer::arm() {
   for (Bucket& b : buckets_) {
     b.ready = 0;
     b.pending.reset();
+    b.done = false;
   }
   seen_.assign(params_.size(), false);
   next_ = 0;
@@ -70,7 +71,10 @@ void GradReducer::on_gradient(size_t i) {
   if (k < 0 || seen_[i]) return;  // frozen now, or a second call in one backward (not expected)
   seen_[i] = true;
   ++buckets_[size_t(k)].ready;
-  while (next_ < buckets_.size() && buckets_[next_].ready == buckets_[next_].members.size()) launch(buckets_[next_++]);
+  while (overlap_ && next_ < buckets_.size() && buckets_[next_].ready == buckets_[next_].members.size()) launch(buckets_[next_++]);
+  // Every gradient that arrives moves the started all-reduces along (MPI progresses only in its calls).
+  for (size_t b = 0; b < next_; ++b)
+    if (buckets_[b].pending && !buckets_[b].done) buckets_[b].done = buckets_[b].pending->test();
 }
 
 void GradReducer::launch(Bucket& b) {

@@ -17,8 +17,9 @@ namespace loom::distributed {
 
 class GradReducer {
  public:
+  // overlap false: every bucket waits for finish() (to measure what overlapping buys).
   GradReducer(std::shared_ptr<Communicator> comm, std::vector<std::pair<std::string, Tensor>> params,
-              int64_t bucket_bytes = 25 << 20);
+              int64_t bucket_bytes = 25 << 20, bool overlap = true);
   ~GradReducer();
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
@@ -42,6 +43,7 @@ class GradReducer {
     Tensor flat;
     size_t ready = 0;
     std::unique_ptr<Pending> pending;
+    bool done = false;  // pending has completed (test() said so)
   };
   void on_gradient(size_t index);
   void launch(Bucket& b);
@@ -50,6 +52,7 @@ class GradReducer {
   std::shared_ptr<Communicator> comm_;
   std::vector<std::pair<std::string, Tensor>> params_;
   int64_t bucket_bytes_;
+  bool overlap_;
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_;      // per parameter: its bucket, -1 while it does not train
   std::vector<bool> trains_;        // the requires_grad pattern buckets_ was planned for
