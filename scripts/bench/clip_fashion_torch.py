@@ -4,9 +4,13 @@
 AdamW, batch 128, on random inputs (no data loading), fp32 on the CPU. Prints training samples/s.
 
 usage: /usr/bin/python3 scripts/bench/clip_fashion_torch.py [--steps N] [--threads T]
+Data parallel (the twin of `mpirun -np 2 loom bench ...`): DistributedDataParallel over gloo, the
+global batch split over the ranks, features all-gathered with gradient as open_clip does:
+       .venv-torch/bin/torchrun --nproc_per_node 2 scripts/bench/clip_fashion_torch.py --threads 1
 """
 import argparse
 import math
+import os
 import time
 
 import torch
@@ -63,9 +67,18 @@ class Clip(nn.Module):
             t = blk(t)
         t = self.tln(t)[torch.arange(b), eot]
         txt = F.normalize(self.tproj(t), dim=-1)
-        logits = self.logit_scale.clamp(max=math.log(100)).exp() * img @ txt.t()
-        labels = torch.arange(b)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        return img, txt, self.logit_scale
+
+
+def clip_loss(img, txt, logit_scale, world, rank):
+    scale = logit_scale.clamp(max=math.log(100)).exp()
+    if world == 1:
+        img_all, txt_all, offset = img, txt, 0
+    else:  # open_clip's gather_with_grad + local_loss
+        import torch.distributed.nn.functional as dist_fn
+        img_all, txt_all, offset = torch.cat(dist_fn.all_gather(img)), torch.cat(dist_fn.all_gather(txt)), rank * img.shape[0]
+    labels = torch.arange(img.shape[0]) + offset
+    return (F.cross_entropy(scale * img @ txt_all.t(), labels) + F.cross_entropy(scale * txt @ img_all.t(), labels)) / 2
 
 
 def main():
@@ -76,16 +89,22 @@ def main():
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     torch.manual_seed(0)
     model = Clip()
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo")
+        model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, betas=(0.9, 0.98))
-    images = torch.randn(a.batch, 1, 28, 28)
-    tokens = torch.randint(4, 512, (a.batch, 16))
-    eot = torch.randint(3, 16, (a.batch,))
+    local = a.batch // world
+    images = torch.randn(local, 1, 28, 28)
+    tokens = torch.randint(4, 512, (local, 16))
+    eot = torch.randint(3, 16, (local,))
 
     def step():
         opt.zero_grad(set_to_none=True)
-        model(images, tokens, eot).backward()
+        clip_loss(*model(images, tokens, eot), world, rank).backward()
         opt.step()
 
     for _ in range(3):
@@ -94,8 +113,10 @@ def main():
     for _ in range(a.steps):
         step()
     dt = time.perf_counter() - t0
-    print(f"torch {torch.__version__} clip_fashion: {a.steps * a.batch / dt:.1f} samples/s "
-          f"(batch {a.batch}, {a.steps} steps, {torch.get_num_threads()} threads)")
+    if rank == 0:
+        print(f"torch {torch.__version__} clip_fashion: {a.steps * a.batch / dt:.1f} samples/s "
+              f"(batch {a.batch}, {a.steps} steps, {world} process{'es' if world > 1 else ''} of "
+              f"{torch.get_num_threads()} threads)")
 
 
 if __name__ == "__main__":
