@@ -283,6 +283,7 @@ void Trainer::restore(const std::string& dir, Saved& out) {
   LOOM_CHECK(f, state_path, ": cannot open");
   std::string saved_recipe;
   json tasks;
+  int saved_world = 1;
   try {
     json st = json::parse(f);
     step_ = st.at("step").get<int64_t>();
@@ -295,6 +296,7 @@ void Trainer::restore(const std::string& dir, Saved& out) {
     out.loader = {st.at("loader").at("epoch").get<int64_t>(), st.at("loader").at("batch").get<int64_t>()};
     saved_recipe = st.at("recipe").get<std::string>();
     tasks = st.value("tasks", json::object());
+    saved_world = st.value("world_size", 1);
   } catch (const std::exception& e) {
     throw Error(str_cat(state_path, ": ", e.what()));
   }
@@ -311,6 +313,12 @@ void Trainer::restore(const std::string& dir, Saved& out) {
 
   // Steps after this checkpoint were lost with the interruption: drop their metrics and later checkpoints.
   comm_->barrier();  // every rank has read the checkpoint before rank 0 tidies the directory
+  if (leader() && saved_world != comm_->world())
+    // Supported: batch_size is the global batch and the data is sharded by position, so the run
+    // sees the same batches; what differs is the order of floating-point sums, and the drop-path
+    // masks of ranks other than 0 (each rank draws its own).
+    std::cerr << "loom: resuming a run of " << saved_world << " process" << (saved_world > 1 ? "es" : "") << " with "
+              << comm_->world() << ": the same batches, sums in another order\n";
   if (leader()) {
     MetricsLog::truncate_after((fs::path(run_dir_) / "metrics.jsonl").string(), step_);
     remove_checkpoints_after(run_dir_, step_);
