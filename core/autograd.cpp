@@ -1,4 +1,5 @@
 #include "core/autograd.h"
+#include <cmath>
 #include <unordered_map>
 #include <unordered_set>
 #include "core/ops.h"
@@ -8,6 +9,14 @@ namespace loom::autograd {
 namespace {
 
 thread_local bool g_grad_enabled = true;
+thread_local bool g_detect_anomaly = false;
+
+// "nan" or "inf": what the first non-finite element of `t` is (t holds one).
+const char* nonfinite_kind(const Tensor& t) {
+  for (double v : t.to(Device::cpu()).to(DType::f64).contiguous().to_vector<double>())
+    if (!std::isfinite(v)) return std::isnan(v) ? "nan" : "inf";
+  return "none";
+}
 
 struct FunctionNode final : Node {
   BackwardFn fn;
@@ -79,6 +88,15 @@ Node::~Node() {
 }
 
 bool grad_enabled() { return g_grad_enabled; }
+void set_detect_anomaly(bool on) { g_detect_anomaly = on; }
+bool detect_anomaly() { return g_detect_anomaly; }
+
+bool all_finite(const Tensor& t) {
+  if (!t.defined() || !is_floating(t.dtype())) return true;
+  for (double v : t.to(Device::cpu()).to(DType::f64).contiguous().to_vector<double>())
+    if (!std::isfinite(v)) return false;
+  return true;
+}
 NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
 
@@ -87,6 +105,12 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output
   bool any = false;
   for (const Tensor& t : inputs) any = any || (t.defined() && t.requires_grad());
   if (!any) return output;
+  if (g_detect_anomaly && !all_finite(output)) {
+    std::string ins;
+    for (const Tensor& t : inputs) ins += (ins.empty() ? "" : ", ") + (t.defined() ? t.describe() : std::string("-"));
+    throw Error(str_cat("detect_anomaly: the forward of '", name, "' produced ", nonfinite_kind(output), " in its output ",
+                        output.describe(), " (inputs ", ins, ")"));
+  }
   auto node = std::make_shared<FunctionNode>();
   node->name = name;
   node->fn = std::move(fn);
@@ -148,6 +172,11 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
       input_grads = node->apply(g);
       g = Tensor();
     }
+    if (g_detect_anomaly)
+      for (size_t k = 0; k < input_grads.size(); ++k)
+        if (input_grads[k].defined() && !all_finite(input_grads[k]))
+          throw Error(str_cat("detect_anomaly: the backward of '", node->name, "' produced ", nonfinite_kind(input_grads[k]),
+                              " in the gradient of its input ", k, " (", input_grads[k].describe(), ")"));
     if (!retain_graph) node->release();
     for (size_t k = 0; k < node->next.size() && k < input_grads.size(); ++k) {
       Node* child = node->next[k].get();

@@ -42,6 +42,15 @@ class NoGradGuard {
 // Backpropagates `grad` from `root` into the .grad of every leaf it depends on.
 void backward(const Tensor& root, const Tensor& grad, bool retain_graph);
 
+// Anomaly mode (PyTorch's detect_anomaly): every recorded op's output and every gradient a rule
+// returns is checked for NaN and infinity, and the first one found is a loom::Error naming the op,
+// forward or backward, and the shapes. Slow (each tensor is read back): for finding where a run
+// diverges. For the calling thread; off by default.
+void set_detect_anomaly(bool on);
+bool detect_anomaly();
+// True when every element of a floating-point tensor is finite (any device; integer tensors: true).
+bool all_finite(const Tensor& t);
+
 }  // namespace loom::autograd
 
 namespace loom { using autograd::NoGradGuard; }

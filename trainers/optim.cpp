@@ -83,6 +83,12 @@ double scheduled_lr(const ScheduleConfig& s, double peak, int64_t step, int64_t 
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  const double norm = grad_norm(params);
+  scale_grads_to(params, norm, max_norm);
+  return norm;
+}
+
+double grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard ng;
   // Squares summed on the gradients' device, one value read back (one synchronisation on a GPU).
   Tensor total;
@@ -93,7 +99,11 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     Tensor sq = ops::sum(ops::mul(gd, gd));
     total = total.defined() ? ops::add(total, sq) : sq;
   }
-  const double norm = total.defined() ? std::sqrt(total.item<double>()) : 0.0;
+  return total.defined() ? std::sqrt(total.item<double>()) : 0.0;
+}
+
+void scale_grads_to(const std::vector<Tensor>& params, double norm, double max_norm) {
+  NoGradGuard ng;
   if (max_norm > 0 && norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);
     for (const Tensor& p : params) {
@@ -101,7 +111,6 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
       if (g.defined()) g.mul_(scale);
     }
   }
-  return norm;
 }
 
 }  // namespace loom

@@ -46,5 +46,9 @@ double scheduled_lr(const ScheduleConfig& s, double peak, int64_t step, int64_t 
 
 // Scales all gradients so their global L2 norm is at most max_norm; returns the norm before.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// The global L2 norm of the gradients (f64 sums; params without a gradient skipped).
+double grad_norm(const std::vector<Tensor>& params);
+// clip_grad_norm's scaling, given the norm: gradients times max_norm / (norm + 1e-6) when norm > max_norm.
+void scale_grads_to(const std::vector<Tensor>& params, double norm, double max_norm);
 
 }  // namespace loom

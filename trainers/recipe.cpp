@@ -330,6 +330,8 @@ Recipe Recipe::from(const Config& c) {
   if (!(bucket_mb > 0 && bucket_mb <= 4096)) c.fail("train.bucket_mb", "must be in (0, 4096] megabytes");
   r.bucket_bytes = std::max<int64_t>(1, int64_t(bucket_mb * double(1 << 20)));
   r.overlap_comm = c.boolean("train.overlap_comm", true);
+  r.on_nonfinite = c.choice("train.on_nonfinite", {"stop", "skip_step"}, "stop");
+  r.detect_anomaly = c.boolean("train.detect_anomaly", false);
   if (r.keep < 0) c.fail("train.keep", "must be >= 0 (0 keeps every checkpoint)");
   if (r.checkpoint_every < 0) c.fail("train.checkpoint_every", "must be >= 0");
 

@@ -162,6 +162,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
       // stream, the i-th example of every rank would be dropped alike.
       drop_gen_(recipe_.seed + kDropPathSalt + uint64_t(comm_->rank()) * 0x9E3779B97F4A7C15ull) {
   if (recipe_.threads > 0) omp_set_num_threads(recipe_.threads);
+  autograd::set_detect_anomaly(recipe_.detect_anomaly);
   const int world = comm_->world();
   if (world > 1)
     for (const StageSpec& s : recipe_.stages) {
@@ -265,6 +266,7 @@ void Trainer::save_checkpoint() {
              {"stage_name", recipe_.stages[stage_].name},
              {"optimizer_steps", optim_->steps()},
              {"world_size", comm_->world()},
+             {"skipped_steps", skipped_steps_},
              {"seed", recipe_.seed},
              {"drop_path_rng", {{"seed", drop_gen_.seed()}, {"offset", drop_gen_.offset()}}},
              {"loader", {{"epoch", pos.epoch}, {"batch", pos.batch}}},
@@ -297,6 +299,7 @@ void Trainer::restore(const std::string& dir, Saved& out) {
     saved_recipe = st.at("recipe").get<std::string>();
     tasks = st.value("tasks", json::object());
     saved_world = st.value("world_size", 1);
+    skipped_steps_ = st.value("skipped_steps", int64_t(0));
   } catch (const std::exception& e) {
     throw Error(str_cat(state_path, ": ", e.what()));
   }
@@ -341,6 +344,7 @@ double Trainer::train_step(double lr, Metrics* parts) {
     return v;
   };
   double total = 0;
+  Metrics step_parts;  // added to *parts once the step is taken
   for (int64_t a = 0; a < recipe_.grad_accum; ++a) {
     data::Batch b = *loader_->next();
     int64_t global_rows = int64_t(summed({double(b.size())})[0]);
@@ -357,7 +361,6 @@ double Trainer::train_step(double lr, Metrics* parts) {
     // share * loss is the one-process loss (and the summed gradients its gradient).
     const double share = double(b.size()) / double(global_rows);
     const bool reduce = reducer_ && a + 1 == recipe_.grad_accum;  // no communication on earlier micro-steps
-    if (reduce) reducer_->arm();
     std::vector<LossPart> ps = task.forward(b, drop_gen_);
     LOOM_CHECK(!ps.empty(), "task ", stage.task.type, " returned no loss");
     Tensor loss;
@@ -374,21 +377,59 @@ double Trainer::train_step(double lr, Metrics* parts) {
     values = summed(values);  // the global batch's loss and parts, the same on every rank
     for (size_t k = 0; k < ps.size(); ++k) {
       const double pv = values[k + 1];
-      LOOM_CHECK(std::isfinite(pv), "step ", step_, ": the loss ", ps[k].name, " of task ", stage.task.type, " is ", pv,
-                 "; stopping before it spoils the weights (lower optim.lr, or set train.clip_grad_norm)");
-      (*parts)["train/" + ps[k].name] += pv / double(recipe_.grad_accum);
+      if (std::isfinite(pv)) {
+        step_parts["train/" + ps[k].name] += pv / double(recipe_.grad_accum);
+        continue;
+      }
+      const std::string what = str_cat("step ", step_ + 1, ": the loss ", ps[k].name, " of task ", stage.task.type, " is ",
+                                       std::isnan(pv) ? "nan" : (pv > 0 ? "inf" : "-inf"));
+      if (recipe_.on_nonfinite == "stop")
+        throw Error(str_cat(what, "; stopping before it spoils the weights (lower optim.lr, set train.clip_grad_norm, "
+                                  "or train.detect_anomaly: true to find the op)"));
+      return skip_step(what);  // every rank decides alike: the values are the global batch's
     }
     total += values[0];
     const double scale = share / double(recipe_.grad_accum);
     const auto b0 = std::chrono::steady_clock::now();
+    if (reduce) reducer_->arm();
     (scale != 1.0 ? ops::mul(loss, scale) : loss).backward();
     if (reduce) reducer_->finish();
     backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
   }
-  if (recipe_.clip_grad_norm > 0) clip_grad_norm(run_.model->parameters(), recipe_.clip_grad_norm);
+  // The gradient's global norm, before clipping: a non-finite one is found and named here (after
+  // the reduction, so every rank agrees).
+  const auto named = run_.model->named_parameters();
+  std::vector<Tensor> params;
+  for (const auto& [_, p] : named) params.push_back(p);
+  const double norm = grad_norm(params);
+  if (!std::isfinite(norm)) {
+    std::string first = "?";
+    for (const auto& [name, p] : named)
+      if (p.grad().defined() && !autograd::all_finite(p.grad())) { first = name; break; }
+    const std::string what = str_cat("step ", step_ + 1, ": the gradient of ", first, " is not finite (the loss was ",
+                                     total / double(recipe_.grad_accum), ")");
+    if (recipe_.on_nonfinite == "stop")
+      throw Error(str_cat(what, "; stopping before it spoils the weights (train.detect_anomaly: true names the op)"));
+    return skip_step(what);
+  }
+  if (recipe_.clip_grad_norm > 0) scale_grads_to(params, norm, recipe_.clip_grad_norm);
+  for (auto& [k, v] : step_parts) (*parts)[k] += v;
+  (*parts)["train/grad_norm"] += norm;
   optim_->step(lr);
   task.after_step();
   return total / double(recipe_.grad_accum);
+}
+
+double Trainer::skip_step(const std::string& why) {
+  // train.on_nonfinite: skip_step. Nothing moves: gradients are dropped before the optimizer, its
+  // moments and step count, and the task's after-step work; the data was consumed.
+  optim_->zero_grad();
+  ++skipped_steps_;
+  if (leader()) {
+    progress_.finish_line();
+    std::cerr << "loom: " << why << "; step skipped (" << skipped_steps_ << " so far)\n";
+  }
+  return std::nan("");
 }
 
 Metrics Trainer::evaluate() {
@@ -420,7 +461,7 @@ void Trainer::train(int64_t stop_at) {
     return t.to_vector<int64_t>()[0];
   };
   auto t0 = clock::now(), window = t0;
-  int64_t window_steps = 0, skipped_reported = 0;
+  int64_t window_steps = 0, loss_steps = 0, skipped_reported = 0;
   double loss_sum = 0;
   Metrics part_sums;
   const int64_t first = step_;
@@ -429,7 +470,7 @@ void Trainer::train(int64_t stop_at) {
     if (step_ >= ends_[stage_] && stage_ + 1 < ends_.size()) {  // the next stage: its task, data, optimizer
       enter_stage(stage_ + 1, nullptr);
       window = clock::now();
-      window_steps = 0;
+      window_steps = loss_steps = 0;
       loss_sum = 0;
       part_sums.clear();
     }
@@ -437,7 +478,8 @@ void Trainer::train(int64_t stop_at) {
     const int64_t start = stage_ ? ends_[stage_ - 1] : 0;
     const std::string tag = recipe_.explicit_stages ? s.name : "";
     const double lr = scheduled_lr(s.schedule, s.optim.lr, step_ - start, s.steps);
-    loss_sum += train_step(lr, &part_sums);
+    const double step_loss = train_step(lr, &part_sums);
+    if (!std::isnan(step_loss)) loss_sum += step_loss, ++loss_steps;  // NaN: a skipped step
     ++step_;
     ++window_steps;
     const bool last = step_ == until, stage_end = step_ == ends_[stage_];
@@ -447,8 +489,10 @@ void Trainer::train(int64_t stop_at) {
       const double sps = double(window_steps * recipe_.data.at(s.data).batch_size * recipe_.grad_accum) / std::max(secs, 1e-9);
       const double elapsed = std::chrono::duration<double>(now - t0).count();
       const double eta = elapsed / double(step_ - first) * double(total - step_);
-      Metrics m{{"train/loss", loss_sum / double(window_steps)}, {"train/lr", lr}, {"train/samples_per_s", sps}};
-      for (auto& [k, v] : part_sums) m[k] = v / double(window_steps);
+      Metrics m{{"train/lr", lr}, {"train/samples_per_s", sps}};
+      if (loss_steps > 0) m["train/loss"] = loss_sum / double(loss_steps);
+      for (auto& [k, v] : part_sums) m[k] = v / double(std::max<int64_t>(1, loss_steps));
+      if (skipped_steps_ > 0) m["train/skipped_steps"] = double(skipped_steps_);
       for (auto& [k, v] : run_.tasks[stage_]->train_metrics()) m[k] = v;
       const int64_t skipped = skipped_everywhere();
       if (skipped > skipped_reported) {
@@ -457,10 +501,10 @@ void Trainer::train(int64_t stop_at) {
       }
       if (leader()) {
         metrics_->write(step_, m, tag);
-        progress_.report(step_, total, tag, m["train/loss"], lr, sps, eta);
+        progress_.report(step_, total, tag, m.count("train/loss") ? m["train/loss"] : std::nan(""), lr, sps, eta);
       }
       window = now;
-      window_steps = 0;
+      window_steps = loss_steps = 0;
       loss_sum = 0;
       part_sums.clear();
     }

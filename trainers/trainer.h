@@ -76,7 +76,10 @@ class Trainer {
  private:
   struct Saved;  // what restore() read from a checkpoint
   void enter_stage(size_t k, const Saved* saved);
-  double train_step(double lr, Metrics* parts);  // one optimizer step (grad_accum micro-batches); the mean loss
+  // One optimizer step (grad_accum micro-batches); the mean loss, or NaN when the step was skipped
+  // (train.on_nonfinite: skip_step).
+  double train_step(double lr, Metrics* parts);
+  double skip_step(const std::string& why);
   void restore(const std::string& checkpoint_dir, Saved& out);
   Metrics run_probe();
 
@@ -94,6 +97,7 @@ class Trainer {
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;
   double backward_s_ = 0;  // time in backward (and the gradient reduction), for bench
+  int64_t skipped_steps_ = 0;  // steps skipped for a non-finite loss or gradient (this run's process)
   int64_t step_ = 0;
   std::unique_ptr<MetricsLog> metrics_;
   Progress progress_;

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include "core/autograd.h"
 #include "core/ops.h"
 
 using namespace loom;
@@ -315,4 +316,33 @@ TEST(Autograd, GraphRetainedByBackwardIsFreed) {
     }
     EXPECT_TRUE(w->freed()) << c.name << ": output kept alive by its retained graph";
   }
+}
+
+// Anomaly mode names the op whose forward or backward first made a NaN or an infinity.
+TEST(Autograd, DetectAnomalyNamesTheOp) {
+  struct Off { ~Off() { autograd::set_detect_anomaly(false); } } off;
+  Tensor x = Tensor::from(std::vector<float>{1, 2, 3}, {3}).set_requires_grad(true);
+  Tensor zero = Tensor::zeros({3});
+  // Off: a division by zero is silent, as in PyTorch.
+  EXPECT_NO_THROW(ops::sum(ops::div(x, zero)));
+  autograd::set_detect_anomaly(true);
+  std::string fwd;
+  try {
+    ops::sum(ops::div(ops::mul(x, 2.0), zero));
+  } catch (const Error& e) {
+    fwd = e.what();
+  }
+  EXPECT_NE(fwd.find("the forward of 'div' produced inf"), std::string::npos) << fwd;
+  // Finite forward, infinite backward: d sqrt(x)/dx at 0.
+  Tensor z = Tensor::from(std::vector<float>{0, 4, 9}, {3}).set_requires_grad(true);
+  Tensor y = ops::sum(ops::sqrt(z));
+  std::string bwd;
+  try {
+    y.backward();
+  } catch (const Error& e) {
+    bwd = e.what();
+  }
+  EXPECT_NE(bwd.find("the backward of 'sqrt' produced inf in the gradient of its input 0"), std::string::npos) << bwd;
+  EXPECT_TRUE(autograd::all_finite(x));
+  EXPECT_FALSE(autograd::all_finite(Tensor::from(std::vector<float>{1, std::nanf("")}, {2})));
 }

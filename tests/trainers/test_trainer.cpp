@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include "core/autograd.h"
 #include "core/safetensors.h"
 #include "data/webdataset.h"
 #include "trainers/checkpoint.h"
@@ -381,5 +382,69 @@ TEST(Checkpoint, LoadsWithPythonSafetensors) {
                          " text.ln_final.weight=32 > /dev/null").c_str()), 0);
   EXPECT_EQ(std::system((script + " " + opt + " visual.blocks.0.attn.qkv.weight.exp_avg=96x32 > /dev/null").c_str()), 0);
   EXPECT_NE(std::system((script + " " + model + " no.such.tensor=1 > /dev/null 2>&1").c_str()), 0);  // the check can fail
+  fs::remove_all(data);
+}
+
+// A run that diverges (lr 1e4, no clipping): stop names the step and the loss part; skip_step
+// changes no parameter and no optimizer state on the skipped steps, counts them, and goes on.
+TEST(Trainer, NonFiniteLossStopsOrSkipsTheStep) {
+  fs::path data = make_dataset("nonfinite");
+  std::string yaml = recipe_text(data, 12);
+  yaml.replace(yaml.find("lr: 3.0e-3"), 10, "lr: 1.0e+4");
+  yaml.replace(yaml.find("warmup_steps: 5"), 15, "warmup_steps: 0");
+  yaml.replace(yaml.find("checkpoint_every: 10"), 20, "checkpoint_every: 1");
+  yaml.replace(yaml.find("keep: 2"), 7, "keep: 20");
+  {
+    Config c = Config::parse(yaml, "diverge.yaml");
+    Recipe r = Recipe::from(c);
+    r.eval_every = 0;
+    Trainer t(r, c, (data / "stop").string(), false);
+    std::string e;
+    try {
+      t.train();
+    } catch (const Error& err) {
+      e = err.what();
+    }
+    ASSERT_NE(e.find("step "), std::string::npos) << "the run did not diverge: " << e;
+    EXPECT_TRUE(e.find("the loss infonce of task contrastive is nan") != std::string::npos ||
+                e.find("is not finite") != std::string::npos) << e;
+  }
+  {  // train.detect_anomaly names the op where the first NaN or infinity appeared, forward or backward
+    Config c = Config::parse(yaml, "diverge.yaml");
+    c.apply_override("train.detect_anomaly=true");
+    Recipe r = Recipe::from(c);
+    r.eval_every = 0;
+    Trainer t(r, c, (data / "anomaly").string(), false);
+    std::string e;
+    try {
+      t.train();
+    } catch (const Error& err) {
+      e = err.what();
+    }
+    autograd::set_detect_anomaly(false);
+    EXPECT_EQ(e.rfind("detect_anomaly: the ", 0), 0u) << e;
+    std::cerr << "anomaly mode: " << e << "\n";
+  }
+  Config c = Config::parse(yaml, "diverge.yaml");
+  c.apply_override("train.on_nonfinite=skip_step");
+  Recipe r = Recipe::from(c);
+  r.eval_every = 0;
+  Trainer(r, c, (data / "skip").string(), false).train();
+  // Find the first skipped step: the checkpoint after it equals the one before, optimizer included.
+  std::ifstream f(data / "skip/metrics.jsonl");
+  int64_t first_skip = -1, skipped = 0;
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("train/skipped_steps") && first_skip < 0) first_skip = j["step"].get<int64_t>();
+    if (j.contains("train/skipped_steps")) skipped = j["train/skipped_steps"].get<int64_t>();
+  }
+  ASSERT_GT(first_skip, 1) << "no step was skipped";
+  EXPECT_GE(skipped, 1);
+  auto dir = [&](int64_t s) { return checkpoint_dir((data / "skip").string(), s); };
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    auto before = load_safetensors((fs::path(dir(first_skip - 1)) / file).string());
+    auto after = load_safetensors((fs::path(dir(first_skip)) / file).string());
+    for (auto& [k, t] : before.tensors) EXPECT_EQ(t.to_vector<float>(), after.tensors.at(k).to_vector<float>()) << file << " " << k;
+  }
   fs::remove_all(data);
 }
