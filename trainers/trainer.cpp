@@ -173,14 +173,25 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
                              " processes (make it a multiple of ", world, ")"));
     }
   const fs::path ckdir = fs::path(run_dir_) / "checkpoints";
+  // Only whole checkpoints count: a process killed while writing its first one leaves a .tmp-*
+  // directory, which must not stop a fresh start (nor be resumed from).
+  bool whole = fs::exists(ckdir / "latest");
+  if (fs::is_directory(ckdir))
+    for (auto& e : fs::directory_iterator(ckdir)) whole = whole || step_of_dir(e.path().string()) >= 0;
   if (resume) {
     LOOM_CHECK(fs::exists(ckdir / "latest"), "--resume ", run_dir_, ": no checkpoints/latest in that run directory");
-  } else if (fs::exists(ckdir) && !fs::is_empty(ckdir)) {
+  } else if (whole) {
     throw Error(str_cat(run_dir_, " already holds a run with checkpoints; pass --resume ", run_dir_,
                         " to continue it, or choose another run directory"));
   }
   comm_->barrier();  // every rank has looked before rank 0 writes
-  if (leader()) fs::create_directories(ckdir);
+  if (leader()) {
+    fs::create_directories(ckdir);
+    std::vector<fs::path> torn;  // writes of an interrupted run
+    for (auto& e : fs::directory_iterator(ckdir))
+      if (e.path().filename().string().rfind(".tmp-", 0) == 0) torn.push_back(e.path());
+    for (const fs::path& p : torn) fs::remove_all(p);
+  }
   if (!resume && leader()) {  // a resumed run keeps the recipe it started with (restore() checks the new one matches)
     std::ofstream f(fs::path(run_dir_) / "recipe.yaml");
     f << "# resolved recipe (file + overrides) of this run\n" << resolved_yaml_ << "\n";
