@@ -1,4 +1,5 @@
 #include "core/device.h"
+#include <unistd.h>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -145,6 +146,11 @@ void register_allocator(DeviceType type, Allocator* allocator) { registry()[size
 MemoryStats memory_stats(Device d) { return allocator_for(d.type).memory_stats(d); }
 void empty_cache(Device d) { allocator_for(d.type).empty_cache(d); }
 void reset_peak_memory(Device d) { allocator_for(d.type).reset_peak_memory(d); }
+
+uint64_t host_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : uint64_t(1) << 40;
+}
 
 int cuda_device_count() {
 #ifdef LOOM_WITH_CUDA

@@ -41,6 +41,8 @@ MemoryStats memory_stats(Device device);
 void empty_cache(Device device);  // returns cached, unused device memory to the driver
 void reset_peak_memory(Device device);
 int cuda_device_count();  // 0 when built without CUDA or without a GPU
+// This machine's physical memory in bytes (what a file's claims are weighed against).
+uint64_t host_memory_bytes();
 
 // One allocation. Tensors (and views) share it through shared_ptr; freed when the last one goes.
 struct Storage {

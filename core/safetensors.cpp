@@ -1,4 +1,5 @@
 #include "core/safetensors.h"
+#include "core/device.h"
 #include <unistd.h>
 #include <algorithm>
 #include <cstdio>
@@ -108,6 +109,20 @@ SafetensorsFile load_safetensors(const std::string& path) {
 
   SafetensorsFile out;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  // A header may describe a file larger than this machine's memory: refused before any allocation.
+  uint64_t claimed = 0;
+  for (auto it = header.begin(); it != header.end(); ++it)
+    if (it.key() != "__metadata__" && it.value().is_object() && it.value().contains("data_offsets") &&
+        it.value()["data_offsets"].is_array() && it.value()["data_offsets"].size() == 2 &&
+        it.value()["data_offsets"][0].is_number_unsigned() && it.value()["data_offsets"][1].is_number_unsigned()) {
+      const uint64_t b = it.value()["data_offsets"][0].get<uint64_t>(), e = it.value()["data_offsets"][1].get<uint64_t>();
+      // (a range past the data is left to the per-tensor check below, which names the tensor)
+      if (e > b && e <= data_size && __builtin_add_overflow(claimed, e - b, &claimed)) claimed = UINT64_MAX;
+    }
+  // Ranges that do not overlap fit in the data: more means overlap, refused before allocating any.
+  if (claimed > data_size) bad(path, str_cat("its tensors claim ", claimed, " bytes of ", data_size, ": tensors overlap"));
+  if (claimed > host_memory_bytes())
+    bad(path, str_cat("its tensors need ", claimed, " bytes, more than this machine's ", host_memory_bytes(), " bytes of memory"));
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const auto& e = it.value();

@@ -52,12 +52,20 @@ void check_pnm_size(const unsigned char* bytes, size_t size, const std::string& 
 }
 }  // namespace
 
+// 8192 x 8192 (256 MB as RGBA bytes, 1 GB as f32): beyond any training resolution, below what
+// would exhaust a loader worker's memory. stb refuses larger PNGs itself only past 2^30 bytes.
+constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+
 Tensor decode_image_bytes(const unsigned char* bytes, size_t size, int64_t channels, const std::string& name) {
   LOOM_CHECK(channels >= 1 && channels <= 4, name, ": decode_image: channels must be 1..4, got ", channels);
   LOOM_CHECK(size > 0, name, ": empty image file");
   LOOM_CHECK(size <= size_t(INT32_MAX), name, ": image file too large (", size, " bytes)");
   check_pnm_size(bytes, size, name);
   int w = 0, h = 0, n = 0;
+  // The header's size first: a small file may claim a huge image, and decoding would allocate it.
+  if (stbi_info_from_memory(bytes, int(size), &w, &h, &n) && (int64_t(w) * int64_t(h) > kMaxImagePixels))
+    throw Error(str_cat(name, ": the image claims ", w, "x", h, " pixels, more than loom decodes (", kMaxImagePixels,
+                        "); resize it first"));
   // stb's failure reason is thread-local, so concurrent decodes report their own errors.
   unsigned char* px = stbi_load_from_memory(bytes, int(size), &w, &h, &n, int(channels));
   if (!px) {

@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include "core/device.h"
 #include "core/error.h"
 
 namespace loom::data {
@@ -14,7 +15,9 @@ std::string json_type(const nlohmann::json& v) {
 }
 }  // namespace
 
-Manifest Manifest::load(const std::string& path) {
+Manifest Manifest::load(const std::string& path, uint64_t max_bytes) {
+  if (max_bytes == 0) max_bytes = host_memory_bytes() / 2;
+  uint64_t bytes = 0;
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(str_cat(path, ": cannot open manifest (", std::filesystem::exists(path) ? "unreadable" : "no such file", ")"));
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
@@ -32,6 +35,10 @@ Manifest Manifest::load(const std::string& path) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     auto where = [&] { return str_cat(path, ":", lineno, ": "); };
+    bytes += line.size() + sizeof(Example);  // about what the row takes once parsed
+    if (bytes > max_bytes)
+      throw Error(str_cat(where(), "the manifest's rows need more than ", max_bytes, " bytes of memory by here (half of "
+                          "this machine's memory): split it into smaller manifests"));
     nlohmann::json row;
     try {
       row = nlohmann::json::parse(line);

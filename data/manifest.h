@@ -29,7 +29,9 @@ struct Example {
 struct Manifest {
   std::string path;
   std::vector<Example> rows;
-  static Manifest load(const std::string& path);
+  // max_bytes: what the rows may take in memory (0: half of this machine's); a manifest beyond it
+  // is a loom::Error naming it, before the machine runs out of memory.
+  static Manifest load(const std::string& path, uint64_t max_bytes = 0);
 };
 
 }  // namespace loom::data

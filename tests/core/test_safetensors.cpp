@@ -115,5 +115,13 @@ TEST(Safetensors, HostileSizesAndNestedOverlapsAreRejected) {
                                 R"({"a":{"dtype":"U8","shape":[100],"data_offsets":[0,100]},"b":{"dtype":"U8","shape":[0],"data_offsets":[10,10]},"c":{"dtype":"U8","shape":[10],"data_offsets":[20,30]}})",
                                 100),
                       "overlap");
+  // A thousand tensors claiming the same 4 KB: refused before a thousand buffers are allocated.
+  std::string many = "{";
+  for (int i = 0; i < 1000; ++i) {
+    if (i) many.append(",");
+    many.append("\"t").append(std::to_string(i)).append("\":{\"dtype\":\"U8\",\"shape\":[4096],\"data_offsets\":[0,4096]}");
+  }
+  many += "}";
+  expect_error_naming(write_raw(dir / "many", many, 4096), "claim 4096000 bytes of 4096: tensors overlap");
   fs::remove_all(dir);
 }

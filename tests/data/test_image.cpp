@@ -85,3 +85,24 @@ TEST(Image, CorruptFilesNamePath) {
 }
 
 }  // namespace
+
+// A 45-byte PNG whose header claims 10000 x 10000 (or 100000 x 100000) pixels is refused, naming
+// the file, before anything is allocated.
+TEST(Image, HugeClaimedSizeIsRefused) {
+  auto png_of = [](uint32_t side) {
+    std::string png("\x89PNG\r\n\x1a\n", 8);
+    auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+    png += be32(13) + "IHDR" + be32(side) + be32(side) + std::string("\x08\x02\x00\x00\x00", 5) + be32(0);
+    return png + be32(0) + "IDAT" + be32(0);
+  };
+  for (uint32_t side : {10000u, 100000u}) {
+    const std::string png = png_of(side);
+    const std::string e = error_of([&] {
+      loom::data::decode_image_bytes(reinterpret_cast<const unsigned char*>(png.data()), png.size(), 3, "huge.png");
+    });
+    EXPECT_EQ(e.rfind("huge.png: ", 0), 0u) << e;
+    if (side == 10000u) {
+      EXPECT_NE(e.find("the image claims 10000x10000 pixels, more than loom decodes"), std::string::npos) << e;
+    }
+  }
+}

@@ -87,3 +87,16 @@ TEST(Manifest, MissingFileNamesPath) {
 }
 
 }  // namespace
+
+// A manifest beyond the memory it may take is refused naming file and line, not loaded until the
+// machine runs out (the limit is half of this machine's memory; here a small one stands in).
+TEST(Manifest, BeyondItsMemoryLimitIsRefused) {
+  loom::data::testing::TempDir dir;
+  std::string rows;
+  for (int i = 0; i < 200; ++i) rows += "{\"text\": \"row " + std::to_string(i) + "\"}\n";
+  loom::data::testing::write_file(dir.file("m.jsonl"), rows);
+  EXPECT_EQ(loom::data::Manifest::load(dir.file("m.jsonl")).rows.size(), 200u);
+  const std::string e = loom::data::testing::error_of([&] { loom::data::Manifest::load(dir.file("m.jsonl"), 20000); });
+  EXPECT_NE(e.find("m.jsonl:"), std::string::npos) << e;
+  EXPECT_NE(e.find("need more than 20000 bytes of memory"), std::string::npos) << e;
+}
