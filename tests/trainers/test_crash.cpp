@@ -85,7 +85,7 @@ void expect_latest_whole(const fs::path& run, int trial) {
 }
 
 TEST(Crash, KilledAnywhereResumesBitwise) {
-  const fs::path data = loom::testing::make_dataset("crash");
+  const fs::path data = loom::testing::make_dataset("sigkill");
   const fs::path yaml = data / "crash.yaml";
   std::ofstream(yaml) << recipe(data, 300);
   const fs::path log = data / "children.log";
