@@ -9,7 +9,7 @@
 namespace loom::profiler {
 namespace detail {
 
-thread_local bool t_active = false;
+
 
 namespace {
 

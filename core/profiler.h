@@ -33,7 +33,9 @@ void start();
 Report stop();
 
 namespace detail {
-extern thread_local bool t_active;
+// Defined here, constant-initialised, so every includer reads it directly (an extern thread_local goes
+// through a wrapper function, which UBSan misreads as a null load).
+inline thread_local bool t_active = false;
 void enter(const char* name, bool backward);
 void leave();
 void enter_kernel(const char* name);

@@ -65,7 +65,8 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const s
     bool ok = std::fwrite(le, 1, 8, f) == 8 && std::fwrite(h.data(), 1, h.size(), f) == h.size();
     for (const Tensor& c : cpu) {
       const size_t n = size_t(c.numel()) * dtype_size(c.dtype());
-      ok = ok && std::fwrite(c.raw_data(), 1, n, f) == n;
+      // An empty tensor may have no storage at all: fwrite's buffer must not be null even for 0 bytes.
+      ok = ok && (n == 0 || std::fwrite(c.raw_data(), 1, n, f) == n);
     }
     // Data on disk before the rename makes it visible: a crash leaves the old file or the whole new one.
     ok = std::fflush(f) == 0 && ok;
