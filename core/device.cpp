@@ -22,9 +22,19 @@ namespace {
 bool cpu_has_build_arch() {
   __builtin_cpu_init();
   const std::string_view arch = LOOM_CPU_ARCH;
+#if defined(__clang__)  // clang (14) knows the features, not the level names
+  const bool v2 = __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt");
+  const bool v3 = v2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+  const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (arch == "x86-64-v2") return v2;
+  if (arch == "x86-64-v3") return v3;
+  if (arch == "x86-64-v4") return v4;
+#else
   if (arch == "x86-64-v2") return __builtin_cpu_supports("x86-64-v2");
   if (arch == "x86-64-v3") return __builtin_cpu_supports("x86-64-v3");
   if (arch == "x86-64-v4") return __builtin_cpu_supports("x86-64-v4");
+#endif
   return true;  // native or a named CPU: built for this machine by whoever chose it
 }
 const bool g_cpu_checked = [] {

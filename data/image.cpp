@@ -31,6 +31,33 @@ namespace loom::data {
 namespace {
 // stb_image (v2.27) fills a truncated binary PGM/PPM with uninitialised memory instead of failing,
 // so the header is checked here: the file must hold every pixel byte the header promises.
+// stb_image 2.27 (Debian's) writes past its Huffman size table when a JPEG's DHT segment declares
+// more than 256 codes (found by fuzz_image under UBSan). The segments are checked here first.
+void check_jpeg_huffman_tables(const unsigned char* b, size_t size, const std::string& name) {
+  if (size < 4 || b[0] != 0xFF || b[1] != 0xD8) return;
+  size_t i = 2;
+  while (i + 4 <= size) {
+    if (b[i] != 0xFF) { ++i; continue; }  // stb skips bytes between segments to the next marker: so do we
+    const unsigned char marker = b[i + 1];
+    if (marker == 0xFF) { ++i; continue; }  // fill byte
+    if (marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) { i += 2; continue; }
+    if (marker == 0xDA || marker == 0xD9) return;  // start of scan / end of image: tables come before
+    const size_t len = (size_t(b[i + 2]) << 8) | b[i + 3];
+    if (len < 2 || i + 2 + len > size) return;
+    if (marker == 0xC4) {  // DHT: [class/id, 16 counts, symbols] repeated
+      size_t p = i + 4, end = i + 2 + len;
+      while (p + 17 <= end) {
+        size_t codes = 0;
+        for (int k = 1; k <= 16; ++k) codes += b[p + size_t(k)];
+        if (codes > 256)
+          throw Error(str_cat(name, ": corrupt image (a JPEG Huffman table declares ", codes, " codes, at most 256 exist)"));
+        p += 17 + codes;
+      }
+    }
+    i += 2 + len;
+  }
+}
+
 void check_pnm_size(const unsigned char* bytes, size_t size, const std::string& name) {
   if (size < 2 || bytes[0] != 'P' || (bytes[1] != '5' && bytes[1] != '6')) return;
   size_t i = 2;
@@ -61,6 +88,7 @@ Tensor decode_image_bytes(const unsigned char* bytes, size_t size, int64_t chann
   LOOM_CHECK(size > 0, name, ": empty image file");
   LOOM_CHECK(size <= size_t(INT32_MAX), name, ": image file too large (", size, " bytes)");
   check_pnm_size(bytes, size, name);
+  check_jpeg_huffman_tables(bytes, size, name);
   int w = 0, h = 0, n = 0;
   // The header's size first: a small file may claim a huge image, and decoding would allocate it.
   if (stbi_info_from_memory(bytes, int(size), &w, &h, &n) && (int64_t(w) * int64_t(h) > kMaxImagePixels))

@@ -42,7 +42,7 @@ Manifest Manifest::load(const std::string& path, uint64_t max_bytes) {
     nlohmann::json row;
     try {
       row = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for numbers like 3e0333333
       throw Error(str_cat(where(), "bad JSON (", e.what(), ")"));
     }
     if (!row.is_object()) throw Error(str_cat(where(), "expected a JSON object, got ", json_type(row)));

@@ -155,7 +155,7 @@ void add_samples(const std::string& shard, std::vector<Example>& out) {
         nlohmann::json j;
         try {
           j = nlohmann::json::parse(read_text(blob, where));
-        } catch (const nlohmann::json::parse_error& e) {
+        } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for numbers like 3e0333333
           throw Error(str_cat(where, ": bad JSON (", e.what(), ")"));
         }
         LOOM_CHECK(j.is_object(), where, ": expected a JSON object");

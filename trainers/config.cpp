@@ -153,7 +153,7 @@ std::string Config::near_miss(const std::string& key) const {
   }
   if (!p.IsMap()) return "";
   for (auto it = p.begin(); it != p.end(); ++it) {
-    const std::string sib = it->first.as<std::string>();
+    const std::string sib = it->first.IsScalar() ? it->first.Scalar() : std::string();
     if (sib != name && edit_distance(sib, name) <= 2)
       return str_cat(" (is '", sib, "' on line ", line_of(it->first), " a typo?)");
   }
@@ -229,7 +229,10 @@ std::vector<std::string> Config::keys(const std::string& key) const {
   read_ = before;  // looking is not reading
   std::vector<std::string> out;
   if (n.IsMap())
-    for (auto it = n.begin(); it != n.end(); ++it) out.push_back(it->first.as<std::string>());
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      if (!it->first.IsScalar()) fail(key, "a key must be a plain name, not a list or a mapping");
+      out.push_back(it->first.Scalar());
+    }
   return out;
 }
 
@@ -260,6 +263,10 @@ void Config::check_unknown() const {
     }
     if (!node.IsMap()) continue;
     for (auto it = node.begin(); it != node.end(); ++it) {
+      // YAML allows a list or a mapping as a key ("? [a, b]: 1"); a recipe does not (found by fuzz_recipe).
+      if (!it->first.IsScalar())
+        throw ConfigError(str_cat(source_, ":", it->first.Mark().line + 1, ": ", prefix.empty() ? "the top level" : prefix,
+                                  ": a key must be a plain name, not a list or a mapping"));
       const std::string name = it->first.as<std::string>();
       const std::string key = prefix.empty() ? name : prefix + "." + name;
       bool known = read_.count(key) > 0, below = false;

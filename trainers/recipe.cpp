@@ -308,7 +308,10 @@ Recipe Recipe::from(const Config& c) {
     if (c.has("init_from.remap")) {
       YAML::Node n = c.node("init_from.remap");  // old key prefix -> new prefix
       if (!n.IsMap()) c.fail("init_from.remap", "expected a mapping of key prefixes");
-      for (auto it = n.begin(); it != n.end(); ++it) r.init_from.remap[it->first.as<std::string>()] = it->second.as<std::string>();
+      for (auto it = n.begin(); it != n.end(); ++it) {
+        if (!it->first.IsScalar() || !it->second.IsScalar()) c.fail("init_from.remap", "expected old-prefix: new-prefix pairs of strings");
+        r.init_from.remap[it->first.Scalar()] = it->second.Scalar();
+      }
     }
   }
 

@@ -106,3 +106,21 @@ TEST(Image, HugeClaimedSizeIsRefused) {
     }
   }
 }
+
+// Found by fuzz_image under UBSan: a JPEG whose Huffman table declares more than 256 codes made
+// stb_image write past its table; it is refused before stb sees it.
+TEST(Image, JpegHuffmanTableWithTooManyCodesIsRefused) {
+  std::string jpg("\xFF\xD8", 2);
+  std::string dht("\x00", 1);  // class 0, id 0
+  for (int k = 0; k < 16; ++k) dht += char(k < 2 ? 0 : 17);
+  dht[1 + 2] = char(60);  // 13 x 17 + 60 = 281 codes
+  size_t codes = 0;
+  for (int k = 1; k <= 16; ++k) codes += static_cast<unsigned char>(dht[size_t(k)]);
+  dht += std::string(codes, '\x01');
+  const size_t len = dht.size() + 2;
+  jpg += std::string("\xFF\xC4", 2) + char(len >> 8) + char(len & 0xFF) + dht + std::string("\xFF\xD9", 2);
+  const std::string e = error_of([&] {
+    loom::data::decode_image_bytes(reinterpret_cast<const unsigned char*>(jpg.data()), jpg.size(), 3, "bad.jpg");
+  });
+  EXPECT_NE(e.find("bad.jpg: corrupt image (a JPEG Huffman table declares " + std::to_string(codes) + " codes"), std::string::npos) << e;
+}

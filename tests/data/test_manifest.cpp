@@ -100,3 +100,12 @@ TEST(Manifest, BeyondItsMemoryLimitIsRefused) {
   EXPECT_NE(e.find("m.jsonl:"), std::string::npos) << e;
   EXPECT_NE(e.find("need more than 20000 bytes of memory"), std::string::npos) << e;
 }
+
+// Found by fuzz_manifest: a number too large for a double is nlohmann's out_of_range, not its
+// parse_error; it is still an error naming file and line, not an escaped exception.
+TEST(Manifest, OverflowingNumberNamesFileAndLine) {
+  loom::data::testing::TempDir dir;
+  loom::data::testing::write_file(dir.file("m.jsonl"), "{\"text\": \"a\"}\n 3e0333333o\n");
+  const std::string e = loom::data::testing::error_of([&] { loom::data::Manifest::load(dir.file("m.jsonl")); });
+  EXPECT_NE(e.find("m.jsonl:2: bad JSON"), std::string::npos) << e;
+}

@@ -448,3 +448,16 @@ TEST(Trainer, NonFiniteLossStopsOrSkipsTheStep) {
   }
   fs::remove_all(data);
 }
+
+// Found by fuzz_recipe: YAML lets a list or a mapping be a key; a recipe says so instead of letting
+// yaml-cpp's conversion error escape.
+TEST(Trainer, ComplexYamlKeysAreConfigErrors) {
+  fs::path data = make_dataset("yamlkeys");
+  const std::string base = recipe_text(data, 2);
+  const std::string e = expect_config_error(base + "? [a, b]\n: 1\n");
+  EXPECT_NE(e.find("bad.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("a key must be a plain name, not a list or a mapping"), std::string::npos) << e;
+  const std::string f = expect_config_error(base + "init_from: {path: " + data.string() + "/train.jsonl, remap: {a: [b]}}\n");
+  EXPECT_NE(f.find("init_from.remap"), std::string::npos) << f;
+  fs::remove_all(data);
+}

@@ -1,0 +1,7 @@
+#include "data/audio.h"
+#include "tests/fuzz/fuzz_common.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  loom::fuzz::expect_only_loom_errors([&] { (void)loom::data::decode_audio_bytes(data, size, "fuzz"); });
+  return 0;
+}
