@@ -41,19 +41,31 @@ void check_jpeg_huffman_tables(const unsigned char* b, size_t size, const std::s
     const unsigned char marker = b[i + 1];
     if (marker == 0xFF) { ++i; continue; }  // fill byte
     if (marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) { i += 2; continue; }
-    if (marker == 0xDA || marker == 0xD9) return;  // start of scan / end of image: tables come before
+    if (marker == 0xD9) return;  // end of image
     const size_t len = (size_t(b[i + 2]) << 8) | b[i + 3];
-    if (len < 2 || i + 2 + len > size) return;
-    if (marker == 0xC4) {  // DHT: [class/id, 16 counts, symbols] repeated
-      size_t p = i + 4, end = i + 2 + len;
-      while (p + 17 <= end) {
+    if (len < 2) return;
+    if (marker == 0xDA) {  // start of scan: its header, then entropy-coded bytes up to the next marker
+      // (progressive JPEGs define tables between scans); FF 00 is a stuffed byte, FF D0-D7 a restart
+      for (i += 2 + len; i + 1 < size; ++i)
+        if (b[i] == 0xFF && b[i + 1] != 0x00 && !(b[i + 1] >= 0xD0 && b[i + 1] <= 0xD7)) break;
+      continue;
+    }
+    if (marker == 0xC4) {
+      // DHT: [class/id, 16 counts, symbols] while bytes of the segment remain, read exactly as stb
+      // reads them: a table may start in the segment's last byte and run past it, and bytes past
+      // the end of the file read as 0.
+      auto at = [&](size_t k) -> size_t { return k < size ? b[k] : 0; };
+      size_t p = i + 4;
+      for (int64_t left = int64_t(len) - 2; left > 0;) {
         size_t codes = 0;
-        for (int k = 1; k <= 16; ++k) codes += b[p + size_t(k)];
+        for (size_t k = 1; k <= 16; ++k) codes += at(p + k);
         if (codes > 256)
           throw Error(str_cat(name, ": corrupt image (a JPEG Huffman table declares ", codes, " codes, at most 256 exist)"));
         p += 17 + codes;
+        left -= int64_t(17 + codes);
       }
     }
+    if (i + 2 + len > size) return;
     i += 2 + len;
   }
 }
