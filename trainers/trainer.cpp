@@ -213,6 +213,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     if (!resume && !recipe_.init_from.path.empty()) load_pretrained(m, recipe_.init_from);
   }, comm_.get());
   check_freeze_patterns(*run_.model, recipe_, config_);
+  params_ = run_.model->parameters();  // tasks add their heads in Run::build: the set is final here
 
   int64_t end = 0;
   for (const StageSpec& s : recipe_.stages) ends_.push_back(end += s.steps);
@@ -409,13 +410,10 @@ double Trainer::train_step(double lr, Metrics* parts) {
   }
   // The gradient's global norm, before clipping: a non-finite one is found and named here (after
   // the reduction, so every rank agrees).
-  const auto named = run_.model->named_parameters();
-  std::vector<Tensor> params;
-  for (const auto& [_, p] : named) params.push_back(p);
-  const double norm = grad_norm(params);
+  const double norm = grad_norm(params_);
   if (!std::isfinite(norm)) {
     std::string first = "?";
-    for (const auto& [name, p] : named)
+    for (const auto& [name, p] : run_.model->named_parameters())
       if (p.grad().defined() && !autograd::all_finite(p.grad())) { first = name; break; }
     const std::string what = str_cat("step ", step_ + 1, ": the gradient of ", first, " is not finite (the loss was ",
                                      total / double(recipe_.grad_accum), ")");
@@ -423,7 +421,7 @@ double Trainer::train_step(double lr, Metrics* parts) {
       throw Error(str_cat(what, "; stopping before it spoils the weights (train.detect_anomaly: true names the op)"));
     return skip_step(what);
   }
-  if (recipe_.clip_grad_norm > 0) scale_grads_to(params, norm, recipe_.clip_grad_norm);
+  if (recipe_.clip_grad_norm > 0) scale_grads_to(params_, norm, recipe_.clip_grad_norm);
   for (auto& [k, v] : step_parts) (*parts)[k] += v;
   (*parts)["train/grad_norm"] += norm;
   optim_->step(lr);

@@ -91,6 +91,7 @@ class Trainer {
   std::unique_ptr<distributed::GradReducer> reducer_;  // with more than one process
   std::string run_dir_, resolved_yaml_;
   Run run_;
+  std::vector<Tensor> params_;  // the model's parameters (handles), for the per-step gradient norm
   std::vector<int64_t> ends_;  // ends_[k]: the global step at which stage k ends
   size_t stage_ = 0;
   std::unique_ptr<data::Loader> loader_;

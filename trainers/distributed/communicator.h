@@ -57,6 +57,13 @@ class Communicator {
   virtual void abort(int code) = 0;
 };
 
+// Elements per row of dim 0 (the product of the other dims): what the row collectives count in.
+inline int64_t row_elements(const Tensor& t) {
+  int64_t n = 1;
+  for (int d = 1; d < t.dim(); ++d) n *= t.size(d);
+  return n;
+}
+
 // One process: every collective is the identity.
 std::shared_ptr<Communicator> single_process();
 

@@ -101,7 +101,7 @@ class Mpi final : public Communicator {
     Tensor t = t_in.contiguous();
     MPI_Datatype ty = mpi_type(t, "all_gather_rows");
     LOOM_CHECK(t.dim() >= 1, "all_gather_rows: expected at least one dimension, got ", t.describe());
-    const int64_t row = shape_numel_after0(t);
+    const int64_t row = row_elements(t);
     std::vector<int64_t> rows(static_cast<size_t>(world_)), shape_check(static_cast<size_t>(world_));
     int64_t mine = t.size(0);
     check_mpi(MPI_Allgather(&mine, 1, MPI_INT64_T, rows.data(), 1, MPI_INT64_T, MPI_COMM_WORLD), "MPI_Allgather");
@@ -132,7 +132,7 @@ class Mpi final : public Communicator {
     int64_t total = 0;
     for (int64_t r : rows) total += r;
     LOOM_CHECK(t.dim() >= 1 && t.size(0) == total, "reduce_scatter_rows: ", t.describe(), " does not hold ", total, " rows");
-    const int64_t row = shape_numel_after0(t);
+    const int64_t row = row_elements(t);
     std::vector<int> counts(static_cast<size_t>(world_));
     for (int r = 0; r < world_; ++r) counts[size_t(r)] = count_of(rows[size_t(r)] * row, "reduce_scatter_rows");
     Shape shape = t.shape();
@@ -150,11 +150,6 @@ class Mpi final : public Communicator {
   void abort(int code) override { MPI_Abort(MPI_COMM_WORLD, code); }
 
  private:
-  static int64_t shape_numel_after0(const Tensor& t) {
-    int64_t n = 1;
-    for (int d = 1; d < t.dim(); ++d) n *= t.size(d);
-    return n;
-  }
   int rank_ = 0, world_ = 1, local_ = 0;
 };
 

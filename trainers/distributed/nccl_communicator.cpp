@@ -40,12 +40,6 @@ ncclDataType_t nccl_type(const Tensor& t, const char* op) {
   }
 }
 
-int64_t row_elements(const Tensor& t) {
-  int64_t n = 1;
-  for (int d = 1; d < t.dim(); ++d) n *= t.size(d);
-  return n;
-}
-
 class Nccl final : public Communicator {
  public:
   Nccl(std::shared_ptr<Communicator> bootstrap, int device) : boot_(std::move(bootstrap)), device_(device) {
