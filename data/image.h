@@ -1,4 +1,5 @@
-// Image decoding with stb_image (PNG, JPEG, BMP, PGM/PPM, TGA, GIF, ...).
+// Image decoding: JPEG with libjpeg-turbo (as Pillow), binary PGM/PPM by loom, the rest with stb_image
+// (PNG, BMP, GIF). Other formats (TGA, PSD, HDR, WebP, ...) are refused as unsupported: convert them first.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -10,6 +10,10 @@
 #define STB_IMAGE_WRITE_STATIC
 #include <stb/stb_image_write.h>
 #pragma GCC diagnostic pop
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <jpeglib.h>
 
 using loom::Tensor;
 using loom::data::decode_image;
@@ -19,6 +23,10 @@ using loom::data::testing::write_file;
 using loom::data::testing::write_pgm;
 
 namespace {
+
+Tensor decode_bytes(const std::string& b, int64_t channels, const std::string& name = "x.jpg") {
+  return loom::data::decode_image_bytes(reinterpret_cast<const unsigned char*>(b.data()), b.size(), channels, name);
+}
 
 TEST(Image, DecodesPgmToChw) {
   TempDir dir;
@@ -37,6 +45,27 @@ TEST(Image, DecodesPgmToChw) {
   std::vector<float> r = rgb.to_vector<float>();
   for (int c = 0; c < 3; ++c)
     for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(r[size_t(c * 6 + i)], want[i]);
+}
+
+// Binary PGM/PPM of 16 bits and of small maxvals scale to [0, 1]; a 16-bit grey image to RGB read
+// past stb's buffer (found by fuzz_image), loom reads PNM itself.
+TEST(Image, DecodesSixteenBitAndSmallMaxvalPnm) {
+  const std::string pgm16 = std::string("P5\n2 1\n65535\n") + std::string("\xFF\xFF\x80\x00", 4);
+  const std::vector<float> v = decode_bytes(pgm16, 3, "a.pgm").to_vector<float>();
+  ASSERT_EQ(v.size(), 6u);
+  EXPECT_FLOAT_EQ(v[0], 1.f);
+  EXPECT_FLOAT_EQ(v[1], 128 / 255.f);  // 32768 of 65535
+  EXPECT_FLOAT_EQ(v[4], 1.f);          // blue replicates grey
+  const std::string ppm15 = std::string("P6 1 1 15 ") + std::string("\x0F\x00\x05", 3);
+  const std::vector<float> w = decode_bytes(ppm15, 3, "b.ppm").to_vector<float>();
+  EXPECT_FLOAT_EQ(w[0], 1.f);
+  EXPECT_FLOAT_EQ(w[1], 0.f);
+  EXPECT_FLOAT_EQ(w[2], 85 / 255.f);
+  EXPECT_FLOAT_EQ(decode_bytes(ppm15, 1, "b.ppm").to_vector<float>()[0], ((255 * 77 + 85 * 29) >> 8) / 255.f);
+  for (const char* bad : {"P5\n0 1\n255\n", "P5\n1 1\n0\n\x01", "P5\n1 1\n70000\n\x01\x01", "P5\n1 1 255"}) {
+    const std::string e = error_of([&] { decode_bytes(bad, 1, "c.pgm"); });
+    EXPECT_EQ(e.rfind("c.pgm: corrupt", 0), 0u) << e;
+  }
 }
 
 TEST(Image, DecodesPngChannelsPlanar) {
@@ -80,6 +109,12 @@ TEST(Image, CorruptFilesNamePath) {
   msg = error_of([&] { decode_image(empty, 1); });
   EXPECT_NE(msg.find(empty), std::string::npos) << msg;
 
+  // Found by fuzz_image: a PPM header of 13-digit sizes overflowed the truncation check's product.
+  const std::string absurd = dir.file("absurd.ppm");
+  write_file(absurd, "P6\n1912594444444 1510191259405 255\n");
+  msg = error_of([&] { decode_image(absurd, 3); });
+  EXPECT_NE(msg.find(absurd + ": the image claims 1912594444444x1510191259405 pixels"), std::string::npos) << msg;
+
   std::string bad_channels = error_of([&] { decode_image(garbage, 5); });
   EXPECT_NE(bad_channels.find("channels"), std::string::npos) << bad_channels;
 }
@@ -107,8 +142,131 @@ TEST(Image, HugeClaimedSizeIsRefused) {
   }
 }
 
+namespace {
+// A JPEG from libjpeg's encoder: interleaved 8-bit pixels of `space` (JCS_GRAYSCALE, JCS_RGB, JCS_CMYK).
+std::string encode_jpeg(int width, int height, J_COLOR_SPACE space, const std::vector<unsigned char>& px,
+                        bool progressive = false, bool adobe_cmyk = false) {
+  jpeg_compress_struct c;
+  jpeg_error_mgr err;
+  c.err = jpeg_std_error(&err);
+  jpeg_create_compress(&c);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&c, &buffer, &size);
+  c.image_width = JDIMENSION(width);
+  c.image_height = JDIMENSION(height);
+  c.input_components = space == JCS_GRAYSCALE ? 1 : space == JCS_RGB ? 3 : 4;
+  c.in_color_space = space;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, 100, TRUE);
+  if (progressive) jpeg_simple_progression(&c);
+  c.write_Adobe_marker = adobe_cmyk ? TRUE : FALSE;
+  jpeg_start_compress(&c, TRUE);
+  const int row = width * c.input_components;
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW line = const_cast<unsigned char*>(px.data()) + size_t(row) * c.next_scanline;
+    jpeg_write_scanlines(&c, &line, 1);
+  }
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  std::string out(reinterpret_cast<char*>(buffer), size);
+  std::free(buffer);
+  return out;
+}
+
+// A smooth RGB test card (JPEG keeps smooth content nearly exactly at quality 100).
+std::vector<unsigned char> test_card(int W, int H) {
+  std::vector<unsigned char> px(size_t(W * H * 3));
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      unsigned char* p = px.data() + (y * W + x) * 3;
+      p[0] = (unsigned char)(40 + 4 * x), p[1] = (unsigned char)(200 - 3 * y), p[2] = (unsigned char)(90 + x + y);
+    }
+  return px;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+}  // namespace
+
+// JPEGs decode with libjpeg-turbo: baseline and progressive, to 1-4 channels, planar, in [0, 1].
+TEST(Image, DecodesJpegBaselineAndProgressive) {
+  const int W = 40, H = 24;
+  const std::vector<unsigned char> card = test_card(W, H);
+  std::vector<float> want(size_t(3 * H * W));
+  for (int c = 0; c < 3; ++c)
+    for (int i = 0; i < H * W; ++i) want[size_t(c * H * W + i)] = float(card[size_t(i * 3 + c)]) / 255.f;
+  for (bool progressive : {false, true}) {
+    const std::string jpg = encode_jpeg(W, H, JCS_RGB, card, progressive);
+    Tensor rgb = decode_bytes(jpg, 3);
+    ASSERT_EQ(rgb.shape(), (loom::Shape{3, H, W}));
+    EXPECT_LT(max_abs_diff(rgb.to_vector<float>(), want), 4.f / 255.f) << "progressive " << progressive;
+    Tensor rgba = decode_bytes(jpg, 4);
+    ASSERT_EQ(rgba.shape(), (loom::Shape{4, H, W}));
+    const std::vector<float> v = rgba.to_vector<float>();
+    EXPECT_LT(max_abs_diff(std::vector<float>(v.begin(), v.begin() + 3 * H * W), want), 4.f / 255.f);
+    for (int i = 0; i < H * W; ++i) ASSERT_EQ(v[size_t(3 * H * W + i)], 1.f);  // opaque alpha
+    Tensor grey = decode_bytes(jpg, 1);
+    ASSERT_EQ(grey.shape(), (loom::Shape{1, H, W}));
+    const float luma = 0.299f * want[0] + 0.587f * want[size_t(H * W)] + 0.114f * want[size_t(2 * H * W)];
+    EXPECT_NEAR(grey.to_vector<float>()[0], luma, 4.f / 255.f);
+    EXPECT_EQ(decode_bytes(jpg, 2).shape(), (loom::Shape{2, H, W}));
+  }
+  // A grey JPEG replicates to RGB.
+  std::vector<unsigned char> g(size_t(W * H));
+  for (int i = 0; i < W * H; ++i) g[size_t(i)] = (unsigned char)(i % W * 5);
+  const std::vector<float> rgb = decode_bytes(encode_jpeg(W, H, JCS_GRAYSCALE, g), 3).to_vector<float>();
+  for (int i = 0; i < H * W; ++i) {
+    ASSERT_NEAR(rgb[size_t(i)], g[size_t(i)] / 255.f, 3.f / 255.f);
+    ASSERT_EQ(rgb[size_t(i)], rgb[size_t(2 * H * W + i)]);
+  }
+}
+
+// CMYK JPEGs (Adobe's inverted ones, as Photoshop writes them, and plain ones) come out as RGB.
+TEST(Image, DecodesCmykJpegToRgb) {
+  const int W = 16, H = 8;
+  for (bool adobe : {true, false}) {
+    // The colour (R, G, B) = (200, 100, 50) with K = 0 for plain CMYK: C = 255 - R, ...; Adobe
+    // stores the inverted values (R, G, B, 255).
+    std::vector<unsigned char> px;
+    for (int i = 0; i < W * H; ++i) {
+      if (adobe) px.insert(px.end(), {200, 100, 50, 255});
+      else px.insert(px.end(), {55, 155, 205, 0});
+    }
+    const std::string jpg = encode_jpeg(W, H, JCS_CMYK, px, false, adobe);
+    const std::vector<float> v = decode_bytes(jpg, 3).to_vector<float>();
+    EXPECT_NEAR(v[0], 200 / 255.f, 3.f / 255.f) << "adobe " << adobe;
+    EXPECT_NEAR(v[size_t(H * W)], 100 / 255.f, 3.f / 255.f) << "adobe " << adobe;
+    EXPECT_NEAR(v[size_t(2 * H * W)], 50 / 255.f, 3.f / 255.f) << "adobe " << adobe;
+  }
+}
+
+// A truncated or damaged JPEG is an error naming the file, never a half-grey image; a header that
+// claims more pixels than loom decodes is refused before anything is allocated.
+TEST(Image, BadJpegsAreRefused) {
+  const int W = 64, H = 64;
+  const std::string jpg = encode_jpeg(W, H, JCS_RGB, test_card(W, H));
+  std::string e = error_of([&] { decode_bytes(jpg.substr(0, jpg.size() / 2), 3, "half.jpg"); });
+  EXPECT_NE(e.find("half.jpg: corrupt or unsupported image (JPEG: Premature end of JPEG file)"), std::string::npos) << e;
+  e = error_of([&] { decode_bytes(jpg.substr(0, 100), 3, "header.jpg"); });
+  EXPECT_EQ(e.rfind("header.jpg: corrupt or unsupported image (JPEG: ", 0), 0u) << e;
+  e = error_of([&] { decode_bytes(std::string("\xFF\xD8", 2), 3, "soi.jpg"); });
+  EXPECT_EQ(e.rfind("soi.jpg: corrupt or unsupported image (JPEG: ", 0), 0u) << e;
+
+  std::string huge = jpg;  // the frame header (FF C0, length, precision, height, width) rewritten
+  const size_t sof = huge.find(std::string("\xFF\xC0", 2));
+  ASSERT_NE(sof, std::string::npos);
+  huge[sof + 5] = huge[sof + 7] = char(0x7F);  // 32767 x 32767
+  huge[sof + 6] = huge[sof + 8] = char(0xFF);
+  e = error_of([&] { decode_bytes(huge, 3, "huge.jpg"); });
+  EXPECT_NE(e.find("huge.jpg: the image claims 32767x32767 pixels, more than loom decodes"), std::string::npos) << e;
+}
+
 // Found by fuzz_image under UBSan: a JPEG whose Huffman table declares more than 256 codes made
-// stb_image write past its table; it is refused before stb sees it.
+// Debian's stb_image write past its table. libjpeg-turbo, which decodes JPEGs now, refuses it.
 TEST(Image, JpegHuffmanTableWithTooManyCodesIsRefused) {
   std::string jpg("\xFF\xD8", 2);
   std::string dht("\x00", 1);  // class 0, id 0
@@ -122,5 +280,5 @@ TEST(Image, JpegHuffmanTableWithTooManyCodesIsRefused) {
   const std::string e = error_of([&] {
     loom::data::decode_image_bytes(reinterpret_cast<const unsigned char*>(jpg.data()), jpg.size(), 3, "bad.jpg");
   });
-  EXPECT_NE(e.find("bad.jpg: corrupt image (a JPEG Huffman table declares " + std::to_string(codes) + " codes"), std::string::npos) << e;
+  EXPECT_NE(e.find("bad.jpg: corrupt or unsupported image (JPEG: Bogus Huffman table definition)"), std::string::npos) << e;
 }
