@@ -1,4 +1,5 @@
 #include "data/hf_tokenizer_file.h"
+#include "core/json_integer.h"
 #include <fstream>
 #include "core/error.h"
 
@@ -29,7 +30,7 @@ Vocabulary Vocabulary::from(const json& model, const std::string& path) {
   Vocabulary out;
   out.tokens.resize(v.size());
   for (auto it = v.begin(); it != v.end(); ++it) {
-    const int64_t id = it.value().get<int64_t>();
+    const int64_t id = json_int64(it.value(), str_cat(path, ": model.vocab id of '", it.key(), "'"));
     LOOM_CHECK(id >= 0 && id < int64_t(v.size()) && out.tokens[size_t(id)].empty(), path, ": model.vocab id ", id,
                " of '", it.key(), "' is out of range or repeated");
     out.tokens[size_t(id)] = it.key();
@@ -47,7 +48,7 @@ int64_t Vocabulary::required(const std::string& token, const std::string& path) 
 std::vector<std::pair<std::string, int64_t>> special_tokens(const json& file) {
   std::vector<std::pair<std::string, int64_t>> out;
   for (const json& a : file.value("added_tokens", json::array()))
-    if (a.value("special", false)) out.emplace_back(a.at("content").get<std::string>(), a.at("id").get<int64_t>());
+    if (a.value("special", false)) out.emplace_back(a.at("content").get<std::string>(), json_int64(a.at("id"), "added_tokens id"));
   return out;
 }
 

@@ -1,4 +1,5 @@
 #include "data/wordpiece.h"
+#include "core/json_integer.h"
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include "core/error.h"
@@ -34,7 +35,7 @@ WordPieceTokenizer WordPieceTokenizer::load(const std::string& path) {
   try {
     const json& m = hf::model_of(j, "WordPiece", "BERT's", path);
     t.prefix_ = m.value("continuing_subword_prefix", "##");
-    t.max_chars_ = m.value("max_input_chars_per_word", int64_t(100));
+    t.max_chars_ = json_int64_or(m, "max_input_chars_per_word", 100, path + ": model");
     t.vocab_ = hf::Vocabulary::from(m, path);
     const std::string unk = m.value("unk_token", "[UNK]");
     const json& n = j.value("normalizer", json());

@@ -1,4 +1,5 @@
 #include "trainers/metrics.h"
+#include "core/json_integer.h"
 #include <unistd.h>
 #include <cmath>
 #include <fstream>
@@ -29,7 +30,7 @@ void MetricsLog::truncate_after(const std::string& path, int64_t step) {
   std::string kept, line;
   while (std::getline(in, line)) {
     try {
-      if (json::parse(line).at("step").get<int64_t>() <= step) kept += line + "\n";
+      if (json_int64(json::parse(line).at("step"), "step") <= step) kept += line + "\n";
     } catch (const std::exception&) {  // a torn last line from the crash
     }
   }

@@ -1,4 +1,5 @@
 #include "trainers/trainer.h"
+#include "core/json_integer.h"
 #include "core/profiler.h"
 #include <omp.h>
 #include <algorithm>
@@ -300,18 +301,18 @@ void Trainer::restore(const std::string& dir, Saved& out) {
   int saved_world = 1;
   try {
     json st = json::parse(f);
-    step_ = st.at("step").get<int64_t>();
-    out.stage = st.value("stage", size_t(0));
-    out.optimizer_steps = st.at("optimizer_steps").get<int64_t>();
+    step_ = json_int64(st.at("step"), "step");
+    out.stage = size_t(json_int64_or(st, "stage", 0, "trainer"));
+    out.optimizer_steps = json_int64(st.at("optimizer_steps"), "optimizer_steps");
     // trainer.json holds rank 0's drop-path stream; another rank keeps its own seed at the same offset
     // (every rank draws the same count per step).
-    drop_gen_.set_state(leader() ? st.at("drop_path_rng").at("seed").get<uint64_t>() : drop_gen_.seed(),
-                        st.at("drop_path_rng").at("offset").get<uint64_t>());
-    out.loader = {st.at("loader").at("epoch").get<int64_t>(), st.at("loader").at("batch").get<int64_t>()};
+    drop_gen_.set_state(leader() ? json_uint64(st.at("drop_path_rng").at("seed"), "drop_path_rng.seed") : drop_gen_.seed(),
+                        json_uint64(st.at("drop_path_rng").at("offset"), "drop_path_rng.offset"));
+    out.loader = {json_int64(st.at("loader").at("epoch"), "loader.epoch"), json_int64(st.at("loader").at("batch"), "loader.batch")};
     saved_recipe = st.at("recipe").get<std::string>();
     tasks = st.value("tasks", json::object());
-    saved_world = st.value("world_size", 1);
-    skipped_steps_ = st.value("skipped_steps", int64_t(0));
+    saved_world = int(json_int64_or(st, "world_size", 1, "trainer"));
+    skipped_steps_ = json_int64_or(st, "skipped_steps", 0, "trainer");
   } catch (const std::exception& e) {
     throw Error(str_cat(state_path, ": ", e.what()));
   }

@@ -79,5 +79,10 @@ TEST(WordPiece, BadFilesNameThePath) {
   EXPECT_NE(e.find("no [CLS] token"), std::string::npos) << e;
   e = error_of("dup.json", R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 0}}})");
   EXPECT_NE(e.find("out of range or repeated"), std::string::npos) << e;
+  // Found by fuzz_tokenizer: a float id was cast to an integer (undefined behaviour out of range).
+  e = error_of("float.json", R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 3e64}}})");
+  EXPECT_NE(e.find("float.json: model.vocab id of 'a' must be an integer, got 3"), std::string::npos) << e;
+  e = error_of("chars.json", R"({"model": {"type": "WordPiece", "max_input_chars_per_word": 1.5, "vocab": {"[UNK]": 0}}})");
+  EXPECT_NE(e.find("chars.json: model.max_input_chars_per_word must be an integer"), std::string::npos) << e;
   EXPECT_THROW(WordPieceTokenizer::load((dir / "absent.json").string()), Error);
 }

@@ -6,6 +6,7 @@
 // (original | masked | reconstruction | reconstruction with the visible patches pasted in; for audio,
 // spectrograms with low frequencies at the bottom).
 #include <algorithm>
+#include "core/json_integer.h"
 #include <cmath>
 #include <functional>
 #include <filesystem>
@@ -120,7 +121,8 @@ class MaeTask : public Task {
   }
   void load_state(const nlohmann::json& st, const std::string& source) override {
     try {
-      mask_gen_.set_state(st.at("mask_rng").at("seed").get<uint64_t>(), st.at("mask_rng").at("offset").get<uint64_t>());
+      mask_gen_.set_state(json_uint64(st.at("mask_rng").at("seed"), "mask_rng.seed"),
+                          json_uint64(st.at("mask_rng").at("offset"), "mask_rng.offset"));
     } catch (const std::exception& e) {
       throw Error(str_cat(source, ": mae task state: ", e.what()));
     }
