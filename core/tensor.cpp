@@ -33,11 +33,12 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return fu
 Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
 Tensor Tensor::scalar(double value, DType dtype, Device device) { return full(Shape{}, value, dtype, device); }
 
-Tensor Tensor::arange(int64_t n, DType dtype) {
+Tensor Tensor::arange(int64_t n, DType dtype, Device device) {
   Tensor t = empty(Shape{n}, DType::i64);
   int64_t* p = t.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) p[i] = i;
-  return dtype == DType::i64 ? t : t.to(dtype);
+  if (dtype != DType::i64) t = t.to(dtype);
+  return t.to(device);
 }
 
 // ---- metadata ----

@@ -51,7 +51,7 @@ class Tensor {
   static Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = Device::cpu());
   static Tensor scalar(double value, DType dtype = DType::f32, Device device = Device::cpu());
-  static Tensor arange(int64_t n, DType dtype = DType::i64);
+  static Tensor arange(int64_t n, DType dtype = DType::i64, Device device = Device::cpu());
   // Copies `values` (converted to `dtype`) into a new CPU tensor of `shape`.
   template <class T>
   static Tensor from(const std::vector<T>& values, const Shape& shape, DType dtype = kernels::dtype_of<T>::value);

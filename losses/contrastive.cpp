@@ -76,7 +76,7 @@ Tensor clip_loss(const Tensor& img_local, const Tensor& txt_local, const Tensor&
   } else {
     std::vector<int64_t> t(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) t[size_t(i)] = offset + i;
-    Tensor targets = Tensor::from(t, {n});
+    Tensor targets = Tensor::from(t, {n}).to(img_local.device());
     li = ops::cross_entropy(logits_img, targets);
     lt = ops::cross_entropy(logits_txt, targets);
   }
@@ -97,7 +97,7 @@ Tensor triplet_loss(const Tensor& img, const Tensor& txt, double margin) {
   if (n < 2) fail(op, "needs at least 2 pairs (in-batch negatives)", {{"img", img}, {"txt", txt}});
   Tensor s = ops::matmul(img, txt.transpose(0, 1));                      // [n, n]
   Tensor pos = ops::sum(ops::mul(img, txt), {1});                        // s_ii, [n]
-  Tensor idx = Tensor::arange(n);
+  Tensor idx = Tensor::arange(n, DType::i64, img.device());
   Tensor diag = ops::eq(idx.reshape({n, 1}), idx.reshape({1, n}));
   Tensor neg = ops::masked_fill(s, diag, -INFINITY);
   Tensor hard_txt = ops::amax(neg, {1});  // hardest caption for each image

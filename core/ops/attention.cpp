@@ -67,7 +67,8 @@ Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const Attenti
   Tensor mask;  // bool, broadcastable to [B, H, Sq, Sk]; true = blocked
   if (opt.key_padding_mask.defined()) mask = opt.key_padding_mask.reshape({B, 1, 1, Sk});
   if (opt.causal) {
-    Tensor rows = Tensor::arange(Sq).reshape({Sq, 1}), cols = Tensor::arange(Sk).reshape({1, Sk});
+    Tensor rows = Tensor::arange(Sq, DType::i64, q.device()).reshape({Sq, 1});
+    Tensor cols = Tensor::arange(Sk, DType::i64, q.device()).reshape({1, Sk});
     Tensor future = gt(cols, rows).reshape({1, 1, Sq, Sk});
     mask = mask.defined() ? where(mask, mask, future) : future;
   }

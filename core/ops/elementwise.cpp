@@ -163,7 +163,7 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
   const double a = lo.value_or(-INFINITY), b = hi.value_or(INFINITY);
   if (a > b) throw OpError(str_cat("clamp: min ", a, " is greater than max ", b));
   return unary("clamp", Unary::clamp, x, [a, b](const Tensor& g, const Tensor& x, const Tensor&) {
-    Tensor inside = ops::where(ge(x, scalar_like(a, x)), le(x, scalar_like(b, x)), Tensor::scalar(0, DType::boolean));
+    Tensor inside = ops::where(ge(x, scalar_like(a, x)), le(x, scalar_like(b, x)), Tensor::scalar(0, DType::boolean, x.device()));
     return ops::where(inside, g, Tensor::zeros({}, g.dtype(), g.device()));
   }, a, b);
 }

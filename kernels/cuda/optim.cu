@@ -41,11 +41,13 @@ __global__ void adamw_kernel(AdamWBatch batch, T b1, T b2, T eps) {
 
 template <class T>
 void adamw_typed(const AdamWTensor* tensors, int64_t count, double b1, double b2, double eps) {
-  for (int64_t start = 0; start < count; start += kTensorsPerLaunch) {
+  // One launch per kTensorsPerLaunch non-empty tensors: the cursor k moves past the empty ones it
+  // skips, so a tensor is never in two launches (stepping the start by 48 would update some twice).
+  for (int64_t k = 0; k < count;) {
     AdamWBatch batch{};
     batch.count = 0;
     batch.first_block[0] = 0;
-    for (int64_t k = start; k < count && batch.count < kTensorsPerLaunch; ++k) {
+    for (; k < count && batch.count < kTensorsPerLaunch; ++k) {
       if (tensors[k].numel == 0) continue;
       batch.t[batch.count] = tensors[k];
       batch.first_block[batch.count + 1] = batch.first_block[batch.count] + (tensors[k].numel + kChunk - 1) / kChunk;
