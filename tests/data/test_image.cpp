@@ -282,3 +282,17 @@ TEST(Image, JpegHuffmanTableWithTooManyCodesIsRefused) {
   });
   EXPECT_NE(e.find("bad.jpg: corrupt or unsupported image (JPEG: Bogus Huffman table definition)"), std::string::npos) << e;
 }
+
+// loom decodes JPEGs to the same pixels as Pillow (fixtures from scripts/golden/jpeg_pillow.py:
+// Pillow 13 with libjpeg-turbo 3.2; loom links Debian's 2.1): 4:2:0, 4:2:2, 4:4:4, progressive and
+// grey, at an odd size so the chroma upsampling's edges count.
+TEST(Image, JpegDecodesAsPillowDoes) {
+  const std::string dir = std::string(LOOM_SOURCE_DIR) + "/tests/fixtures/jpeg_pillow/";
+  for (const char* name : {"q90_420", "q75_422", "q95_444", "q80_progressive", "grey"}) {
+    const int64_t channels = std::string(name) == "grey" ? 1 : 3;
+    const Tensor got = decode_image(dir + name + ".jpg", channels), want = decode_image(dir + name + ".png", channels);
+    ASSERT_EQ(got.shape(), want.shape()) << name;
+    EXPECT_EQ(got.shape(), (loom::Shape{channels, 29, 37})) << name;
+    EXPECT_EQ(max_abs_diff(got.to_vector<float>(), want.to_vector<float>()), 0.f) << name;
+  }
+}
