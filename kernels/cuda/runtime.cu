@@ -6,7 +6,26 @@
 namespace loom::kernels::cuda {
 namespace {
 thread_local cudaStream_t tls_stream = nullptr;  // null: the legacy default stream
-}
+
+// Switches to `device` for one call and back: the allocator serves tensors of any device, and must
+// not leave the caller's thread on another one (its next kernel would launch there).
+struct DeviceGuard {
+  int prev = 0;
+  bool switched = false;
+  explicit DeviceGuard(int device) {
+    LOOM_CUDA_CHECK(cudaGetDevice(&prev));
+    if (device != prev) {
+      LOOM_CUDA_CHECK(cudaSetDevice(device));
+      switched = true;
+    }
+  }
+  ~DeviceGuard() {
+    if (switched) cudaSetDevice(prev);  // a destructor must not throw; the switch back cannot fail once the forward one did not
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+};
+}  // namespace
 
 int device_count() {
   int n = 0;
@@ -26,15 +45,12 @@ int current_device() {
 void set_device(int device) { LOOM_CUDA_CHECK(cudaSetDevice(device)); }
 
 void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
-  int prev = current_device();
-  LOOM_CUDA_CHECK(cudaSetDevice(device));
-  cudaError_t err = cudaMemGetInfo(free_bytes, total_bytes);
-  LOOM_CUDA_CHECK(cudaSetDevice(prev));
-  LOOM_CUDA_CHECK(err);
+  DeviceGuard on(device);
+  LOOM_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
 void* device_malloc(size_t nbytes, int device) {
-  LOOM_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   void* p = nullptr;
   cudaError_t err = cudaMalloc(&p, nbytes);
   if (err != cudaSuccess) {
@@ -49,7 +65,7 @@ void* device_malloc(size_t nbytes, int device) {
 }
 
 void* device_try_malloc(size_t nbytes, int device) {
-  LOOM_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   void* p = nullptr;
   cudaError_t err = cudaMalloc(&p, nbytes);
   if (err == cudaErrorMemoryAllocation) {
@@ -61,7 +77,7 @@ void* device_try_malloc(size_t nbytes, int device) {
 }
 
 void device_free(void* ptr, int device) {
-  LOOM_CUDA_CHECK(cudaSetDevice(device));
+  DeviceGuard on(device);
   LOOM_CUDA_CHECK(cudaFree(ptr));
 }
 
