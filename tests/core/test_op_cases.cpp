@@ -3,7 +3,8 @@
 //   - forward in f64 and f32 (and bf16 for a subset) against the reference,
 //   - gradient in f64 (differentiable cases) against central differences,
 // and a second table lists bad calls that must throw loom::OpError naming the op.
-// Dropout and the random ops are checked statistically at the end.
+// Dropout and the random ops are checked statistically at the end. Compiled a second time with
+// LOOM_OP_CASES_ON_CUDA (test_cuda_op_cases), the same table runs on the GPU instead.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/device.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -780,6 +782,7 @@ void expect_close(const std::vector<double>& got, const std::vector<double>& wan
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements off (worst " << worst << ")";
 }
 
+#ifndef LOOM_OP_CASES_ON_CUDA
 void run_forward(const OpCase& c, DType dt, double rtol, double atol) {
   Built b = build(c, dt);
   Ref want = c.ref(b.ref_inputs);
@@ -1294,5 +1297,87 @@ TEST(OpAutograd, GradientAccumulatesAcrossUses) {
   ops::sum(ops::add(ops::mul(x, x), ops::mul(x, 3.0))).backward();
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{6.0, -1.0}));
 }
+
+#else  // LOOM_OP_CASES_ON_CUDA: the same table on the GPU (binary test_cuda_op_cases, label gpu)
+
+// Every case on CUDA, as ggml's test-backend-ops runs every backend against the CPU: inputs built
+// on the CPU as for the f32 (and bf16) suites, copied to the device, the op run there; the output
+// compared with the reference at the CPU suites' tolerances, and for differentiable cases the
+// gradients of sum(out * R) compared with the CPU's. A case that builds a helper tensor on the
+// CPU inside its graph fails here with a device mismatch, which is what this suite is for.
+bool have_gpu() { return cuda_device_count() > 0; }
+
+std::vector<Tensor> to_cuda(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : ts) out.push_back(t.to(Device::cuda()));
+  return out;
+}
+
+void run_forward_cuda(const OpCase& c, DType dt, double rtol, double atol) {
+  Built b = build(c, dt);
+  Ref want = c.ref(b.ref_inputs);
+  std::vector<Tensor> dev = to_cuda(b.bases);
+  Tensor out = c.fwd(op_inputs(c, dev));
+  ASSERT_TRUE(out.defined());
+  EXPECT_TRUE(out.device() == Device::cuda()) << "output on " << out.device().str();
+  ASSERT_EQ(out.shape().vec(), want.shape) << "got " << shape_str(out.shape().vec()) << ", want " << shape_str(want.shape);
+  EXPECT_EQ(out.dtype(), c.out_dtype.value_or(dt));
+  expect_close(out.to(Device::cpu()).to_vector<double>(), want.v, rtol, atol,
+               c.name + " forward on cuda " + std::string(dtype_name(dt)));
+  for (size_t i = 0; i < dev.size(); ++i)
+    EXPECT_EQ(dev[i].to(Device::cpu()).to_vector<double>(), b.base_vals[i]) << "input " << i << " was modified";
+}
+
+// Leaf gradients of sum(out * R) on `device`, for the inputs built as f32.
+std::vector<std::vector<double>> f32_gradients(const OpCase& c, Device device) {
+  Built b = build(c, DType::f32);
+  std::vector<Tensor> leaves = device.is_cpu() ? b.bases : to_cuda(b.bases);
+  for (size_t i = 0; i < c.ins.size(); ++i)
+    if (c.ins[i].is_float()) leaves[i].set_requires_grad(true);
+  Tensor out = c.fwd(op_inputs(c, leaves));
+  std::mt19937 rng(seed_of(c.name) ^ 0x9e3779b9u);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  std::vector<double> R(static_cast<size_t>(out.numel()));
+  for (double& r : R) r = u(rng);
+  ops::sum(ops::mul(out, Tensor::from(R, out.shape(), DType::f32).to(device))).backward();
+  std::vector<std::vector<double>> grads;
+  for (size_t i = 0; i < c.ins.size(); ++i)
+    if (c.ins[i].is_float()) {
+      Tensor g = leaves[i].grad();
+      grads.push_back(g.defined() ? g.to(Device::cpu()).to_vector<double>() : std::vector<double>());
+    }
+  return grads;
+}
+
+class OpCudaF32 : public testing::TestWithParam<OpCase> {};
+class OpCudaBF16 : public testing::TestWithParam<OpCase> {};
+class OpCudaGradient : public testing::TestWithParam<OpCase> {};
+
+TEST_P(OpCudaF32, MatchesReference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine";
+  const OpCase& c = GetParam();
+  run_forward_cuda(c, DType::f32, c.rtol32, c.atol32);
+}
+TEST_P(OpCudaBF16, MatchesReference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine";
+  const OpCase& c = GetParam();
+  run_forward_cuda(c, DType::bf16, c.rtol16, c.atol16);
+}
+TEST_P(OpCudaGradient, MatchesCpu) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device on this machine";
+  const OpCase& c = GetParam();
+  const auto cpu = f32_gradients(c, Device::cpu()), gpu = f32_gradients(c, Device::cuda());
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i)
+    expect_close(gpu[i], cpu[i], 10 * c.rtol32, 10 * c.atol32, c.name + " gradient on cuda of float input " + std::to_string(i));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, OpCudaF32, testing::ValuesIn(all_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Ops, OpCudaBF16, testing::ValuesIn(select_cases([](const OpCase& c) { return c.bf16; })),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(Ops, OpCudaGradient,
+                         testing::ValuesIn(select_cases([](const OpCase& c) { return c.grad && has_float_input(c); })),
+                         case_name);
+#endif  // LOOM_OP_CASES_ON_CUDA
 
 }  // namespace
