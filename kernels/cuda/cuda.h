@@ -45,6 +45,7 @@ float event_elapsed_ms(EventHandle start, EventHandle end);
 
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind);  // synchronous
+void memset_async(void* dst, int byte, size_t nbytes);  // on the current stream
 // Ordered on the current stream; asynchronous to the host only with pinned host memory.
 void memcpy_async(void* dst, const void* src, size_t nbytes, CopyKind kind);
 

@@ -94,6 +94,8 @@ void* host_malloc_pinned(size_t nbytes) {
 
 void host_free_pinned(void* ptr) { LOOM_CUDA_CHECK(cudaFreeHost(ptr)); }
 
+void memset_async(void* dst, int byte, size_t nbytes) { LOOM_CUDA_CHECK(cudaMemsetAsync(dst, byte, nbytes, tls_stream)); }
+
 StreamHandle current_stream() { return tls_stream; }
 void set_current_stream(StreamHandle stream) { tls_stream = static_cast<cudaStream_t>(stream); }
 
