@@ -36,6 +36,9 @@ namespace detail {
 // Defined here, constant-initialised, so every includer reads it directly (an extern thread_local goes
 // through a wrapper function, which UBSan misreads as a null load).
 inline thread_local bool t_active = false;
+// The innermost op on this thread, kept whether or not the profiler runs: errors of CUDA kernels
+// (LOOM_CUDA_SYNC=1) name it.
+inline thread_local const char* t_current_op = nullptr;
 void enter(const char* name, bool backward);
 void leave();
 void enter_kernel(const char* name);
@@ -50,10 +53,12 @@ inline void note_allocation(size_t bytes) {
 // The frame of one op (backward = a gradient rule). Only the outermost op frame is timed.
 class OpScope {
  public:
-  explicit OpScope(const char* name, bool backward = false) : on_(detail::t_active) {
+  explicit OpScope(const char* name, bool backward = false) : on_(detail::t_active), outer_(detail::t_current_op) {
+    detail::t_current_op = name;
     if (on_) detail::enter(name, backward);
   }
   ~OpScope() {
+    detail::t_current_op = outer_;
     if (on_) detail::leave();
   }
   OpScope(const OpScope&) = delete;
@@ -61,6 +66,7 @@ class OpScope {
 
  private:
   bool on_;
+  const char* outer_;
 };
 
 class KernelScope {

@@ -1,5 +1,6 @@
 #include "core/ops/common.h"
 #include <algorithm>
+#include <cstdlib>
 
 namespace loom::ops::detail {
 
@@ -13,6 +14,30 @@ std::string describe_operands(std::initializer_list<Named> operands) {
   }
   return s;
 }
+
+#ifdef LOOM_WITH_CUDA
+bool cuda_sync_each_kernel() {
+  static const bool on = [] {
+    const char* v = std::getenv("LOOM_CUDA_SYNC");
+    return v != nullptr && std::string(v) != "0";
+  }();
+  return on;
+}
+
+void cuda_sync_after(const char* kernel) {
+  try {
+    kernels::cuda::device_synchronize();
+  } catch (const std::exception& e) {
+    cuda_kernel_failed(kernel, e);
+  }
+}
+
+void cuda_kernel_failed(const char* kernel, const std::exception& e) {
+  const char* op = profiler::detail::t_current_op;
+  throw Error(str_cat(op ? op : "(no op)", ": CUDA kernel ", kernel, " failed: ", e.what(),
+                      cuda_sync_each_kernel() ? "" : " (LOOM_CUDA_SYNC=1 synchronises after every kernel to find the op that faulted)"));
+}
+#endif
 
 void fail(const char* op, const std::string& what, std::initializer_list<Named> operands) {
   std::string msg = std::string(op) + ": " + what;

@@ -1,8 +1,10 @@
 // Shared argument checks for op implementations. Every failure throws OpError whose message names
 // the op and lists the operands as "name: dtype[shape]".
 #pragma once
+#include <exception>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 #include "core/autograd.h"
@@ -16,10 +18,13 @@
 // Calls kernel `fn` of the backend that holds `device`: kernels::cpu::fn or kernels::cuda::fn
 // (the two APIs match one for one). Without CUDA no CUDA tensor can exist: its allocation throws.
 // The profiler's scope is a temporary, so it closes when the call's full expression ends.
+// A CUDA kernel's launch error names the op and kernel; with LOOM_CUDA_SYNC=1 the device is also
+// synchronised after every kernel, so an asynchronous fault is reported by the op that caused it.
 #ifdef LOOM_WITH_CUDA
-#define LOOM_KERNEL(device, fn, ...)                 \
-  (::loom::profiler::KernelScope(#fn),              \
-   (device).is_cuda() ? ::loom::kernels::cuda::fn(__VA_ARGS__) : ::loom::kernels::cpu::fn(__VA_ARGS__))
+#define LOOM_KERNEL(device, fn, ...)                                                                         \
+  (::loom::profiler::KernelScope(#fn),                                                                       \
+   (device).is_cuda() ? ::loom::ops::detail::cuda_kernel(#fn, [&] { return ::loom::kernels::cuda::fn(__VA_ARGS__); }) \
+                      : ::loom::kernels::cpu::fn(__VA_ARGS__))
 #else
 #define LOOM_KERNEL(device, fn, ...) (::loom::profiler::KernelScope(#fn), ::loom::kernels::cpu::fn(__VA_ARGS__))
 #endif
@@ -28,6 +33,29 @@
 #define LOOM_CPU_KERNEL(fn, ...) (::loom::profiler::KernelScope(#fn), ::loom::kernels::cpu::fn(__VA_ARGS__))
 
 namespace loom::ops::detail {
+
+#ifdef LOOM_WITH_CUDA
+bool cuda_sync_each_kernel();  // LOOM_CUDA_SYNC=1, read once
+void cuda_sync_after(const char* kernel);  // synchronises the device; a fault throws naming op and kernel
+[[noreturn]] void cuda_kernel_failed(const char* kernel, const std::exception& e);
+
+template <class Launch> auto cuda_kernel(const char* kernel, Launch&& launch) -> decltype(launch()) {
+  try {
+    if constexpr (std::is_void_v<decltype(launch())>) {
+      launch();
+      if (cuda_sync_each_kernel()) cuda_sync_after(kernel);
+    } else {
+      auto result = launch();
+      if (cuda_sync_each_kernel()) cuda_sync_after(kernel);
+      return result;
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    cuda_kernel_failed(kernel, e);
+  }
+}
+#endif
 
 struct Named {
   const char* name;
