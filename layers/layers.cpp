@@ -264,10 +264,12 @@ Tensor TextTransformer::forward(const Tensor& tokens, int64_t eot_id) const {
     throw OpError(str_cat("TextTransformer: tokens must be i64 [B, S] with 1 <= S <= context ", c.context, ", got ",
                           tokens.describe()));
   const int64_t B = tokens.size(0), S = tokens.size(1);
-  // First end-of-text position per row; every row must have one.
+  // First end-of-text position per row; every row must have one. Checked where it costs nothing
+  // (tokens on the CPU): on a GPU the read-back would stall every step, and batches there come from
+  // loom's tokenizers, which end every row with one.
   Tensor is_eot = ops::eq(tokens, double(eot_id)).to(DType::f32);
   Tensor pos = ops::argmax(is_eot, 1);  // first maximum: the first eot
-  {
+  if (tokens.device().is_cpu()) {
     std::vector<float> hit = ops::amax(is_eot, {1}).to_vector<float>();
     for (int64_t b = 0; b < B; ++b)
       if (hit[size_t(b)] == 0.f)

@@ -31,17 +31,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor losses = Tensor::empty({rows}, st, x.device()), lse = Tensor::empty({rows}, st, x.device());
   LOOM_KERNEL(x.device(), cross_entropy_forward, x.view_desc(), t.view_desc(), ignore_index, label_smoothing, losses.view_desc(),
                                       lse.view_desc());
-  int64_t kept = 0;
-  for (int64_t v : t.to_vector<int64_t>()) kept += v != ignore_index;
-  // Mean over kept rows; with none kept the mean is 0/0 = NaN, as in PyTorch.
-  const double total = sum(losses).item<double>();
-  Tensor out = Tensor::scalar(kept ? total / double(kept) : NAN, x.dtype(), x.device());
+  // Mean over kept rows; with none kept the mean is 0/0 = NaN, as in PyTorch. The count and the
+  // mean stay on the tensors' device: no read-back, so a GPU step does not wait for the loss.
+  Tensor kept;
+  {
+    NoGradGuard ng;
+    kept = sum(logical_not(eq(t, double(ignore_index))).to(st));
+  }
+  Tensor out = div(sum(losses), kept).to(x.dtype());
   return autograd::record("cross_entropy", {logits}, out, [x, t, lse, ignore_index, label_smoothing, kept](const Tensor& g) {
     Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    const double scale = kept ? g.item<double>() / double(kept) : NAN;
     LOOM_KERNEL(x.device(), cross_entropy_backward, x.view_desc(), t.view_desc(), lse.view_desc(), ignore_index, label_smoothing,
-                                         scale, dx.view_desc());
-    return std::vector<Tensor>{dx};
+                                         1.0, dx.view_desc());
+    return std::vector<Tensor>{mul(dx, div(g.to(kept.dtype()), kept).to(dx.dtype()))};
   });
 }
 
