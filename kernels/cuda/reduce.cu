@@ -1,6 +1,7 @@
 // Reductions over any set of dims with any input strides, with the CPU's semantics: sums accumulate
 // in f64, amax and argmax propagate NaN, logsumexp subtracts the max first. Every result is
 // computed in a fixed order that depends only on the shape, so runs repeat bitwise.
+#include <algorithm>
 #include <cfloat>
 #include "kernels/cuda/launch.cuh"
 
@@ -111,6 +112,30 @@ __global__ void reduce_thread_kernel(const T* x, T* out, ReduceGeometry g, int64
   }
 }
 
+// Few outputs over many elements (a loss, a gradient norm): one block per output would leave the
+// GPU idle, so pass 1 gives each output `parts` blocks, block (p, o) reducing the p-th slice of
+// output o's elements, and pass 2 combines each output's parts in order (deterministic).
+template <Reduce op, class T, class S>
+__global__ void reduce_split_kernel(const T* x, S* part, ReduceGeometry g, int64_t parts) {
+  __shared__ S scratch[32];
+  const int64_t o = blockIdx.y, p = blockIdx.x;
+  const int64_t per = (g.count + parts - 1) / parts, lo = p * per, hi = lo + per < g.count ? lo + per : g.count;
+  const T* base = x + g.outer_offset(o);
+  S s = init<op, S>();
+  for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) s = combine<op>(s, S(load(base[g.inner_offset(j)])));
+  s = block_combine<op>(s, scratch);
+  if (threadIdx.x == 0) part[o * parts + p] = s;
+}
+template <Reduce op, class T, class S>
+__global__ void reduce_parts_kernel(const S* part, T* out, int64_t parts) {
+  __shared__ S scratch[32];
+  const int64_t o = blockIdx.x;
+  S s = init<op, S>();
+  for (int64_t j = threadIdx.x; j < parts; j += blockDim.x) s = combine<op>(s, part[o * parts + j]);
+  s = block_combine<op>(s, scratch);
+  if (threadIdx.x == 0) out[o] = store<T>(acc_t<T>(s));
+}
+
 // Contiguous [rows, cols] reduced over rows (bias gradients): pass 1 reduces fixed chunks of rows
 // per column (coalesced across threads), pass 2 combines the chunks in order.
 template <Reduce op, class T, class S>
@@ -189,6 +214,16 @@ void reduce_typed(const View& x, uint32_t mask, const View& out) {
     }
   }
 general:
+  if (nout <= 64 && g.count >= (int64_t(1) << 16)) {
+    const int64_t parts = std::min<int64_t>(1024, (g.count + 8191) / 8192);
+    Scratch buf(size_t(nout * parts) * sizeof(S), stream());
+    S* part = static_cast<S*>(buf.p);
+    reduce_split_kernel<op, T, S><<<dim3(unsigned(parts), unsigned(nout)), kThreads, 0, stream()>>>(x.ptr<T>(), part, g, parts);
+    LOOM_CUDA_LAUNCH_CHECK();
+    reduce_parts_kernel<op, T, S><<<unsigned(nout), kThreads, 0, stream()>>>(part, out.ptr<T>(), parts);
+    LOOM_CUDA_LAUNCH_CHECK();
+    return;
+  }
   if (g.count <= 32) {
     reduce_thread_kernel<op, T><<<blocks_for(nout), kThreads, 0, stream()>>>(x.ptr<T>(), out.ptr<T>(), g, nout);
   } else {

@@ -109,6 +109,13 @@ TEST_P(CudaOps, Reductions) {
   compare_op("amax", {x}, [](auto& v) { return ops::amax(v[0], {0, 2}); });
   compare_op("logsumexp", {x}, [](auto& v) { return ops::logsumexp(v[0], {2}); });
   compare_op("argmax", {x}, [](auto& v) { return ops::argmax(v[0], 1).to(DType::f64); }, false);
+  // Few outputs over many elements take the two-pass split (a loss, a gradient norm).
+  Tensor long_rows = rnd({3, 70001}, t, 6);
+  compare_op("sum all, long (two passes)", {long_rows}, [](auto& v) { return ops::sum(v[0]); });
+  compare_op("sum rows, long (two passes)", {long_rows}, [](auto& v) { return ops::sum(v[0], {1}); });
+  compare_op("amax rows, long (two passes)", {long_rows}, [](auto& v) { return ops::amax(v[0], {1}); });
+  compare_op("sum columns of a transposed view, long", {rnd({70001, 2}, t, 7)},
+             [](auto& v) { return ops::sum(v[0].transpose(0, 1), {1}); });
 }
 
 TEST_P(CudaOps, MatmulAndLinear) {
