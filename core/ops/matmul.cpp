@@ -23,6 +23,20 @@ MatrixLayout layout_of(const Tensor& t) {
   return {cont, false, std::max<int64_t>(1, c)};
 }
 
+// The batch dims as one stride per linear batch index, when they step the operand uniformly (each
+// dim's stride is the next inner one's times its size; broadcast dims, stride 0, only if all are).
+bool uniform_batch_stride(const Shape& batch, const int64_t* strides, int64_t* stride) {
+  int64_t step = -1, span = 1;
+  for (int d = int(batch.size()) - 1; d >= 0; --d) {
+    if (batch[d] == 1) continue;
+    if (step < 0) step = strides[d];
+    else if (strides[d] != step * span) return false;
+    span *= batch[d];
+  }
+  *stride = step < 0 ? 0 : step;
+  return true;
+}
+
 // out[batch, m, n] = a[batch', m, k] · b[batch'', k, n] where batch' and batch'' broadcast to batch.
 void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int nd = out.dim();
@@ -35,6 +49,14 @@ void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
   const size_t es = dtype_size(out.dtype());
   const int64_t count = batch.numel();
   char* po = static_cast<char*>(out.raw_data());
+  // The usual case (attention's [B, H] batches, broadcast or not): every batch dim steps each
+  // operand uniformly, so the whole batch is one strided-batched call (one cuBLASLt launch on a GPU).
+  int64_t stride_a = 0, stride_b = 0;
+  if (count > 1 && uniform_batch_stride(batch, va.strides, &stride_a) && uniform_batch_stride(batch, vb.strides, &stride_b)) {
+    LOOM_KERNEL(out.device(), gemm_strided_batched, out.dtype(), count, m, n, k, 1.0, {va.data, la.trans, la.ld}, stride_a,
+                {vb.data, lb.trans, lb.ld}, stride_b, 0.0, po, std::max<int64_t>(1, n), m * n);
+    return;
+  }
   auto product = [&](int64_t i) {
     int64_t oa = 0, ob = 0, rem = i;
     for (int d = batch.size() - 1; d >= 0; --d) {
@@ -48,9 +70,7 @@ void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
                 {static_cast<const char*>(vb.data) + ob * int64_t(es), lb.trans, lb.ld}, 0.0,
                 po + i * m * n * int64_t(es), std::max<int64_t>(1, n));
   };
-  // Many small products (attention's per-head GEMMs on the composed path) are spread over the
-  // threads, one whole product each. Only then is a parallel region opened: OpenBLAS runs serially
-  // inside any region, even an inactive one, which would cost a large product its threads.
+  // Small products spread over the threads, as the CPU's gemm_strided_batched spreads them.
   if (out.device().is_cpu() && count > 1 && m * n * k <= (int64_t(1) << 20)) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; ++i) product(i);

@@ -34,6 +34,10 @@ void argmax(const View& x, int dim, const View& out);  // out i64 with dim of si
 // C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C; all of dtype `dtype`, row-major.
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
           double beta, void* C, int64_t ldc);
+// The same for `batch` products, the i-th operands and output `stride_*` elements after the first.
+void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A,
+                          int64_t stride_a, GemmOperand B, int64_t stride_b, double beta, void* C, int64_t ldc,
+                          int64_t stride_c);
 
 // ---- fused attention (attention.cpp), CPU only; f32 or f64 ----
 // q [B,H,Sq,D], k [B,H,Sk,D], v [B,H,Sk,Dv], out [B,H,Sq,Dv]: any strides with a unit-stride last dim.

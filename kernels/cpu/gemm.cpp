@@ -65,4 +65,24 @@ void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperan
   }
 }
 
+void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A,
+                          int64_t stride_a, GemmOperand B, int64_t stride_b, double beta, void* C, int64_t ldc,
+                          int64_t stride_c) {
+  const int64_t es = int64_t(dtype_size(dtype));
+  auto product = [&](int64_t i) {
+    gemm(dtype, M, N, K, alpha, {static_cast<const char*>(A.data) + i * stride_a * es, A.trans, A.ld},
+         {static_cast<const char*>(B.data) + i * stride_b * es, B.trans, B.ld}, beta, static_cast<char*>(C) + i * stride_c * es,
+         ldc);
+  };
+  // Many small products (attention's per-head GEMMs on the composed path) are spread over the
+  // threads, one whole product each. Only then is a parallel region opened: OpenBLAS runs serially
+  // inside any region, even an inactive one, which would cost a large product its threads.
+  if (batch > 1 && M * N * K <= (int64_t(1) << 20)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < batch; ++i) product(i);
+  } else {
+    for (int64_t i = 0; i < batch; ++i) product(i);
+  }
+}
+
 }  // namespace loom::kernels::cpu

@@ -63,6 +63,10 @@ void argmax(const View& x, int dim, const View& out);
 // ---- GEMM (gemm.cu): cuBLASLt, f32 accumulation for bf16/f16 ----
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
           double beta, void* C, int64_t ldc);
+// One cuBLASLt call for `batch` products, the i-th operands and output `stride_*` elements after the first.
+void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A,
+                          int64_t stride_a, GemmOperand B, int64_t stride_b, double beta, void* C, int64_t ldc,
+                          int64_t stride_c);
 
 // ---- rows (rows.cu) ----
 void softmax(const View& x, const View& y, bool log);
