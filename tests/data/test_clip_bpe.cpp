@@ -3,6 +3,7 @@
 // gave for sentences with accents, CJK, emoji, contractions, punctuation runs, unknown symbols, special
 // tokens in the text and texts longer than the context (scripts/golden/hf_clip_bpe.py).
 #include <gtest/gtest.h>
+#include "tests/tmp_dir.h"
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -47,7 +48,7 @@ TEST(ClipBpe, SplitsAsClipsPattern) {
 }
 
 TEST(ClipBpe, BadFilesNameThePath) {
-  const fs::path dir = fs::temp_directory_path() / "loom_clip_bpe_bad";
+  const fs::path dir = loom::testing_support::tmp_path("loom_clip_bpe_bad");
   fs::create_directories(dir);
   auto error_of = [&](const std::string& name, const std::string& content) {
     const fs::path p = dir / name;

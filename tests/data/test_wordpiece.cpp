@@ -3,6 +3,7 @@
 // sentences with accents, CJK, emoji, punctuation runs, long words, control characters, specials in
 // the text and texts longer than the context (scripts/golden/hf_wordpiece.py).
 #include <gtest/gtest.h>
+#include "tests/tmp_dir.h"
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -58,7 +59,7 @@ TEST(WordPiece, NormalisesAndSplitsAsBert) {
 }
 
 TEST(WordPiece, BadFilesNameThePath) {
-  const fs::path dir = fs::temp_directory_path() / "loom_wordpiece_bad";
+  const fs::path dir = loom::testing_support::tmp_path("loom_wordpiece_bad");
   fs::create_directories(dir);
   auto error_of = [&](const std::string& name, const std::string& content) {
     const fs::path p = dir / name;

@@ -152,9 +152,11 @@ std::string recipe_text(const fs::path& data, int64_t steps, const std::string& 
 fs::path shared_dataset() {
   static fs::path dir;
   if (dir.empty()) {
-    if (world().rank() == 0) dir = loom::testing::make_dataset("dp");
+    // One directory both ranks know (each rank's own scratch root has its pid in it).
+    const fs::path shared = fs::temp_directory_path() / "loom_trainer_dp";
+    if (world().rank() == 0) loom::testing::make_dataset_in(shared);
     world().barrier();
-    dir = fs::temp_directory_path() / "loom_trainer_dp";
+    dir = shared;
   }
   return dir;
 }

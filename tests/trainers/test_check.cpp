@@ -1,5 +1,6 @@
 // loom train --check (trainers/check.h) and loom stats (trainers/data_stats.h).
 #include <gtest/gtest.h>
+#include "tests/tmp_dir.h"
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -114,7 +115,7 @@ TEST(Stats, ImageChannelMeanAndStdOfThePixels) {
 }
 
 TEST(Stats, AudioFbankMeanAndStdBeforeNormalisation) {
-  const fs::path dir = fs::temp_directory_path() / "loom_stats_audio";
+  const fs::path dir = loom::testing_support::tmp_path("loom_stats_audio");
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::ofstream m(dir / "train.jsonl");

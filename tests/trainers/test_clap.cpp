@@ -3,6 +3,7 @@
 // report audio-text metrics; AudioMAE (the mae task on model type ast) trains and draws a spectrogram
 // reconstruction.
 #include <gtest/gtest.h>
+#include "tests/tmp_dir.h"
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -21,7 +22,7 @@ const char* kPitches[] = {"very low", "low", "high", "very high"};
 
 // Each test gets its own directory: ctest runs them in parallel processes.
 fs::path make_audio_dataset(const std::string& tag) {
-  fs::path dir = fs::temp_directory_path() / ("loom_trainer_audio_" + tag);
+  fs::path dir = loom::testing_support::tmp_path("loom_trainer_audio_" + tag);
   fs::remove_all(dir);
   fs::create_directories(dir / "clips");
   const double freqs[] = {200, 500, 1300, 3000};
@@ -63,7 +64,7 @@ nlohmann::json last_eval(const fs::path& run) {
 }
 
 TEST(Clap, TinyClapLearnsAndReportsAudioTextMetrics) {
-  const fs::path data = make_audio_dataset("clap"), run = fs::temp_directory_path() / "loom_trainer_clap_run";
+  const fs::path data = make_audio_dataset("clap"), run = loom::testing_support::tmp_path("loom_trainer_clap_run");
   fs::remove_all(run);
   const std::string yaml =
       "name: tiny_clap\nseed: 1\n"
@@ -93,7 +94,7 @@ TEST(Clap, TinyClapLearnsAndReportsAudioTextMetrics) {
 }
 
 TEST(Clap, AudioMaeTrainsAndDrawsASpectrogram) {
-  const fs::path data = make_audio_dataset("audiomae"), run = fs::temp_directory_path() / "loom_trainer_audiomae_run";
+  const fs::path data = make_audio_dataset("audiomae"), run = loom::testing_support::tmp_path("loom_trainer_audiomae_run");
   fs::remove_all(run);
   const std::string yaml =
       "name: tiny_audiomae\nseed: 2\n"
@@ -123,7 +124,7 @@ TEST(Clap, MismatchedPairsAndModelsAreClearErrors) {
     try {
       Config c = Config::parse(yaml, "bad.yaml");
       Recipe r = Recipe::from(c);
-      Trainer t(r, c, (fs::temp_directory_path() / "loom_trainer_bad_clap").string(), false);
+      Trainer t(r, c, (loom::testing_support::tmp_path("loom_trainer_bad_clap")).string(), false);
     } catch (const std::exception& e) {
       return std::string(e.what());
     }

@@ -2,6 +2,7 @@
 // scripts/golden/hf_models.py with transformers: a tiny random BertModel and CLIPModel with their
 // tokenizers, and their outputs on fixed inputs.
 #include <gtest/gtest.h>
+#include "tests/tmp_dir.h"
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -106,8 +107,9 @@ std::string error_of(const std::function<void()>& f) {
 
 // A copy of a fixture directory to break.
 fs::path copy_fixture(const fs::path& from, const std::string& tag) {
-  const fs::path to = fs::temp_directory_path() / ("loom_pretrained_" + tag);
+  const fs::path to = loom::testing_support::tmp_path("loom_pretrained_" + tag);
   fs::remove_all(to);
+  fs::create_directories(to.parent_path());
   fs::copy(from, to);
   return to;
 }

@@ -2,6 +2,7 @@
 // class's quadrant is bright (plus noise), captions naming the quadrant, labels 0..3.
 #pragma once
 #include <filesystem>
+#include "tests/tmp_dir.h"
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -14,8 +15,7 @@ namespace fs = std::filesystem;
 inline const char* kClasses[] = {"top left", "top right", "bottom left", "bottom right"};
 
 // 8x8 grayscale images: the class's quadrant is bright, plus noise. Captions name the quadrant.
-inline fs::path make_dataset(const std::string& tag) {
-  fs::path dir = fs::temp_directory_path() / ("loom_trainer_" + tag);
+inline fs::path make_dataset_in(const fs::path& dir) {
   fs::remove_all(dir);
   fs::create_directories(dir / "img");
   std::mt19937 rng(42);
@@ -42,6 +42,11 @@ inline fs::path make_dataset(const std::string& tag) {
   std::ofstream c(dir / "classes.txt");
   for (const char* k : kClasses) c << k << "\n";
   return dir;
+}
+
+// The same in this test process's own scratch directory.
+inline fs::path make_dataset(const std::string& tag) {
+  return make_dataset_in(loom::testing_support::tmp_path("loom_trainer_" + tag));
 }
 
 inline std::vector<double> losses_of(const fs::path& run) {
