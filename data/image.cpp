@@ -67,6 +67,22 @@ std::vector<unsigned char> convert_channels(const unsigned char* in, size_t n, i
   return out;
 }
 
+// stb_image grows its buffer to a PNG chunk's claimed length before reading it: a 79-byte file
+// claiming a 2 GB IDAT made it allocate 2 GB (found by fuzz_image's memory limit). PNG chunks are
+// length-prefixed and read in order, so each claim is checked against the bytes the file has.
+void check_png_chunks(const unsigned char* b, size_t size, const std::string& name) {
+  static const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size < 8 || std::memcmp(b, signature, 8) != 0) return;
+  for (size_t i = 8; i + 8 <= size;) {
+    const uint64_t length = uint64_t(b[i]) << 24 | uint64_t(b[i + 1]) << 16 | uint64_t(b[i + 2]) << 8 | b[i + 3];
+    if (length > size - i - 8)
+      throw Error(str_cat(name, ": corrupt image (a PNG chunk claims ", length, " bytes, the file has ", size - i - 8,
+                          " after its header)"));
+    if (std::memcmp(b + i + 4, "IEND", 4) == 0) return;
+    i += 12 + length;  // length, type, data, CRC
+  }
+}
+
 // ---- binary PGM/PPM (P5/P6), decoded here ----
 // Debian's stb_image 2.27 fills a truncated PGM/PPM with uninitialised memory and reads past its
 // buffer converting a 16-bit one to other channel counts (both found by fuzz_image), and the format
@@ -261,6 +277,7 @@ Tensor decode_image_bytes(const unsigned char* bytes, size_t size, int64_t chann
     else to_planar(convert_channels(p.px.data(), size_t(p.width * p.height), p.components, C).data(), p.height, p.width);
     return out;
   }
+  check_png_chunks(bytes, size, name);
   int w = 0, h = 0, n = 0;
   // The header's size first: a small file may claim a huge image, and decoding would allocate it.
   if (stbi_info_from_memory(bytes, int(size), &w, &h, &n) && (int64_t(w) * int64_t(h) > kMaxImagePixels))

@@ -265,6 +265,24 @@ TEST(Image, BadJpegsAreRefused) {
   EXPECT_NE(e.find("huge.jpg: the image claims 32767x32767 pixels, more than loom decodes"), std::string::npos) << e;
 }
 
+// Found by fuzz_image's memory limit: a 79-byte PNG whose IDAT chunk claims ~2 GB made stb allocate
+// it before reading; the chunk lengths are checked against the file first.
+TEST(Image, PngChunkLongerThanTheFileIsRefused) {
+  const unsigned char px[] = {1, 2, 3, 4, 5, 6};
+  int len = 0;
+  unsigned char* png = stbi_write_png_to_mem(px, 6, 2, 1, 3, &len);
+  ASSERT_NE(png, nullptr);
+  std::string good(reinterpret_cast<char*>(png), size_t(len));
+  STBIW_FREE(png);
+  EXPECT_EQ(decode_bytes(good, 3, "good.png").shape(), (loom::Shape{3, 1, 2}));
+  std::string bad = good;
+  const size_t idat = bad.find("IDAT");
+  ASSERT_NE(idat, std::string::npos);
+  bad[idat - 4] = char(0x7F);  // the length's top byte: ~2 GB
+  const std::string e = error_of([&] { decode_bytes(bad, 3, "bad.png"); });
+  EXPECT_NE(e.find("bad.png: corrupt image (a PNG chunk claims 21"), std::string::npos) << e;
+}
+
 // Found by fuzz_image under UBSan: a JPEG whose Huffman table declares more than 256 codes made
 // Debian's stb_image write past its table. libjpeg-turbo, which decodes JPEGs now, refuses it.
 TEST(Image, JpegHuffmanTableWithTooManyCodesIsRefused) {
