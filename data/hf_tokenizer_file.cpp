@@ -1,6 +1,6 @@
 #include "data/hf_tokenizer_file.h"
-#include "core/json_integer.h"
 #include <fstream>
+#include "core/json_integer.h"
 #include "core/error.h"
 
 namespace loom::data::hf {

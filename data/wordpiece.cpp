@@ -1,7 +1,7 @@
 #include "data/wordpiece.h"
-#include "core/json_integer.h"
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include "core/json_integer.h"
 #include "core/error.h"
 #include "data/hf_tokenizer_file.h"
 #include "data/unicode.h"

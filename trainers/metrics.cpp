@@ -1,10 +1,10 @@
 #include "trainers/metrics.h"
-#include "core/json_integer.h"
 #include <unistd.h>
 #include <cmath>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include "core/json_integer.h"
 
 namespace loom {
 using json = nlohmann::json;

@@ -1,5 +1,4 @@
 #include "trainers/trainer.h"
-#include "core/json_integer.h"
 #include "core/profiler.h"
 #include <omp.h>
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include "core/json_integer.h"
 #include "trainers/checkpoint.h"
 #include "trainers/pretrained.h"
 

@@ -6,11 +6,11 @@
 // (original | masked | reconstruction | reconstruction with the visible patches pasted in; for audio,
 // spectrograms with low frequencies at the bottom).
 #include <algorithm>
-#include "core/json_integer.h"
 #include <cmath>
 #include <functional>
 #include <filesystem>
 #include <iostream>
+#include "core/json_integer.h"
 #include "data/image.h"
 #include "layers/mae.h"
 #include "losses/masked.h"
