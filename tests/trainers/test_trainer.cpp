@@ -394,33 +394,27 @@ TEST(Trainer, NonFiniteLossStopsOrSkipsTheStep) {
   yaml.replace(yaml.find("warmup_steps: 5"), 15, "warmup_steps: 0");
   yaml.replace(yaml.find("checkpoint_every: 10"), 20, "checkpoint_every: 1");
   yaml.replace(yaml.find("keep: 2"), 7, "keep: 20");
-  {
+  // The error a run of the recipe (with `override`, if any) stops with, or "" if it finishes.
+  auto training_error = [&](const std::string& run, const std::string& override) {
     Config c = Config::parse(yaml, "diverge.yaml");
+    if (!override.empty()) c.apply_override(override);
     Recipe r = Recipe::from(c);
     r.eval_every = 0;
-    Trainer t(r, c, (data / "stop").string(), false);
-    std::string e;
     try {
-      t.train();
+      Trainer(r, c, (data / run).string(), false).train();
     } catch (const Error& err) {
-      e = err.what();
+      return std::string(err.what());
     }
+    return std::string();
+  };
+  {
+    const std::string e = training_error("stop", "");
     ASSERT_NE(e.find("step "), std::string::npos) << "the run did not diverge: " << e;
     EXPECT_TRUE(e.find("the loss infonce of task contrastive is nan") != std::string::npos ||
                 e.find("is not finite") != std::string::npos) << e;
   }
   {  // train.detect_anomaly names the op where the first NaN or infinity appeared, forward or backward
-    Config c = Config::parse(yaml, "diverge.yaml");
-    c.apply_override("train.detect_anomaly=true");
-    Recipe r = Recipe::from(c);
-    r.eval_every = 0;
-    Trainer t(r, c, (data / "anomaly").string(), false);
-    std::string e;
-    try {
-      t.train();
-    } catch (const Error& err) {
-      e = err.what();
-    }
+    const std::string e = training_error("anomaly", "train.detect_anomaly=true");
     autograd::set_detect_anomaly(false);
     EXPECT_EQ(e.rfind("detect_anomaly: the ", 0), 0u) << e;
     std::cerr << "anomaly mode: " << e << "\n";
