@@ -102,8 +102,7 @@ void forward_typed(const View& q, const View& k, const View& v, const Masks& mas
           if (masks.any())
             for (int64_t j = 0; j < Sk; ++j)
               if (masks.blocked(b, i, j)) row[j] = -std::numeric_limits<T>::infinity();
-          T m = -std::numeric_limits<T>::infinity();
-          for (int64_t j = 0; j < Sk; ++j) m = std::max(m, row[j]);
+          const T m = vec::max_lanes<T>(Sk, [&](int64_t j) { return row[j]; });
           T* l = lse_p + (b * H + h) * Sq + i;
           if (m == -std::numeric_limits<T>::infinity()) {  // every key hidden: zero output, no mass
             for (int64_t j = 0; j < Sk; ++j) row[j] = T(0);
@@ -111,8 +110,7 @@ void forward_typed(const View& q, const View& k, const View& v, const Masks& mas
             continue;
           }
           for (int64_t j = 0; j < Sk; ++j) row[j] = vec::exp_of(row[j] - m);
-          T sum = 0;
-          for (int64_t j = 0; j < Sk; ++j) sum += row[j];
+          const T sum = vec::sum_lanes<T>(Sk, [&](int64_t j) { return row[j]; });
           const T inv = T(1) / sum;
           for (int64_t j = 0; j < Sk; ++j) row[j] *= inv;
           *l = m + std::log(sum);
@@ -172,9 +170,7 @@ void backward_typed(const View& q, const View& k, const View& v, const Masks& ma
           // delta_i = sum_d dO[i, d] * O[i, d] = sum_j P[i, j] * dP[i, j]
           const T* o = O.p + i * O.ld;
           const T* g = dO.p + i * dO.ld;
-          T d = 0;
-          for (int64_t c = 0; c < Dv; ++c) d += o[c] * g[c];
-          delta[size_t(r)] = d;
+          delta[size_t(r)] = vec::sum_lanes<T>(Dv, [&](int64_t c) { return o[c] * g[c]; });
         }
         if (Dv > 0) {
           // dV (+)= P^T dO;  dP = dO V^T

@@ -38,19 +38,18 @@ void softmax(const View& x, const View& y, bool log) {
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = xp + r * n;
       T* yr = yp + r * n;
-      A m = -std::numeric_limits<A>::infinity();
-      for (int64_t j = 0; j < n; ++j) m = std::max(m, load(xr[j]));
+      const A m = vec::max_lanes<A>(n, [&](int64_t j) { return A(load(xr[j])); });
       if (m == -std::numeric_limits<A>::infinity()) {  // every entry masked: no mass anywhere
         for (int64_t j = 0; j < n; ++j) yr[j] = store<T>(log ? m : A(0));
         continue;
       }
       A s = 0;
       if constexpr (std::is_same_v<T, A>) {
-        // exp into y first (a loop the compiler vectorises), then the sum in the same order.
+        // exp into y first (a loop the compiler vectorises), then the sum.
         for (int64_t j = 0; j < n; ++j) yr[j] = vec::exp_of(xr[j] - m);
-        for (int64_t j = 0; j < n; ++j) s += yr[j];
+        s = vec::sum_lanes<A>(n, [&](int64_t j) { return yr[j]; });
       } else {
-        for (int64_t j = 0; j < n; ++j) s += vec::exp_of(load(xr[j]) - m);
+        s = vec::sum_lanes<A>(n, [&](int64_t j) { return vec::exp_of(load(xr[j]) - m); });
       }
       if (log) {
         const A lse = m + std::log(s);
@@ -79,15 +78,14 @@ void softmax_backward(const View& y, const View& dy, const View& dx, bool log) {
     for (int64_t r = 0; r < rows; ++r) {
       const T *yr = yp + r * n, *gr = gp + r * n;
       T* dr = dp + r * n;
-      A s = 0;
       if (log) {
-        for (int64_t j = 0; j < n; ++j) s += load(gr[j]);
+        const A s = vec::sum_lanes<A>(n, [&](int64_t j) { return A(load(gr[j])); });
         for (int64_t j = 0; j < n; ++j) {
           A yv = load(yr[j]);  // -inf (fully masked row) contributes nothing
           dr[j] = store<T>(load(gr[j]) - (std::isinf(yv) ? A(0) : std::exp(yv)) * s);
         }
       } else {
-        for (int64_t j = 0; j < n; ++j) s += load(gr[j]) * load(yr[j]);
+        const A s = vec::sum_lanes<A>(n, [&](int64_t j) { return A(load(gr[j])) * load(yr[j]); });
         for (int64_t j = 0; j < n; ++j) dr[j] = store<T>(load(yr[j]) * (load(gr[j]) - s));
       }
     }
@@ -108,11 +106,9 @@ void layer_norm_forward(const View& x, const View& weight, const View& bias, dou
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = xp + r * n;
       T* yr = yp + r * n;
-      A m = 0;
-      for (int64_t j = 0; j < n; ++j) m += load(xr[j]);
-      m /= A(n);
-      A v = 0;  // two-pass variance: no cancellation
-      for (int64_t j = 0; j < n; ++j) { A d = load(xr[j]) - m; v += d * d; }
+      const A m = vec::sum_lanes<A>(n, [&](int64_t j) { return A(load(xr[j])); }) / A(n);
+      // two-pass variance: no cancellation
+      const A v = vec::sum_lanes<A>(n, [&](int64_t j) { const A d = load(xr[j]) - m; return d * d; });
       const A rs = A(1) / std::sqrt(v / A(n) + A(eps));
       mp[r] = m; rp[r] = rs;
       for (int64_t j = 0; j < n; ++j) {
@@ -148,15 +144,12 @@ void layer_norm_backward(const View& dy, const View& x, const View& weight, cons
         const T *xr = xp + r * n, *gr = gp + r * n;
         T* dr = dp + r * n;
         const A m = mp[r], rs = rp[r];
-        A sg = 0, sgx = 0;  // mean of g·w and of g·w·x̂
-        for (int64_t j = 0; j < n; ++j) {
-          A xh = (load(xr[j]) - m) * rs, g = load(gr[j]);
-          if (bw) bw[j] += g * xh;
-          if (bb) bb[j] += g;
-          A gw = w ? g * load(w[j]) : g;
-          sg += gw; sgx += gw * xh;
-        }
-        sg /= A(n); sgx /= A(n);
+        if (bw) for (int64_t j = 0; j < n; ++j) bw[j] += load(gr[j]) * ((load(xr[j]) - m) * rs);
+        if (bb) for (int64_t j = 0; j < n; ++j) bb[j] += load(gr[j]);
+        // means of g·w and of g·w·x̂
+        auto gw_at = [&](int64_t j) { return w ? A(load(gr[j])) * load(w[j]) : A(load(gr[j])); };
+        const A sg = vec::sum_lanes<A>(n, gw_at) / A(n);
+        const A sgx = vec::sum_lanes<A>(n, [&](int64_t j) { return gw_at(j) * ((load(xr[j]) - m) * rs); }) / A(n);
         for (int64_t j = 0; j < n; ++j) {
           A xh = (load(xr[j]) - m) * rs, g = load(gr[j]);
           A gw = w ? g * load(w[j]) : g;
@@ -191,11 +184,9 @@ void cross_entropy_forward(const View& logits, const View& targets, int64_t igno
 #pragma omp parallel for schedule(static) if (rows * n >= kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = xp + r * n;
-      A m = -std::numeric_limits<A>::infinity(), mean_x = 0;
-      for (int64_t j = 0; j < n; ++j) { A v = load(xr[j]); m = std::max(m, v); mean_x += v; }
-      mean_x /= A(n);
-      A s = 0;
-      for (int64_t j = 0; j < n; ++j) s += vec::exp_of(load(xr[j]) - m);
+      const A m = vec::max_lanes<A>(n, [&](int64_t j) { return A(load(xr[j])); });
+      const A mean_x = vec::sum_lanes<A>(n, [&](int64_t j) { return A(load(xr[j])); }) / A(n);
+      const A s = vec::sum_lanes<A>(n, [&](int64_t j) { return vec::exp_of(load(xr[j]) - m); });
       const A l = m + std::log(s);
       sp[r] = l;
       const int64_t t = target_at<T>(targets, r);

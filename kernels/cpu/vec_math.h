@@ -47,6 +47,38 @@ LOOM_VEC_INLINE float erf(float x) {
   return x < 0 ? -y : y;
 }
 
+// Row reductions in kLanes independent partial results, folded pairwise at the end. One running
+// sum is a chain of dependent adds that IEEE order forbids the compiler to reorder (~4 cycles per
+// element); kLanes chains vectorise. The order is fixed by n alone, never by the thread count.
+inline constexpr int kLanes = 16;
+
+// sum over j in [0, n) of f(j)
+template <class A, class F>
+LOOM_VEC_INLINE A sum_lanes(int64_t n, F f) {
+  A acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(j + l);
+  for (int l = 0; j + l < n; ++l) acc[l] += f(j + l);
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+// max over j in [0, n) of f(j), -inf for n = 0; NaN entries are passed over, as std::max does.
+template <class A, class F>
+LOOM_VEC_INLINE A max_lanes(int64_t n, F f) {
+  A acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = -INFINITY;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) { const A v = f(j + l); acc[l] = acc[l] < v ? v : acc[l]; }
+  for (int l = 0; j + l < n; ++l) { const A v = f(j + l); acc[l] = acc[l] < v ? v : acc[l]; }
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] = acc[l] < acc[l + w] ? acc[l + w] : acc[l];
+  return acc[0];
+}
+
 // The scalar functions the kernels call: the vectorisable ones for f32, the library for f64.
 LOOM_VEC_INLINE float exp_of(float x) { return vec::exp(x); }
 LOOM_VEC_INLINE double exp_of(double x) { return std::exp(x); }
