@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 #include "data/webdataset.h"
+#include "kernels/cpu/cpu.h"
 #include "trainers/check.h"
 #include "trainers/data_stats.h"
 #include "trainers/embed.h"
@@ -249,7 +250,7 @@ int main(int argc, char** argv) {
       if (comm->rank() != 0) return 0;
       std::filesystem::remove_all(dir);
       std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.data.at(r.stages[0].data).batch_size << ", "
-                << a.steps << " steps)\n";
+                << a.steps << " steps; CPU f32 GEMM: " << kernels::cpu::sgemm_library() << ")\n";
       std::cout << "  per step: " << times.step_ms << " ms, backward " << times.backward_ms << " ms";
       if (comm->world() > 1)
         std::cout << " (with the gradient all-reduce over " << comm->world() << " processes: " << times.comm_bytes

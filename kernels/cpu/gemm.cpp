@@ -1,11 +1,39 @@
-// GEMM through OpenBLAS: sgemm/dgemm directly; bf16/f16 widened to f32, multiplied, narrowed back.
+// GEMM through a BLAS library: f32 through oneDNN or OpenBLAS (sgemm below), f64 through OpenBLAS;
+// bf16/f16 widened to f32, multiplied, narrowed back.
 #include <cblas.h>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <vector>
 #include "kernels/cpu/cpu.h"
+#ifdef LOOM_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#endif
 
 namespace loom::kernels::cpu {
 namespace {
+
+enum class SgemmLibrary { openblas, onednn };
+
+SgemmLibrary choose_sgemm_library() {
+  const char* env = std::getenv("LOOM_CPU_GEMM");
+  const std::string v = env ? env : "";
+#ifdef LOOM_HAVE_ONEDNN
+  if (v.empty() || v == "onednn") return SgemmLibrary::onednn;
+  if (v == "openblas") return SgemmLibrary::openblas;
+#else
+  if (v.empty() || v == "openblas") return SgemmLibrary::openblas;
+  if (v == "onednn")
+    throw std::invalid_argument("LOOM_CPU_GEMM=onednn: this loom was built without oneDNN (install libdnnl-dev and "
+                                "configure again)");
+#endif
+  throw std::invalid_argument("LOOM_CPU_GEMM=" + v + ": expected openblas or onednn");
+}
+
+SgemmLibrary sgemm_choice() {
+  static const SgemmLibrary choice = choose_sgemm_library();
+  return choice;
+}
 
 // Row-major matrix of rows x cols with leading dim ld, converted to a dense f32 copy.
 template <class T>
@@ -26,14 +54,31 @@ void gemm_half(int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, Gem
   T* C = static_cast<T*>(Cv);
   std::vector<float> c(size_t(M * N), 0.0f);
   if (beta != 0.0) c = widen(C, M, N, ldc);
-  cblas_sgemm(CblasRowMajor, A.trans ? CblasTrans : CblasNoTrans, B.trans ? CblasTrans : CblasNoTrans,
-              int(M), int(N), int(K), float(alpha), a.data(), int(ac), b.data(), int(bc), float(beta),
-              c.data(), int(N));
+  sgemm(A.trans, B.trans, M, N, K, float(alpha), a.data(), ac, b.data(), bc, float(beta), c.data(), N);
   for (int64_t r = 0; r < M; ++r)
     for (int64_t col = 0; col < N; ++col) C[r * ldc + col] = T(c[size_t(r * N + col)]);
 }
 
 }  // namespace
+
+const char* sgemm_library() { return sgemm_choice() == SgemmLibrary::onednn ? "onednn" : "openblas"; }
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+#ifdef LOOM_HAVE_ONEDNN
+  if (sgemm_choice() == SgemmLibrary::onednn) {
+    const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (st != dnnl_success)
+      throw std::runtime_error("gemm: oneDNN's sgemm failed (status " + std::to_string(int(st)) + ") for M " +
+                               std::to_string(M) + ", N " + std::to_string(N) + ", K " + std::to_string(K) + ", lda " +
+                               std::to_string(lda) + ", ldb " + std::to_string(ldb) + ", ldc " + std::to_string(ldc));
+    return;
+  }
+#endif
+  (void)sgemm_choice();  // a bad LOOM_CPU_GEMM is an error here too
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
+              alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
 
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
           double beta, void* C, int64_t ldc) {
@@ -51,9 +96,8 @@ void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperan
   const auto ta = A.trans ? CblasTrans : CblasNoTrans, tb = B.trans ? CblasTrans : CblasNoTrans;
   switch (dtype) {
     case DType::f32:
-      cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), float(alpha), static_cast<const float*>(A.data),
-                  int(A.ld), static_cast<const float*>(B.data), int(B.ld), float(beta), static_cast<float*>(C),
-                  int(ldc));
+      sgemm(A.trans, B.trans, M, N, K, float(alpha), static_cast<const float*>(A.data), A.ld,
+            static_cast<const float*>(B.data), B.ld, float(beta), static_cast<float*>(C), ldc);
       return;
     case DType::f64:
       cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, static_cast<const double*>(A.data),
@@ -76,7 +120,8 @@ void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int6
   };
   // Many small products (attention's per-head GEMMs on the composed path) are spread over the
   // threads, one whole product each. Only then is a parallel region opened: OpenBLAS runs serially
-  // inside any region, even an inactive one, which would cost a large product its threads.
+  // inside any region, even an inactive one, which would cost a large product its threads (oneDNN
+  // runs single-threaded inside an active one).
   if (batch > 1 && M * N * K <= (int64_t(1) << 20)) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < batch; ++i) product(i);
