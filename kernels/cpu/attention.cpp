@@ -1,6 +1,6 @@
 // Fused scaled-dot-product attention on the CPU, the twin of the GPU's flash attention: one task per
-// (batch, head), in parallel; inside it, blocks of 64 queries against all keys. A block's scores
-// live in a per-thread scratch of 64 x Sk, so the [B, H, Sq, Sk] probabilities are never stored:
+// (batch, head), in parallel; inside it, blocks of queries (query_block) against all keys. A block's
+// scores live in a per-thread scratch of block x Sk, so the [B, H, Sq, Sk] probabilities are never stored:
 // the forward keeps each query's log-sum-exp and the backward recomputes the probabilities from it.
 // The softmax scale goes through the GEMM's alpha. Each (batch, head) is computed by one thread in
 // a fixed order, so results do not depend on the thread count.
@@ -18,7 +18,18 @@
 namespace loom::kernels::cpu {
 namespace {
 
-constexpr int64_t kQueryBlock = 64;
+// Queries are taken in equal blocks whose scores (block x Sk) fit in kScoreBudget floats, so a
+// block's scratch stays in the core's L2 cache; short sequences (ViT's 50 or 197 tokens, the AST's
+// 129) are one block, one GEMM per (batch, head) and product instead of a 64-row one and a ragged
+// tail. The blocking depends on the shapes only, never on the thread count.
+constexpr int64_t kScoreBudget = int64_t(1) << 16;  // 256 KiB of f32 (512 KiB of f64)
+constexpr int64_t kMinQueryBlock = 16;
+
+int64_t query_block(int64_t Sq, int64_t Sk) {
+  const int64_t most = std::max(kMinQueryBlock, kScoreBudget / std::max<int64_t>(1, Sk));
+  const int64_t blocks = std::max<int64_t>(1, (Sq + most - 1) / most);
+  return std::max<int64_t>(1, (Sq + blocks - 1) / blocks);
+}
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major, in T (f32 or f64). Called inside the parallel
 // region, where the BLAS libraries run single-threaded.
@@ -81,15 +92,16 @@ void forward_typed(const View& q, const View& k, const View& v, const Masks& mas
                    const View& lse) {
   const int64_t B = q.shape[0], H = q.shape[1], Sq = q.shape[2], D = q.shape[3], Sk = k.shape[2], Dv = v.shape[3];
   T* lse_p = lse.ptr<T>();
+  const int64_t query_rows = query_block(Sq, Sk);
 #pragma omp parallel
   {
-    std::vector<T> s(size_t(kQueryBlock * std::max<int64_t>(1, Sk)));
+    std::vector<T> s(size_t(query_rows * std::max<int64_t>(1, Sk)));
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const Mat<T> Q = mat<T>(q, b, h), K = mat<T>(k, b, h), V = mat<T>(v, b, h), O = mat<T>(out, b, h);
-      for (int64_t i0 = 0; i0 < Sq; i0 += kQueryBlock) {
-        const int64_t bq = std::min(kQueryBlock, Sq - i0);
+      for (int64_t i0 = 0; i0 < Sq; i0 += query_rows) {
+        const int64_t bq = std::min(query_rows, Sq - i0);
         if (Sk == 0 || D == 0) {
           std::fill(s.begin(), s.end(), T(0));
         } else {
@@ -130,9 +142,10 @@ void backward_typed(const View& q, const View& k, const View& v, const Masks& ma
                     const View& lse, const View& dout, const View& dq, const View& dk, const View& dv) {
   const int64_t B = q.shape[0], H = q.shape[1], Sq = q.shape[2], D = q.shape[3], Sk = k.shape[2], Dv = v.shape[3];
   const T* lse_p = lse.ptr<T>();
+  const int64_t query_rows = query_block(Sq, Sk);
 #pragma omp parallel
   {
-    std::vector<T> p(size_t(kQueryBlock * std::max<int64_t>(1, Sk))), dp(p.size()), delta(static_cast<size_t>(kQueryBlock));
+    std::vector<T> p(size_t(query_rows * std::max<int64_t>(1, Sk))), dp(p.size()), delta(static_cast<size_t>(query_rows));
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
@@ -144,8 +157,8 @@ void backward_typed(const View& q, const View& k, const View& v, const Masks& ma
           std::fill(dV.p + j * dV.ld, dV.p + j * dV.ld + Dv, T(0));
         }
       }
-      for (int64_t i0 = 0; i0 < Sq; i0 += kQueryBlock) {
-        const int64_t bq = std::min(kQueryBlock, Sq - i0);
+      for (int64_t i0 = 0; i0 < Sq; i0 += query_rows) {
+        const int64_t bq = std::min(query_rows, Sq - i0);
         const double accumulate = i0 == 0 ? 0.0 : 1.0;  // dK, dV: the first block writes, later ones add
         if (Sk == 0) {
           for (int64_t r = 0; r < bq; ++r) std::fill(dQ.p + (i0 + r) * dQ.ld, dQ.p + (i0 + r) * dQ.ld + D, T(0));

@@ -887,7 +887,10 @@ TEST_F(LargeBackward, FusedAttentionMatchesComposed) {
   struct Case { Dims q, k, v; bool causal, padding; };
   for (const Case& c : {Case{{2, 3, 150, 8}, {2, 3, 150, 8}, {2, 3, 150, 5}, true, true},
                         Case{{1, 2, 130, 4}, {1, 2, 7, 4}, {1, 2, 7, 6}, false, true},
-                        Case{{3, 1, 65, 16}, {3, 1, 65, 16}, {3, 1, 65, 16}, true, false}}) {
+                        Case{{3, 1, 65, 16}, {3, 1, 65, 16}, {3, 1, 65, 16}, true, false},
+                        // several query blocks (two of 150; three of at most 16 against 5000 keys)
+                        Case{{1, 2, 300, 4}, {1, 2, 300, 4}, {1, 2, 300, 3}, true, true},
+                        Case{{1, 1, 40, 4}, {1, 1, 5000, 4}, {1, 1, 5000, 2}, false, true}}) {
     auto qv = rnd(count_of(c.q), rng, F64, 0.1, 2.0), kv = rnd(count_of(c.k), rng, F64, 0.1, 2.0),
          vv = rnd(count_of(c.v), rng), gv = rnd(c.q[0] * c.q[1] * c.q[2] * c.v[3], rng);
     ops::AttentionOptions opt;
@@ -922,7 +925,7 @@ TEST_F(LargeBackward, FusedAttentionMatchesComposed) {
 
 TEST(LargeThreads, FusedAttention) {
   std::mt19937 rng(78);
-  const Dims s{2, 3, 100, 16};
+  const Dims s{2, 3, 300, 16};  // two query blocks per (batch, head)
   auto qv = rnd(count_of(s), rng, DType::f32), kv = rnd(count_of(s), rng, DType::f32),
        vv = rnd(count_of(s), rng, DType::f32), gv = rnd(count_of(s), rng, DType::f32);
   ops::AttentionOptions opt;
