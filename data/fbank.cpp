@@ -138,7 +138,9 @@ Tensor KaldiFbank::compute(const float* samples, int64_t n) const {
       double e = 0;
       const double* w = filters_.data() + m * cols;
       for (int64_t c = filter_begin_[size_t(m)]; c < filter_end_[size_t(m)]; ++c) e += w[c] * power[size_t(c)];
-      dst[f * bins + m] = float(std::log(std::max(e, double(FLT_EPSILON))));
+      // The log in f32, as torchaudio takes it (of f32 energies): ~10% less loader CPU than a double log
+      // (loom stats over the 3200 demo clips), results ~1e-7 apart.
+      dst[f * bins + m] = std::log(std::max(float(e), FLT_EPSILON));
     }
   }
   return out;
