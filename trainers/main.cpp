@@ -32,8 +32,10 @@ commands:
         mae) and the linear probe / k-NN of eval.probe, of a checkpoint or, with --random-init, of the
         model as initialised from the seed (a baseline); e.g. eval.probe.features=pixels probes raw pixels,
         eval.zeroshot.templates='["a picture of a {}."]' tries other prompts.
-  bench RECIPE [--steps N] [--profile] [key.path=value ...]
+  bench RECIPE [--steps N] [--profile] [--in-memory] [key.path=value ...]
         Training throughput (samples/s) of the recipe's model on its data, after 3 warm-up steps.
+        --in-memory trains every timed step on one batch held in memory (as the PyTorch scripts in
+        scripts/bench/ do) instead of loading and decoding each batch on the same cores.
         --profile adds a table of the time per step of each op (forward, and backward per gradient
         rule) and each kernel, calls, bytes allocated and share of the step.
   embed RECIPE --checkpoint DIR --input MANIFEST --out FILE [--kind image|audio|text]
@@ -66,7 +68,7 @@ struct Args {
   std::vector<std::string> positional;  // after RECIPE (loom export's OUT_DIR)
   std::vector<std::string> overrides;
   int64_t steps = 20, samples = 0, k = 10, per_shard = 10000;
-  bool help = false, random_init = false, check = false, profile = false;
+  bool help = false, random_init = false, check = false, profile = false, in_memory = false;
 };
 
 int64_t int_value(const char* flag, const std::string& v) {
@@ -99,6 +101,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--per-shard") a.per_shard = int_value("--per-shard", value("--per-shard"));
     else if (s == "--check") a.check = true;
     else if (s == "--profile") a.profile = true;
+    else if (s == "--in-memory") a.in_memory = true;
     else if (s == "--input") a.input = value("--input");
     else if (s == "--out") a.out = value("--out");
     else if (s == "--kind") a.kind = value("--kind");
@@ -148,6 +151,8 @@ int main(int argc, char** argv) {
     if (a.command != "train" && a.command != "eval" && a.command != "bench" && a.command != "stats" &&
         a.command != "embed" && a.command != "retrieve" && a.command != "export" && a.command != "data")
       throw Error(str_cat("unknown command '", a.command, "'\n", kUsage));
+    if ((a.in_memory || a.profile) && a.command != "bench")
+      throw Error(str_cat(a.in_memory ? "--in-memory" : "--profile", " is an option of loom bench, not of loom ", a.command));
     if (a.command == "data") {
       if (a.recipe != "pack" || a.positional.size() != 2)
         throw Error("usage: loom data pack MANIFEST OUT_PATTERN [--per-shard N]");
@@ -244,13 +249,14 @@ int main(int argc, char** argv) {
       Trainer::BenchTimes times;
       {
         Trainer t(r, c, dir, false, comm);
-        sps = t.bench(a.steps, 3, a.profile ? &profile : nullptr, &times);
+        sps = t.bench(a.steps, 3, a.profile ? &profile : nullptr, &times, a.in_memory);
       }
       comm->barrier();
       if (comm->rank() != 0) return 0;
       std::filesystem::remove_all(dir);
       std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.data.at(r.stages[0].data).batch_size << ", "
-                << a.steps << " steps; CPU f32 GEMM: " << kernels::cpu::sgemm_library() << ")\n";
+                << a.steps << " steps; " << (a.in_memory ? "one batch in memory" : "batches from the loader")
+                << "; CPU f32 GEMM: " << kernels::cpu::sgemm_library() << ")\n";
       std::cout << "  per step: " << times.step_ms << " ms, backward " << times.backward_ms << " ms";
       if (comm->world() > 1)
         std::cout << " (with the gradient all-reduce over " << comm->world() << " processes: " << times.comm_bytes

@@ -359,10 +359,12 @@ double Trainer::train_step(double lr, Metrics* parts) {
   double total = 0;
   Metrics step_parts;  // added to *parts once the step is taken
   for (int64_t a = 0; a < recipe_.grad_accum; ++a) {
-    data::Batch b = *loader_->next();
+    data::Batch b = bench_batch_ ? *bench_batch_ : *loader_->next();
     int64_t global_rows = int64_t(summed({double(b.size())})[0]);
     // on_error: skip can shrink a batch below what the task can learn from (a pair needs a negative).
     for (int tries = 0; global_rows < task.min_batch(); ++tries) {
+      LOOM_CHECK(!bench_batch_, "bench --in-memory: the held batch of ", recipe_.data.at(stage.data).manifest, " has fewer than ",
+                 task.min_batch(), " readable examples");
       LOOM_CHECK(tries < 100, recipe_.data.at(stage.data).manifest, ": 100 batches in a row had fewer than ",
                  task.min_batch(), " readable examples");
       b = *loader_->next();
@@ -532,11 +534,16 @@ void Trainer::train(int64_t stop_at) {
   if (skipped > 0 && leader()) std::cerr << "loom: skipped " << skipped << " unreadable examples (see messages above)\n";
 }
 
-double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, BenchTimes* times) {
+double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, BenchTimes* times, bool in_memory) {
   using clock = std::chrono::steady_clock;
   const StageSpec& s = recipe_.stages[stage_];
   Metrics parts;
   for (int64_t i = 0; i < warmup; ++i) train_step(s.optim.lr, &parts);
+  if (in_memory) {
+    bench_batch_ = *loader_->next();
+    loader_.reset();  // joins its workers: nothing else runs beside the timed steps
+    train_step(s.optim.lr, &parts);  // one more warm-up, on the held batch
+  }
   if (profile) profiler::start();
   backward_s_ = 0;
   const double wait0 = reducer_ ? reducer_->wait_seconds() : 0;

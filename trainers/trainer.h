@@ -4,6 +4,7 @@
 // (trainers/tasks/task.h).
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 #include "data/loader.h"
@@ -55,13 +56,17 @@ class Trainer {
   // Training samples per second over `steps` steps of the first stage after `warmup` steps (no
   // checkpoints, no eval). With `profile`, the timed steps run under the op profiler, whose
   // table (per op and kernel, per step) is written there.
+  // in_memory: the timed steps all train on one batch held in memory (the loader's next, after the
+  // warm-up; the loader is then stopped), as the PyTorch twins in scripts/bench/ train on one random
+  // batch; without it the loader reads and decodes every batch on the same cores.
   // times, when given: per-step milliseconds of the whole step, of backward (with the gradient
   // all-reduce it overlaps and the wait for what it did not), and of that wait alone.
   struct BenchTimes {
     double step_ms = 0, backward_ms = 0, comm_wait_ms = 0;
     int64_t comm_bytes = 0, buckets = 0;
   };
-  double bench(int64_t steps, int64_t warmup, std::string* profile = nullptr, BenchTimes* times = nullptr);
+  double bench(int64_t steps, int64_t warmup, std::string* profile = nullptr, BenchTimes* times = nullptr,
+               bool in_memory = false);
 
   int64_t step() const { return step_; }
   int64_t total_steps() const { return ends_.back(); }
@@ -95,6 +100,7 @@ class Trainer {
   std::vector<int64_t> ends_;  // ends_[k]: the global step at which stage k ends
   size_t stage_ = 0;
   std::unique_ptr<data::Loader> loader_;
+  std::optional<data::Batch> bench_batch_;  // bench --in-memory: every step's batch, the loader stopped
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;
   double backward_s_ = 0;  // time in backward (and the gradient reduction), for bench

@@ -455,3 +455,22 @@ TEST(Trainer, ComplexYamlKeysAreConfigErrors) {
   EXPECT_NE(f.find("init_from.remap"), std::string::npos) << f;
   fs::remove_all(data);
 }
+
+// loom bench with and without --in-memory: both time real steps (the parameters move), and the
+// in-memory run stops its loader (its worker threads joined) without hanging or crashing.
+TEST(Trainer, BenchFromTheLoaderAndInMemory) {
+  fs::path data = make_dataset("bench");
+  for (bool in_memory : {false, true}) {
+    Config c = Config::parse(recipe_text(data, 10), "tiny.yaml");
+    Recipe r = Recipe::from(c);
+    r.eval_every = 0;
+    Trainer t(r, c, (data / (in_memory ? "run_mem" : "run_loader")).string(), false);
+    const std::vector<float> before = t.model().named_parameters().front().second.detach().clone().to_vector<float>();
+    Trainer::BenchTimes times;
+    const double sps = t.bench(3, 1, nullptr, &times, in_memory);
+    EXPECT_TRUE(std::isfinite(sps) && sps > 0) << (in_memory ? "in memory" : "loader");
+    EXPECT_GT(times.step_ms, 0);
+    EXPECT_NE(t.model().named_parameters().front().second.to_vector<float>(), before);
+  }
+  fs::remove_all(data);
+}
