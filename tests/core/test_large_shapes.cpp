@@ -945,7 +945,7 @@ TEST(LargeThreads, FusedAttention) {
 
 // linear forward and backward at a transformer's shapes: the weight gradient is a GEMM with a
 // long inner dimension (2050 rows of tokens), which a GEMM library may split over threads. oneDNN's
-// sgemm does not (bitwise the same for any thread count); OpenBLAS 0.3.21 does (about half the
+// sgemm does not (bitwise the same for any thread count); OpenBLAS 0.3.21 does (about two thirds of the
 // weight gradient's elements differ in the last bit between 1 and 2 threads), so with
 // LOOM_CPU_GEMM=openblas the weight gradient is only required to be close.
 TEST(LargeThreads, LinearForwardAndBackward) {
