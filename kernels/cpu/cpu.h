@@ -1,4 +1,4 @@
-// CPU kernels: reference loops parallelised with OpenMP, GEMM through OpenBLAS.
+// CPU kernels: reference loops parallelised with OpenMP, GEMM through oneDNN or OpenBLAS.
 // Kernels take Views (pointer, dtype, shape, strides) and never allocate tensors; outputs are
 // contiguous unless stated. bf16/f16 are computed in f32, f64 in f64.
 #pragma once
@@ -43,6 +43,11 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // "onednn" or "openblas": the library sgemm uses (throws for a bad LOOM_CPU_GEMM).
 const char* sgemm_library();
+// One library by name, whatever LOOM_CPU_GEMM says (loom-bench compares them); oneDNN only where built in.
+enum class SgemmLibrary { openblas, onednn };
+bool sgemm_library_built(SgemmLibrary library);
+void sgemm_with(SgemmLibrary library, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // The same for `batch` products, the i-th operands and output `stride_*` elements after the first.
 void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A,
                           int64_t stride_a, GemmOperand B, int64_t stride_b, double beta, void* C, int64_t ldc,

@@ -13,8 +13,6 @@
 namespace loom::kernels::cpu {
 namespace {
 
-enum class SgemmLibrary { openblas, onednn };
-
 SgemmLibrary choose_sgemm_library() {
   const char* env = std::getenv("LOOM_CPU_GEMM");
   const std::string v = env ? env : "";
@@ -63,21 +61,36 @@ void gemm_half(int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, Gem
 
 const char* sgemm_library() { return sgemm_choice() == SgemmLibrary::onednn ? "onednn" : "openblas"; }
 
-void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+bool sgemm_library_built(SgemmLibrary library) {
 #ifdef LOOM_HAVE_ONEDNN
-  if (sgemm_choice() == SgemmLibrary::onednn) {
+  (void)library;
+  return true;
+#else
+  return library == SgemmLibrary::openblas;
+#endif
+}
+
+void sgemm_with(SgemmLibrary library, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (library == SgemmLibrary::onednn) {
+#ifdef LOOM_HAVE_ONEDNN
     const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (st != dnnl_success)
       throw std::runtime_error("gemm: oneDNN's sgemm failed (status " + std::to_string(int(st)) + ") for M " +
                                std::to_string(M) + ", N " + std::to_string(N) + ", K " + std::to_string(K) + ", lda " +
                                std::to_string(lda) + ", ldb " + std::to_string(ldb) + ", ldc " + std::to_string(ldc));
     return;
-  }
+#else
+    throw std::invalid_argument("gemm: this loom was built without oneDNN");
 #endif
-  (void)sgemm_choice();  // a bad LOOM_CPU_GEMM is an error here too
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N), int(K),
               alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  sgemm_with(sgemm_choice(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
