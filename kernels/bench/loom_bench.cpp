@@ -137,6 +137,44 @@ Timing time_host(int reps, const std::function<void()>& f) {
   return {ms[ms.size() / 2], ms.front()};
 }
 
+#ifdef LOOM_BENCH_CUDA
+namespace cu = loom::kernels::cuda;
+
+// Times f on the current stream with CUDA events over reps runs after 3 warm-up runs; with
+// flush_bytes, a buffer that large is overwritten before each timed run (L2 is cold, as in training).
+Timing time_cuda(int reps, const std::function<void()>& f, size_t flush_bytes = 0) {
+  void* flush = flush_bytes ? cu::device_malloc(flush_bytes, 0) : nullptr;
+  auto start = cu::event_create(true), stop = cu::event_create(true);
+  for (int i = 0; i < 3; ++i) f();
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    if (flush) cu::memset_async(flush, i & 0xff, flush_bytes);
+    cu::event_record(start, cu::current_stream());
+    f();
+    cu::event_record(stop, cu::current_stream());
+    cu::event_synchronize(stop);
+    ms.push_back(cu::event_elapsed_ms(start, stop));
+  }
+  cu::event_destroy(start);
+  cu::event_destroy(stop);
+  if (flush) cu::device_free(flush, 0);
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms.front()};
+}
+
+// Device copies of host vectors, freed together.
+struct DeviceBuffers {
+  std::vector<void*> held;
+  float* up(const std::vector<float>& h) {
+    void* p = cu::device_malloc(h.size() * 4, 0);
+    held.push_back(p);
+    cu::memcpy(p, h.data(), h.size() * 4, cu::CopyKind::host_to_device);
+    return static_cast<float*>(p);
+  }
+  ~DeviceBuffers() { for (void* p : held) cu::device_free(p, 0); }
+};
+#endif
+
 int failures = 0;
 
 // One result line: human-readable, or JSON. err is the check's largest error (relative for GEMM,
@@ -232,36 +270,16 @@ void bench_gemm(const Args& a) {
     }
 #ifdef LOOM_BENCH_CUDA
     else {
-      namespace cu = loom::kernels::cuda;
-      const size_t bytes_a = A.size() * 4, bytes_b = B.size() * 4, bytes_c = C.size() * 4;
-      void *dA = cu::device_malloc(bytes_a, 0), *dB = cu::device_malloc(bytes_b, 0), *dC = cu::device_malloc(bytes_c, 0);
-      const size_t flush_bytes = size_t(256) << 20;  // larger than any L2 (H100 50 MB, H200 60 MB)
-      void* flush = cu::device_malloc(flush_bytes, 0);
-      cu::memcpy(dA, A.data(), bytes_a, cu::CopyKind::host_to_device);
-      cu::memcpy(dB, B.data(), bytes_b, cu::CopyKind::host_to_device);
+      DeviceBuffers d;
+      float *dA = d.up(A), *dB = d.up(B), *dC = d.up(C);
       auto run = [&] { cu::gemm(DType::f32, s.m, s.n, s.k, 1.0, {dA, s.ta, lda}, {dB, s.tb, ldb}, 0.0, dC, s.n); };
-      cu::memset_async(dC, 0xff, bytes_c);  // NaN
+      cu::memset_async(dC, 0xff, C.size() * 4);  // NaN
       run();
-      cu::memcpy(C.data(), dC, bytes_c, cu::CopyKind::device_to_host);
-      // TF32 may be used by cuBLASLt for f32: its 10-bit mantissa sets the tolerance.
+      cu::memcpy(C.data(), dC, C.size() * 4, cu::CopyKind::device_to_host);
+      // cuBLASLt may use TF32 for f32 (10-bit mantissa): the tolerance allows it.
       const double err = gemm_error(s, A, B, C);
-      auto start = cu::event_create(true), stop = cu::event_create(true);
-      for (int i = 0; i < 3; ++i) run();
-      std::vector<double> ms;
-      for (int i = 0; i < a.reps; ++i) {
-        cu::memset_async(flush, i & 0xff, flush_bytes);
-        cu::event_record(start, cu::current_stream());
-        run();
-        cu::event_record(stop, cu::current_stream());
-        cu::event_synchronize(stop);
-        ms.push_back(cu::event_elapsed_ms(start, stop));
-      }
-      std::sort(ms.begin(), ms.end());
       report(a, "gemm", gemm_shape_name(s), "cublaslt", "cuda", err <= std::max(tol, 2e-3), err,
-             {ms[ms.size() / 2], ms.front()}, flops, "GFLOP/s");
-      cu::event_destroy(start);
-      cu::event_destroy(stop);
-      for (void* p : {dA, dB, dC, flush}) cu::device_free(p, 0);
+             time_cuda(a.reps, run, size_t(256) << 20), flops, "GFLOP/s");  // 256 MB > any L2 (H100 50, H200 60)
     }
 #endif
   }
@@ -385,16 +403,9 @@ void bench_layernorm(const Args& a) {
   }
 #ifdef LOOM_BENCH_CUDA
   else {
-    namespace cu = loom::kernels::cuda;
-    std::vector<void*> d;
-    auto up = [&](const std::vector<float>& h) {
-      void* p = cu::device_malloc(h.size() * 4, 0);
-      cu::memcpy(p, h.data(), h.size() * 4, cu::CopyKind::host_to_device);
-      d.push_back(p);
-      return static_cast<float*>(p);
-    };
-    float *dx_ = up(x), *dw_ = up(w), *db_ = up(b), *ddy = up(dy), *dy_ = up(y), *dmean = up(mean), *drstd = up(rstd),
-          *ddx = up(dx), *ddw = up(dw), *ddb = up(db);
+    DeviceBuffers d;
+    float *dx_ = d.up(x), *dw_ = d.up(w), *db_ = d.up(b), *ddy = d.up(dy), *dy_ = d.up(y), *dmean = d.up(mean),
+          *drstd = d.up(rstd), *ddx = d.up(dx), *ddw = d.up(dw), *ddb = d.up(db);
     auto fwd = [&] {
       cu::layer_norm_forward(view(dx_, {rows, cols}), view(dw_, {cols}), view(db_, {cols}), eps, view(dy_, {rows, cols}),
                              view(dmean, {rows}), view(drstd, {rows}));
@@ -403,33 +414,16 @@ void bench_layernorm(const Args& a) {
       cu::layer_norm_backward(view(ddy, {rows, cols}), view(dx_, {rows, cols}), view(dw_, {cols}), view(dmean, {rows}),
                               view(drstd, {rows}), view(ddx, {rows, cols}), view(ddw, {cols}), view(ddb, {cols}));
     };
-    auto time_cuda = [&](const std::function<void()>& f) {
-      auto start = cu::event_create(true), stop = cu::event_create(true);
-      for (int i = 0; i < 3; ++i) f();
-      std::vector<double> ms;
-      for (int i = 0; i < a.reps; ++i) {
-        cu::event_record(start, cu::current_stream());
-        f();
-        cu::event_record(stop, cu::current_stream());
-        cu::event_synchronize(stop);
-        ms.push_back(cu::event_elapsed_ms(start, stop));
-      }
-      cu::event_destroy(start);
-      cu::event_destroy(stop);
-      std::sort(ms.begin(), ms.end());
-      return Timing{ms[ms.size() / 2], ms.front()};
-    };
-    cu::memset_async(dy_, 0xff, size_t(n) * 4);
+    cu::memset_async(dy_, 0xff, N * 4);
     fwd();
-    cu::memcpy(y.data(), dy_, size_t(n) * 4, cu::CopyKind::device_to_host);
+    cu::memcpy(y.data(), dy_, N * 4, cu::CopyKind::device_to_host);
     const double err = check(y);
-    report(a, "ln_fwd", name, "loom", "cuda", err <= 1e-5, err, time_cuda(fwd), fwd_bytes, "GB/s");
-    cu::memset_async(ddx, 0xff, size_t(n) * 4);
+    report(a, "ln_fwd", name, "loom", "cuda", err <= 1e-5, err, time_cuda(a.reps, fwd), fwd_bytes, "GB/s");
+    cu::memset_async(ddx, 0xff, N * 4);
     bwd();
-    cu::memcpy(dx.data(), ddx, size_t(n) * 4, cu::CopyKind::device_to_host);
+    cu::memcpy(dx.data(), ddx, N * 4, cu::CopyKind::device_to_host);
     bool finite = std::all_of(dx.begin(), dx.end(), [](float v) { return std::isfinite(v); });
-    report(a, "ln_bwd", name, "loom", "cuda", finite, NAN, time_cuda(bwd), bwd_bytes, "GB/s");
-    for (void* p : d) cu::device_free(p, 0);
+    report(a, "ln_bwd", name, "loom", "cuda", finite, NAN, time_cuda(a.reps, bwd), bwd_bytes, "GB/s");
   }
 #endif
 }
@@ -479,33 +473,13 @@ void bench_adamw(const Args& a) {
   }
 #ifdef LOOM_BENCH_CUDA
   else {
-    namespace cu = loom::kernels::cuda;
-    std::vector<void*> d;
-    auto up = [&](const std::vector<float>& h) {
-      void* q = cu::device_malloc(h.size() * 4, 0);
-      cu::memcpy(q, h.data(), h.size() * 4, cu::CopyKind::host_to_device);
-      d.push_back(q);
-      return static_cast<float*>(q);
-    };
-    float *dp = up(p0), *dg = up(g), *dm = up(m0), *dv = up(v0);
-    loom::kernels::AdamWTensor t = tensor(dp, dg, dm, dv);
+    DeviceBuffers d;
+    loom::kernels::AdamWTensor t = tensor(d.up(p0), d.up(g), d.up(m0), d.up(v0));
     cu::adamw(DType::f32, &t, 1, b1, b2, eps);
-    cu::memcpy(p.data(), dp, size_t(n) * 4, cu::CopyKind::device_to_host);
+    cu::memcpy(p.data(), t.param, size_t(n) * 4, cu::CopyKind::device_to_host);
     const double err = check(p);
-    auto start = cu::event_create(true), stop = cu::event_create(true);
-    std::vector<double> ms;
-    for (int i = 0; i < a.reps + 3; ++i) {
-      cu::event_record(start, cu::current_stream());
-      cu::adamw(DType::f32, &t, 1, b1, b2, eps);
-      cu::event_record(stop, cu::current_stream());
-      cu::event_synchronize(stop);
-      if (i >= 3) ms.push_back(cu::event_elapsed_ms(start, stop));
-    }
-    std::sort(ms.begin(), ms.end());
-    report(a, "adamw", name, "loom", "cuda", err <= 1e-6, err, {ms[ms.size() / 2], ms.front()}, bytes, "GB/s");
-    cu::event_destroy(start);
-    cu::event_destroy(stop);
-    for (void* q : d) cu::device_free(q, 0);
+    report(a, "adamw", name, "loom", "cuda", err <= 1e-6, err,
+           time_cuda(a.reps, [&] { cu::adamw(DType::f32, &t, 1, b1, b2, eps); }), bytes, "GB/s");
   }
 #endif
 }
