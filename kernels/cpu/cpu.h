@@ -37,8 +37,9 @@ void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperan
 // f32 C[M,N] = alpha * op(A) op(B) + beta * C, row-major, through the chosen library: oneDNN's sgemm
 // where loom was built with it (its JIT kernels use AVX-512 where the CPU has it; 15-30% faster than
 // OpenBLAS 0.3.21 on the demo models' shapes), else OpenBLAS. LOOM_CPU_GEMM=openblas|onednn picks one
-// at start-up. Both run single-threaded inside a parallel region and give bitwise the same result
-// for any thread count (tests/core/test_large_shapes.cpp).
+// at start-up. Both run single-threaded inside a parallel region. oneDNN's results are bitwise the
+// same for any thread count; OpenBLAS splits long inner dimensions (weight gradients) over threads,
+// so its last bits depend on the count (LargeThreads.LinearForwardAndBackward).
 void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // "onednn" or "openblas": the library sgemm uses (throws for a bad LOOM_CPU_GEMM).
