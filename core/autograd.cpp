@@ -1,4 +1,5 @@
 #include "core/autograd.h"
+#include "core/autocast.h"
 #include <cmath>
 #include <unordered_map>
 #include <unordered_set>
@@ -127,6 +128,7 @@ Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor output
 }
 
 void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
+  AutocastGuard no_autocast(std::nullopt);  // backward ops run in the dtypes their forward chose
   if (!root.requires_grad())
     throw Error(str_cat("backward: ", root.describe(), " does not require grad (no input of it requires grad)"));
   Tensor grad = grad_in;

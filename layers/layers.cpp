@@ -20,8 +20,8 @@ Tensor drop_path(const Tensor& branch, double p, bool training, Generator* gen) 
   const int64_t B = branch.size(0);
   Shape s(std::vector<int64_t>(size_t(branch.dim()), 1));
   s[0] = B;
-  // Drawn on the CPU (the same stream on every device), then moved to the branch's device.
-  Tensor keep = ops::lt(ops::rand({B}, *gen, branch.dtype()), 1.0 - p).to(branch.dtype()).to(branch.device());
+  // Drawn on the branch's device: Philox gives the same stream on the CPU and on CUDA.
+  Tensor keep = ops::lt(ops::rand({B}, *gen, branch.dtype(), branch.device()), 1.0 - p).to(branch.dtype());
   return ops::mul(branch, ops::mul(keep, 1.0 / (1.0 - p)).reshape(s));
 }
 

@@ -139,26 +139,48 @@ LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& state, b
   return report;
 }
 
+namespace {
+// Replaces t's storage and geometry with converted's, in place, so every handle to t follows.
+void adopt(Tensor& t, const Tensor& converted) {
+  TensorImpl& dst = t.impl();
+  const TensorImpl& src = converted.impl();
+  dst.storage = src.storage;
+  dst.offset = src.offset;
+  dst.shape = src.shape;
+  dst.strides = src.strides;
+  dst.dtype = src.dtype;
+  dst.grad.reset();
+}
+}  // namespace
+
 void Module::to(DType dtype) {
   auto convert = [dtype](Tensor& t) {
     if (t.dtype() == dtype) return;
-    Tensor c;
-    {
-      NoGradGuard ng;
-      c = t.detach().to(dtype).contiguous();
-    }
-    TensorImpl& dst = t.impl();
-    const TensorImpl& src = c.impl();
-    dst.storage = src.storage;
-    dst.offset = src.offset;
-    dst.shape = src.shape;
-    dst.strides = src.strides;
-    dst.dtype = src.dtype;
-    dst.grad.reset();
+    NoGradGuard ng;
+    adopt(t, t.detach().to(dtype).contiguous());
   };
   for (auto& [_, t] : params_) convert(t);
   for (auto& [_, t] : buffers_) convert(t);
   for (auto& [_, child] : children_) child->to(dtype);
+}
+
+void Module::to(Device device) {
+  auto move = [device](Tensor& t) {
+    if (t.device() == device) return;
+    NoGradGuard ng;
+    adopt(t, t.detach().contiguous().to(device));
+  };
+  for (auto& [_, t] : params_) move(t);
+  for (auto& [_, t] : buffers_) move(t);
+  for (auto& [_, child] : children_) child->to(device);
+}
+
+Device Module::device() const {
+  for (const auto& [_, t] : params_) return t.device();
+  for (const auto& [_, t] : buffers_) return t.device();
+  for (const auto& [_, child] : children_)
+    if (!child->named_parameters().empty() || !child->named_buffers().empty()) return child->device();
+  return Device::cpu();
 }
 
 std::shared_ptr<Module> Module::child(const std::string& name) const {

@@ -55,6 +55,11 @@ class Module {
   // Converts every parameter and buffer to `dtype` in place (the handles held by members follow);
   // gradients are dropped. Used for f64 gradient checks.
   void to(DType dtype);
+  // Moves every parameter and buffer to `device` in place (the handles held by members follow);
+  // gradients are dropped. Build the optimizer after this, so its state lives beside the weights.
+  void to(Device device);
+  // Where the first parameter (or buffer) lives; the CPU for a module that holds none.
+  Device device() const;
   // Drops the accumulated gradient of every parameter.
   void zero_grad();
 

@@ -89,8 +89,13 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
 }
 
 double grad_norm(const std::vector<Tensor>& params) {
+  Tensor total = grad_norm_squared(params);
+  return total.defined() ? std::sqrt(total.item<double>()) : 0.0;
+}
+
+Tensor grad_norm_squared(const std::vector<Tensor>& params) {
   NoGradGuard ng;
-  // Squares summed on the gradients' device, one value read back (one synchronisation on a GPU).
+  // Squares summed in f64 on the gradients' device; nothing read back.
   Tensor total;
   for (const Tensor& p : params) {
     Tensor g = p.grad();
@@ -99,7 +104,7 @@ double grad_norm(const std::vector<Tensor>& params) {
     Tensor sq = ops::sum(ops::mul(gd, gd));
     total = total.defined() ? ops::add(total, sq) : sq;
   }
-  return total.defined() ? std::sqrt(total.item<double>()) : 0.0;
+  return total;
 }
 
 void scale_grads_to(const std::vector<Tensor>& params, double norm, double max_norm) {

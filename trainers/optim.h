@@ -48,6 +48,9 @@ double scheduled_lr(const ScheduleConfig& s, double peak, int64_t step, int64_t 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // The global L2 norm of the gradients (f64 sums; params without a gradient skipped).
 double grad_norm(const std::vector<Tensor>& params);
+// The squared norm as an f64 scalar tensor on the gradients' device (no read-back), or an undefined
+// tensor when no parameter has a gradient.
+Tensor grad_norm_squared(const std::vector<Tensor>& params);
 // clip_grad_norm's scaling, given the norm: gradients times max_norm / (norm + 1e-6) when norm > max_norm.
 void scale_grads_to(const std::vector<Tensor>& params, double norm, double max_norm);
 

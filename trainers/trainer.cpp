@@ -61,13 +61,30 @@ FeatureFn probe_features(const ViT& v, const ProbeOptions& o) {
   const bool mean = o.pool == "mean";
   const size_t last = size_t(o.blocks);
   return [&v, mean, last](const Tensor& images) {
-    std::vector<Tensor> outs = v.block_outputs(images), feats;
+    std::vector<Tensor> outs = v.block_outputs(images.to(v.device())), feats;
     for (size_t i = outs.size() - last; i < outs.size(); ++i) {
       const Tensor& t = outs[i];
       feats.push_back(mean ? ops::mean(t.narrow(1, 1, t.size(1) - 1), {1}) : t.select(1, 0));
     }
     return feats.size() == 1 ? feats[0] : ops::cat(feats, 1);
   };
+}
+
+// The device a recipe trains on (train.device), checked against this build and machine; a failure
+// names the recipe key through `fail`.
+Device training_device(const Recipe& r, int local_rank, const std::function<void(const std::string&)>& fail) {
+  if (r.device == "cpu") return Device::cpu();
+#ifndef LOOM_WITH_CUDA
+  fail("cuda, but this loom was built without CUDA (configure with the CUDA toolkit present, or LOOM_CUDA=ON)");
+#endif
+  const int count = cuda_device_count();
+  if (count == 0) fail("cuda, but no GPU is visible to this process (nvidia-smi; CUDA_VISIBLE_DEVICES)");
+  return Device::cuda(local_rank % count);
+}
+
+// train.precision: bf16 computes GEMMs and attention in bf16 under autocast (core/autocast.h).
+std::optional<DType> autocast_of(const Recipe& r) {
+  return r.precision == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt;
 }
 
 Metrics probe_model(Module& model, const Recipe& r) {
@@ -122,6 +139,8 @@ Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
   }
   Run run = Run::build(r, std::move(tok));
   if (!checkpoint.empty()) load_weights(*run.model, InitFrom{checkpoint, {}, true});
+  run.model->to(training_device(r, 0, [](const std::string& why) { throw Error("train.device: " + why); }));
+  AutocastGuard autocast(autocast_of(r));
   const StageSpec& last = r.stages.back();
   EvalEnv env;
   env.data = last.eval_data.empty() ? nullptr : r.find_data(last.eval_data);
@@ -224,6 +243,14 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     restore(fs::canonical(ckdir / "latest").string(), saved);
     while (stage_ + 1 < ends_.size() && step_ >= ends_[stage_]) ++stage_;
   }
+  // The model moves before the optimizer is built (enter_stage), so its moments live beside the weights.
+  device_ = training_device(recipe_, comm_->local_rank(), [&](const std::string& why) { config_.fail("train.device", why); });
+  if (device_.is_cuda() && world > 1)
+    config_.fail("train.device", str_cat("cuda with ", world, " processes: the trainer's data parallelism runs on the CPU "
+                                         "(MPI) only so far; run one process per GPU once NCCL is wired into it"));
+  run_.model->to(device_);
+  autocast_ = autocast_of(recipe_);
+  uploader_ = std::make_unique<Uploader>(device_);
   // A checkpoint taken at the end of a stage resumes into the next one, with its fresh optimizer and data.
   enter_stage(stage_, resume && saved.stage == stage_ ? &saved : nullptr);
   if (world > 1) {
@@ -342,6 +369,13 @@ void Trainer::restore(const std::string& dir, Saved& out) {
   }
 }
 
+data::Batch Trainer::next_batch() {
+  if (bench_batch_) return *bench_batch_;
+  data::Batch b = *loader_->next();
+  for (auto& [_, t] : b.tensors) t = uploader_->upload(t);
+  return b;
+}
+
 double Trainer::train_step(double lr, Metrics* parts) {
   Task& task = *run_.tasks[stage_];
   const StageSpec& stage = recipe_.stages[stage_];
@@ -356,10 +390,12 @@ double Trainer::train_step(double lr, Metrics* parts) {
     }
     return v;
   };
-  double total = 0;
-  Metrics step_parts;  // added to *parts once the step is taken
+  // Every micro-batch's loss and parts stay on the device until the step's one read-back below
+  // (with the gradient norm): a GPU step queues all its work before the host waits once.
+  std::vector<Tensor> readback;  // per micro-batch: share * loss, then share * each part; last the squared norm
+  std::vector<std::string> part_names;
   for (int64_t a = 0; a < recipe_.grad_accum; ++a) {
-    data::Batch b = bench_batch_ ? *bench_batch_ : *loader_->next();
+    data::Batch b = next_batch();
     int64_t global_rows = int64_t(summed({double(b.size())})[0]);
     // on_error: skip can shrink a batch below what the task can learn from (a pair needs a negative).
     for (int tries = 0; global_rows < task.min_batch(); ++tries) {
@@ -367,7 +403,7 @@ double Trainer::train_step(double lr, Metrics* parts) {
                  task.min_batch(), " readable examples");
       LOOM_CHECK(tries < 100, recipe_.data.at(stage.data).manifest, ": 100 batches in a row had fewer than ",
                  task.min_batch(), " readable examples");
-      b = *loader_->next();
+      b = next_batch();
       global_rows = int64_t(summed({double(b.size())})[0]);
     }
     LOOM_CHECK(b.size() > 0, "rank ", comm_->rank(), ": every example of its part of a batch of ",
@@ -376,34 +412,31 @@ double Trainer::train_step(double lr, Metrics* parts) {
     // share * loss is the one-process loss (and the summed gradients its gradient).
     const double share = double(b.size()) / double(global_rows);
     const bool reduce = reducer_ && a + 1 == recipe_.grad_accum;  // no communication on earlier micro-steps
-    std::vector<LossPart> ps = task.forward(b, drop_gen_);
-    LOOM_CHECK(!ps.empty(), "task ", stage.task.type, " returned no loss");
+    std::vector<LossPart> ps;
     Tensor loss;
-    if (ps.size() == 1 && ps[0].weight == 1.0) {
-      loss = ps[0].value;
-    } else {
-      for (const LossPart& p : ps) {
-        Tensor w = p.weight == 1.0 ? p.value : ops::mul(p.value, p.weight);
-        loss = loss.defined() ? ops::add(loss, w) : w;
+    {
+      AutocastGuard autocast(autocast_);  // forward only: backward runs in the dtypes forward chose
+      ps = task.forward(b, drop_gen_);
+      LOOM_CHECK(!ps.empty(), "task ", stage.task.type, " returned no loss");
+      if (ps.size() == 1 && ps[0].weight == 1.0) {
+        loss = ps[0].value;
+      } else {
+        for (const LossPart& p : ps) {
+          Tensor w = p.weight == 1.0 ? p.value : ops::mul(p.value, p.weight);
+          loss = loss.defined() ? ops::add(loss, w) : w;
+        }
       }
     }
-    std::vector<double> values{loss.item<double>() * share};
-    for (const LossPart& p : ps) values.push_back((ps.size() == 1 ? values[0] / share : p.value.item<double>()) * share);
-    values = summed(values);  // the global batch's loss and parts, the same on every rank
-    for (size_t k = 0; k < ps.size(); ++k) {
-      const double pv = values[k + 1];
-      if (std::isfinite(pv)) {
-        step_parts["train/" + ps[k].name] += pv / double(recipe_.grad_accum);
-        continue;
-      }
-      const std::string what = str_cat("step ", step_ + 1, ": the loss ", ps[k].name, " of task ", stage.task.type, " is ",
-                                       std::isnan(pv) ? "nan" : (pv > 0 ? "inf" : "-inf"));
-      if (recipe_.on_nonfinite == "stop")
-        throw Error(str_cat(what, "; stopping before it spoils the weights (lower optim.lr, set train.clip_grad_norm, "
-                                  "or train.detect_anomaly: true to find the op)"));
-      return skip_step(what);  // every rank decides alike: the values are the global batch's
+    if (a == 0)
+      for (const LossPart& p : ps) part_names.push_back(p.name);
+    LOOM_CHECK(ps.size() == part_names.size(), "task ", stage.task.type, " returned ", ps.size(),
+               " losses on one micro-batch and ", part_names.size(), " on the first");
+    {
+      NoGradGuard ng;
+      auto scalar = [share](const Tensor& v) { return ops::mul(v.detach().to(DType::f64), share).reshape({}); };
+      readback.push_back(scalar(loss));
+      for (const LossPart& p : ps) readback.push_back(scalar(p.value));
     }
-    total += values[0];
     const double scale = share / double(recipe_.grad_accum);
     const auto b0 = std::chrono::steady_clock::now();
     if (reduce) reducer_->arm();
@@ -411,9 +444,38 @@ double Trainer::train_step(double lr, Metrics* parts) {
     if (reduce) reducer_->finish();
     backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
   }
-  // The gradient's global norm, before clipping: a non-finite one is found and named here (after
-  // the reduction, so every rank agrees).
-  const double norm = grad_norm(params_);
+  // The step's one host read-back: the losses and the gradient's squared global norm (after the
+  // reduction, so every rank agrees), then summed over ranks.
+  {
+    NoGradGuard ng;
+    Tensor norm_sq = grad_norm_squared(params_);
+    readback.push_back(norm_sq.defined() ? norm_sq : Tensor::zeros({}, DType::f64, device_));
+  }
+  std::vector<double> values = ops::stack(readback, 0).to_vector<double>();
+  const double norm_sq = values.back();
+  values.pop_back();
+  values = summed(values);  // the global batch's losses and parts, the same on every rank
+  const size_t per = 1 + part_names.size();
+  double total = 0;
+  Metrics step_parts;  // added to *parts once the step is taken
+  for (size_t a = 0; a < values.size() / per; ++a) {
+    for (size_t k = 0; k < part_names.size(); ++k) {
+      const double pv = values[a * per + 1 + k];
+      if (std::isfinite(pv)) {
+        step_parts["train/" + part_names[k]] += pv / double(recipe_.grad_accum);
+        continue;
+      }
+      const std::string what = str_cat("step ", step_ + 1, ": the loss ", part_names[k], " of task ", stage.task.type, " is ",
+                                       std::isnan(pv) ? "nan" : (pv > 0 ? "inf" : "-inf"));
+      if (recipe_.on_nonfinite == "stop")
+        throw Error(str_cat(what, "; stopping before it spoils the weights (lower optim.lr, set train.clip_grad_norm, "
+                                  "or train.detect_anomaly: true to find the op)"));
+      return skip_step(what);  // every rank decides alike: the values are the global batch's
+    }
+    total += values[a * per];
+  }
+  // The norm, before clipping: a non-finite one is found and named here.
+  const double norm = std::sqrt(norm_sq);
   if (!std::isfinite(norm)) {
     std::string first = "?";
     for (const auto& [name, p] : run_.model->named_parameters())
@@ -445,6 +507,7 @@ double Trainer::skip_step(const std::string& why) {
 }
 
 Metrics Trainer::evaluate() {
+  AutocastGuard autocast(autocast_);  // evaluation computes as training does
   const StageSpec& s = recipe_.stages[stage_];
   EvalEnv env;
   env.data = s.eval_data.empty() ? nullptr : recipe_.find_data(s.eval_data);
@@ -540,7 +603,7 @@ double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, Bench
   Metrics parts;
   for (int64_t i = 0; i < warmup; ++i) train_step(s.optim.lr, &parts);
   if (in_memory) {
-    bench_batch_ = *loader_->next();
+    bench_batch_ = next_batch();
     loader_.reset();  // joins its workers: nothing else runs beside the timed steps
     train_step(s.optim.lr, &parts);  // one more warm-up, on the held batch
   }

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include "core/autocast.h"
+#include "core/uploader.h"
 #include "data/loader.h"
 #include "data/text_tokenizer.h"
 #include "trainers/metrics.h"
@@ -72,6 +74,7 @@ class Trainer {
   int64_t total_steps() const { return ends_.back(); }
   size_t stage() const { return stage_; }
   Module& model() { return *run_.model; }
+  Device device() const { return device_; }
   const Recipe& recipe() const { return recipe_; }
   const std::string& run_dir() const { return run_dir_; }
   void save_checkpoint();
@@ -87,6 +90,8 @@ class Trainer {
   double skip_step(const std::string& why);
   void restore(const std::string& checkpoint_dir, Saved& out);
   Metrics run_probe();
+  // The loader's next batch (or the held bench batch), its tensors on the training device.
+  data::Batch next_batch();
 
   bool leader() const { return comm_->rank() == 0; }  // writes, logs, evaluates
 
@@ -99,8 +104,11 @@ class Trainer {
   std::vector<Tensor> params_;  // the model's parameters (handles), for the per-step gradient norm
   std::vector<int64_t> ends_;  // ends_[k]: the global step at which stage k ends
   size_t stage_ = 0;
+  Device device_;                       // train.device
+  std::optional<DType> autocast_;       // train.precision: bf16
+  std::unique_ptr<Uploader> uploader_;  // batches to device_ (pinned staging, a side stream)
   std::unique_ptr<data::Loader> loader_;
-  std::optional<data::Batch> bench_batch_;  // bench --in-memory: every step's batch, the loader stopped
+  std::optional<data::Batch> bench_batch_;  // bench --in-memory: every step's batch (on device_), the loader stopped
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;
   double backward_s_ = 0;  // time in backward (and the gradient reduction), for bench

@@ -79,7 +79,9 @@ Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const Attenti
     Tensor s = mul(matmul(qd, kd.transpose(-1, -2)), scale);
     if (opt.bias.defined()) s = add(s, opt.bias.detach());
     if (mask.defined()) s = masked_fill(s, mask, -INFINITY);
-    p = softmax(s, -1);  // fully masked rows come out as zeros
+    // Fully masked rows come out as zeros. Under autocast the softmax runs in f32 and its
+    // probabilities return to q's dtype for the product, as the flash kernels keep them.
+    p = softmax(s, -1).to(q.dtype());
     out = matmul(p, vd);
   }
   const Tensor& bias = opt.bias;
@@ -104,8 +106,12 @@ double scale_of(const Tensor& q, const AttentionOptions& opt) {
 
 }  // namespace
 
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                    const AttentionOptions& opt_in) {
   LOOM_OP_SCOPE("scaled_dot_product_attention");
+  const Tensor q = autocast_lower(q_in), k = autocast_lower(k_in), v = autocast_lower(v_in);
+  AttentionOptions opt = opt_in;
+  opt.bias = autocast_lower(opt_in.bias);
   validate(q, k, v, opt);
   const double scale = scale_of(q, opt);
   if (!fused_applies(q, opt)) return composed(q, k, v, opt, scale);
@@ -133,8 +139,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                           });
 }
 
-Tensor self_attention_packed(const Tensor& qkv, const AttentionOptions& opt) {
+Tensor self_attention_packed(const Tensor& qkv_in, const AttentionOptions& opt_in) {
   LOOM_OP_SCOPE("self_attention_packed");
+  const Tensor qkv = autocast_lower(qkv_in);
+  AttentionOptions opt = opt_in;
+  opt.bias = autocast_lower(opt_in.bias);
   check_float_operands("self_attention_packed", {{"qkv", qkv}});
   if (qkv.dim() != 5 || qkv.size(2) != 3)
     fail("self_attention_packed", "qkv must be [B, S, 3, H, D]", {{"qkv", qkv}});

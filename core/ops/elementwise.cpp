@@ -42,7 +42,9 @@ Tensor unary_kernel(Unary k, const Tensor& x, double p0 = 0, double p1 = 0) {
 }
 
 // a ∘ b for the four arithmetic ops; checks, broadcast, and the gradient rule.
-Tensor arithmetic(const char* name, Binary k, const Tensor& a, const Tensor& b) {
+Tensor arithmetic(const char* name, Binary k, const Tensor& a_in, const Tensor& b_in) {
+  Tensor a = a_in, b = b_in;
+  autocast_promote({&a, &b});
   LOOM_OP_SCOPE(name);
   check_float_operands(name, {{"a", a}, {"b", b}});
   const Shape shape = broadcast_shapes(name, a, b);
@@ -168,7 +170,9 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
   }, a, b);
 }
 
-Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+  Tensor a = a_in, b = b_in;
+  autocast_promote({&a, &b});
   LOOM_OP_SCOPE("where");
   check_defined("where", {{"cond", cond}, {"a", a}, {"b", b}});
   check_device("where", {{"cond", cond}, {"a", a}, {"b", b}});

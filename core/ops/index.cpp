@@ -48,8 +48,10 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   return out.reshape(os);
 }
 
-Tensor cat(const std::vector<Tensor>& xs, int dim) {
+Tensor cat(const std::vector<Tensor>& xs_in, int dim) {
   LOOM_OP_SCOPE("cat");
+  std::vector<Tensor> xs = xs_in;
+  autocast_promote(xs);
   if (xs.empty()) throw OpError("cat: needs at least one tensor");
   const Tensor& first = xs[0];
   for (const Tensor& x : xs) {  // any dtype; gradients flow for floating ones

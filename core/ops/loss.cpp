@@ -5,7 +5,8 @@
 namespace loom::ops {
 using namespace detail;
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing) {
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets, int64_t ignore_index, double label_smoothing) {
+  const Tensor logits = autocast_f32(logits_in);
   LOOM_OP_SCOPE("cross_entropy");
   check_float_operands("cross_entropy", {{"logits", logits}});
   check_defined("cross_entropy", {{"targets", targets}});
@@ -47,7 +48,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   });
 }
 
-Tensor mse_loss(const Tensor& input, const Tensor& target) {
+Tensor mse_loss(const Tensor& input_in, const Tensor& target_in) {
+  const Tensor input = autocast_f32(input_in);
+  const Tensor target = autocast_f32(target_in);
   LOOM_OP_SCOPE("mse_loss");
   check_float_operands("mse_loss", {{"input", input}, {"target", target}});
   if (!(input.shape() == target.shape())) fail("mse_loss", "input and target shapes differ", {{"input", input}, {"target", target}});

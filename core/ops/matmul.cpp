@@ -81,8 +81,9 @@ void batched_gemm(const Tensor& a, const Tensor& b, const Tensor& out) {
 
 }  // namespace
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+Tensor matmul(const Tensor& a_arg, const Tensor& b_arg) {
   LOOM_OP_SCOPE("matmul");
+  const Tensor a_in = autocast_lower(a_arg), b_in = autocast_lower(b_arg);
   check_float_operands("matmul", {{"a", a_in}, {"b", b_in}});
   if (a_in.dim() == 0 || b_in.dim() == 0) fail("matmul", "operands must have at least 1 dim", {{"a", a_in}, {"b", b_in}});
   const bool va = a_in.dim() == 1, vb = b_in.dim() == 1;
@@ -111,7 +112,10 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   return out;
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activation act) {
+Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in, Activation act) {
+  const Tensor x = autocast_lower(x_in);
+  const Tensor weight = autocast_lower(weight_in);
+  const Tensor bias = autocast_lower(bias_in);
   LOOM_OP_SCOPE("linear");
   if (bias.defined()) check_float_operands("linear", {{"x", x}, {"weight", weight}, {"bias", bias}});
   else check_float_operands("linear", {{"x", x}, {"weight", weight}});

@@ -4,7 +4,8 @@
 namespace loom::ops {
 using namespace detail;
 
-Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+Tensor layer_norm(const Tensor& x_in, const Tensor& weight, const Tensor& bias, double eps) {
+  const Tensor x = autocast_f32(x_in);
   LOOM_OP_SCOPE("layer_norm");
   check_float_operands("layer_norm", {{"x", x}});
   if (x.dim() < 1) fail("layer_norm", "x needs at least 1 dim", {{"x", x}});
@@ -40,7 +41,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   });
 }
 
-Tensor l2_normalize(const Tensor& x, int dim, double eps) {
+Tensor l2_normalize(const Tensor& x_in, int dim, double eps) {
+  const Tensor x = autocast_f32(x_in);
   LOOM_OP_SCOPE("l2_normalize");
   check_float_operands("l2_normalize", {{"x", x}});
   const int d = wrap_dim("l2_normalize", dim, x.dim());

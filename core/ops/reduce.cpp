@@ -25,7 +25,8 @@ Tensor drop_dims(const Tensor& kept, const Shape& x_shape, uint32_t mask, bool k
 
 }  // namespace
 
-Tensor sum(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
+Tensor sum(const Tensor& x_in, const std::vector<int>& dims, bool keepdim) {
+  const Tensor x = autocast_f32(x_in);
   LOOM_OP_SCOPE("sum");
   check_float_operands("sum", {{"x", x}});
   const uint32_t mask = dims_mask("sum", dims, x.dim());
@@ -37,7 +38,8 @@ Tensor sum(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
   return drop_dims(out, xs, mask, keepdim);
 }
 
-Tensor mean(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
+Tensor mean(const Tensor& x_in, const std::vector<int>& dims, bool keepdim) {
+  const Tensor x = autocast_f32(x_in);
   LOOM_OP_SCOPE("mean");
   check_float_operands("mean", {{"x", x}});
   const uint32_t mask = dims_mask("mean", dims, x.dim());
@@ -65,7 +67,8 @@ Tensor amax(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
   return drop_dims(out, xs, mask, keepdim);
 }
 
-Tensor logsumexp(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
+Tensor logsumexp(const Tensor& x_in, const std::vector<int>& dims, bool keepdim) {
+  const Tensor x = autocast_f32(x_in);
   LOOM_OP_SCOPE("logsumexp");
   check_float_operands("logsumexp", {{"x", x}});
   if (dims.empty()) fail("logsumexp", "needs at least one dim", {{"x", x}});

@@ -6,7 +6,8 @@ using namespace detail;
 
 namespace {
 
-Tensor softmax_impl(const char* name, const Tensor& x, int dim, bool log) {
+Tensor softmax_impl(const char* name, const Tensor& x_in, int dim, bool log) {
+  const Tensor x = autocast_f32(x_in);
   LOOM_OP_SCOPE(name);
   check_float_operands(name, {{"x", x}});
   if (x.dim() == 0) return log ? mul(x, 0.0) : add(mul(x, 0.0), 1.0);

@@ -24,7 +24,7 @@ FeatureSet extract_features(const FeatureFn& fn, const DataSpec& data, data::Loa
       if (labels[i] >= 0) rows.push_back(int64_t(i));
     if (rows.empty()) continue;
     Tensor images = (*b)[key];
-    Tensor f = fn(images).to(DType::f32);
+    Tensor f = fn(images).to(DType::f32).to(Device::cpu());  // the probe itself trains on the CPU
     LOOM_CHECK(f.dim() == 2 && f.size(0) == images.size(0), "probe: features must be [B, D], got ", f.describe());
     feats.push_back(ops::index_select(f, 0, Tensor::from(rows, {int64_t(rows.size())}, DType::i64)));
     for (int64_t r : rows) out.labels.push_back(labels[size_t(r)]);

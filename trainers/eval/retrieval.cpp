@@ -125,10 +125,13 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTo
       tokens = tokens.narrow(0, 0, take);
       lab = lab.narrow(0, 0, take);
     }
-    img_feats.push_back(towers.encode(images));
+    // Inputs go where the model is; the features come back to the CPU in f32, where the metrics run.
+    const Device dev = model.device();
+    auto host = [](const Tensor& f) { return f.to(DType::f32).to(Device::cpu()); };
+    img_feats.push_back(host(towers.encode(images.to(dev))));
     labels.push_back(lab);
     if (r.retrieval && with_text < r.retrieval_samples) {
-      txt_feats.push_back(towers.encode_text(tokens));
+      txt_feats.push_back(host(towers.encode_text(tokens.to(dev))));
       for (int64_t i = 0; i < take; ++i) {
         const data::Example& e = data.rows->rows[size_t(b->indices[size_t(i)])];
         files.push_back(towers.key == "audio" ? e.audio : e.image);
@@ -147,7 +150,7 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTo
     for (const auto& name : classes) {
       std::vector<std::string> prompts;
       for (const auto& t : r.zeroshot_templates) prompts.push_back(fill_template(t, name));
-      Tensor f = towers.encode_text(tok.encode_batch(prompts, towers.context));
+      Tensor f = towers.encode_text(tok.encode_batch(prompts, towers.context).to(model.device())).to(DType::f32).to(Device::cpu());
       cls.push_back(ops::l2_normalize(ops::mean(f, {0}), -1));
     }
     Tensor weights = ops::stack(cls, 0);                        // [C, E]

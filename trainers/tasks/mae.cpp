@@ -103,7 +103,7 @@ class MaeTask : public Task {
     while (seen < limit) {
       auto b = loader.next();
       if (!b) break;
-      Tensor images = (*b)[input_.key];
+      Tensor images = (*b)[input_.key].to(encoder_->device());
       if (images.size(0) > limit - seen) images = images.narrow(0, 0, limit - seen);
       Pass p = run(images, noise, nullptr);
       if (seen == 0 && s_.reconstructions > 0 && !env.run_dir.empty()) picture(images, p, *env.data, env);
@@ -133,14 +133,16 @@ class MaeTask : public Task {
   void picture(const Tensor& images, const Pass& p, const DataSpec& data, const EvalEnv& env) const {
     const ViTConfig& v = encoder_->config;
     const int64_t n = std::min<int64_t>(s_.reconstructions, images.size(0)), C = v.channels, H = v.height(), W = v.width_px();
-    Tensor img = images.narrow(0, 0, n);
+    // Drawn on the CPU in f32, whatever the device and precision of the run.
+    auto host = [n](const Tensor& t) { return t.narrow(0, 0, n).to(DType::f32).to(Device::cpu()); };
+    Tensor img = host(images);
     Tensor patches = ops::patchify(img, v.patch);  // [n, N, P]
-    Tensor pred = p.pred.narrow(0, 0, n);
+    Tensor pred = host(p.pred);
     if (s_.norm_pix_loss) {  // undo the per-patch normalisation with the true patch's statistics
       PatchStats st = patch_stats(patches);
       pred = ops::add(ops::mul(pred, ops::sqrt(ops::add(st.var, 1e-6))), st.mean);
     }
-    Tensor mask = p.mask.narrow(0, 0, n).reshape({n, p.mask.size(1), 1});  // 1 = masked
+    Tensor mask = host(p.mask).reshape({n, p.mask.size(1), 1});  // 1 = masked
     Tensor keep = ops::rsub(1.0, mask);
     Tensor masked = ops::unpatchify(ops::mul(patches, keep), v.patch, C, H, W);
     Tensor recon = ops::unpatchify(pred, v.patch, C, H, W);
