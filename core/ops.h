@@ -98,6 +98,20 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // written as one tensor instead of three zero-padded slices added up.
 Tensor self_attention_packed(const Tensor& qkv, const AttentionOptions& opt = {});
 
+// Which kernels run attention on CUDA in bf16/f16 (process-wide; a recipe's kernels.attention sets
+// it): composed (cuBLASLt products and the softmax kernel, the default until the flash kernels are
+// validated on a GPU) or flash (kernels/cuda/flash_attention.cu: head dims 64 and 128; other cases
+// still compose). The CPU always runs its own fused kernel or the composed path.
+enum class AttentionKernel { composed, flash };
+void set_attention_kernel(AttentionKernel k);
+AttentionKernel attention_kernel();
+// Which kernel runs bf16/f16 GEMMs on CUDA (process-wide; kernels.gemm): cublas (cuBLASLt, the
+// default until the hand-written kernel is validated on a GPU) or loom (kernels/cuda/gemm_mma.cu
+// where it takes the problem: 16-byte aligned operands; batched products stay with cuBLASLt).
+enum class GemmKernel { cublas, loom };
+void set_gemm_kernel(GemmKernel k);
+GemmKernel gemm_kernel();
+
 // ---- indexing (core/ops/index.cpp) ----
 Tensor embedding(const Tensor& weight, const Tensor& ids);  // weight [V, D], ids int -> [..., D]
 Tensor cat(const std::vector<Tensor>& xs, int dim);

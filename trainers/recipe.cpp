@@ -322,6 +322,11 @@ Recipe Recipe::from(const Config& c) {
   // Whether this machine has the device is the trainer's question (--check reads GPU recipes anywhere).
   r.device = c.choice("train.device", {"cpu", "cuda"}, "cpu");
   r.precision = c.choice("train.precision", {"fp32", "bf16"}, "fp32");
+  // CUDA kernels for bf16 attention: composed (cuBLASLt + softmax, the default until the flash
+  // kernels are validated on a GPU) or the hand-written flash kernels.
+  r.attention_kernel = c.choice("kernels.attention", {"composed", "flash"}, "composed");
+  // bf16 GEMMs on CUDA: cuBLASLt, or the hand-written kernel (default once validated on a GPU).
+  r.gemm_kernel = c.choice("kernels.gemm", {"cublas", "loom"}, "cublas");
   r.checkpoint_every = c.i64("train.checkpoint_every", 0);
   r.keep = c.i64("train.keep", 2);
   r.log_every = c.i64("train.log_every", 10);

@@ -59,6 +59,8 @@ struct Recipe {
   int64_t grad_accum = 1, checkpoint_every = 0, keep = 2, log_every = 10;
   double clip_grad_norm = 0.0;
   std::string device = "cpu", precision = "fp32";
+  std::string attention_kernel = "composed";  // kernels.attention: composed | flash
+  std::string gemm_kernel = "cublas";         // kernels.gemm: cublas | loom
   int threads = 0;  // 0: OpenMP's default
   int64_t bucket_bytes = 25 << 20;  // data parallelism: gradients all-reduced in buckets of about this size
   bool overlap_comm = true;

@@ -87,6 +87,12 @@ std::optional<DType> autocast_of(const Recipe& r) {
   return r.precision == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt;
 }
 
+// kernels.attention and kernels.gemm: which CUDA kernels run bf16 attention and GEMMs (process-wide).
+void use_recipe_kernels(const Recipe& r) {
+  ops::set_attention_kernel(r.attention_kernel == "flash" ? ops::AttentionKernel::flash : ops::AttentionKernel::composed);
+  ops::set_gemm_kernel(r.gemm_kernel == "loom" ? ops::GemmKernel::loom : ops::GemmKernel::cublas);
+}
+
 Metrics probe_model(Module& model, const Recipe& r) {
   const bool was_training = model.is_training();
   model.eval();
@@ -140,6 +146,7 @@ Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
   Run run = Run::build(r, std::move(tok));
   if (!checkpoint.empty()) load_weights(*run.model, InitFrom{checkpoint, {}, true});
   run.model->to(training_device(r, 0, [](const std::string& why) { throw Error("train.device: " + why); }));
+  use_recipe_kernels(r);
   AutocastGuard autocast(autocast_of(r));
   const StageSpec& last = r.stages.back();
   EvalEnv env;
@@ -250,6 +257,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
                                          "(MPI) only so far; run one process per GPU once NCCL is wired into it"));
   run_.model->to(device_);
   autocast_ = autocast_of(recipe_);
+  use_recipe_kernels(recipe_);
   uploader_ = std::make_unique<Uploader>(device_);
   // A checkpoint taken at the end of a stage resumes into the next one, with its fresh optimizer and data.
   enter_stage(stage_, resume && saved.stage == stage_ ? &saved : nullptr);

@@ -1,15 +1,22 @@
 // scaled_dot_product_attention: one recorded op. On the CPU in f32/f64 without an additive bias it
 // runs the fused kernel (kernels/cpu/attention.cpp: no [B, H, Sq, Sk] probabilities kept, the
-// backward recomputes them); otherwise the composed path below, which materialises the
-// probabilities and is the reference for the CUDA flash kernel. self_attention_packed takes the
+// backward recomputes them); on CUDA in bf16/f16 with kernels.attention: flash, the flash kernels
+// (kernels/cuda/flash_attention.cu); otherwise the composed path below, which materialises the
+// probabilities and is the reference for both. self_attention_packed takes the
 // fused q/k/v projection as it comes out of the GEMM, so its gradient lands in one buffer.
+#include <atomic>
 #include <cmath>
 #include "core/ops/common.h"
+#ifdef LOOM_WITH_CUDA
+#include "kernels/cuda/flash_attention.h"
+#endif
 
 namespace loom::ops {
 using namespace detail;
 
 namespace {
+
+std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::composed};
 
 bool fused_applies(const Tensor& q, const AttentionOptions& opt) {
   return q.device().is_cpu() && !opt.bias.defined() && (q.dtype() == DType::f32 || q.dtype() == DType::f64);
@@ -100,6 +107,66 @@ Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const Attenti
 }
 
 
+#ifdef LOOM_WITH_CUDA
+// The hand-written CUDA flash kernels (kernels/cuda/flash_attention.cu), when chosen
+// (kernels.attention: flash) and they take these tensors; an undefined tensor otherwise, and the
+// caller composes. An additive bias that needs its own gradient is composed (flash never forms dS).
+kernels::cuda::FlashTensor flash_tensor(const Tensor& t) {
+  return {t.raw_data(), t.strides()[0], t.strides()[1], t.strides()[2]};
+}
+
+Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, double scale) {
+  if (!q.device().is_cuda() || attention_kernel() != AttentionKernel::flash) return Tensor();
+  if (q.dtype() != DType::bf16 && q.dtype() != DType::f16) return Tensor();
+  if (v.size(3) != q.size(3) || (opt.bias.defined() && opt.bias.requires_grad())) return Tensor();
+  for (const Tensor* t : {&q, &k, &v})
+    if (t->strides()[3] != 1 && t->size(3) > 1) return Tensor();
+  const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), Sk = k.size(2), D = q.size(3);
+  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
+  Tensor out = Tensor::empty({B, Sq, H, D}, q.dtype(), q.device()).permute({0, 2, 1, 3});
+  Tensor lse = Tensor::empty({B, H, Sq}, DType::f32, q.device());
+  kernels::cuda::FlashParams p;
+  p.dtype = q.dtype();
+  p.B = B, p.H = H, p.Sq = Sq, p.Sk = Sk, p.D = D;
+  p.q = flash_tensor(qd), p.k = flash_tensor(kd), p.v = flash_tensor(vd), p.out = flash_tensor(out);
+  p.lse = lse.data_ptr<float>();
+  p.scale = float(scale);
+  p.causal = opt.causal;
+  Tensor mask = opt.key_padding_mask, bias = opt.bias.defined() ? opt.bias.detach() : Tensor();
+  if (mask.defined()) {
+    p.key_padding = static_cast<const uint8_t*>(mask.raw_data());
+    p.key_padding_stride_b = mask.strides()[0];
+    p.key_padding_stride_k = mask.strides()[1];
+  }
+  if (bias.defined()) {
+    const kernels::View bv = broadcast_view(bias, {B, H, Sq, Sk});
+    p.bias = bv.data;
+    p.bias_stride_b = bv.strides[0], p.bias_stride_h = bv.strides[1], p.bias_stride_q = bv.strides[2], p.bias_stride_k = bv.strides[3];
+  }
+  if (!kernels::cuda::flash_attention_supported(p, false)) return Tensor();
+  (profiler::KernelScope("flash_attention_forward"),
+   cuda_kernel("flash_attention_forward", [&] { kernels::cuda::flash_attention_forward(p); }));
+  return autograd::record("scaled_dot_product_attention", {q, k, v}, out, [p, qd, kd, vd, out = out.detach(), lse, mask, bias](const Tensor& g) {
+    kernels::cuda::FlashParams b = p;
+    Tensor gd = g;
+    b.dout = flash_tensor(gd);
+    Tensor dq_accum = Tensor::zeros({p.B, p.H, p.Sq, p.D}, DType::f32, gd.device());
+    Tensor delta = Tensor::empty({p.B, p.H, p.Sq}, DType::f32, gd.device());
+    Tensor dk = Tensor::empty(kd.shape(), kd.dtype(), kd.device()), dv = Tensor::empty(vd.shape(), vd.dtype(), vd.device());
+    b.dk = flash_tensor(dk), b.dv = flash_tensor(dv);
+    b.dq_accum = dq_accum.data_ptr<float>();
+    b.delta = delta.data_ptr<float>();
+    if (!kernels::cuda::flash_attention_supported(b, true)) {  // an odd gradient layout: rows made aligned
+      gd = g.contiguous();
+      b.dout = flash_tensor(gd);
+    }
+    (profiler::KernelScope("flash_attention_backward"),
+     cuda_kernel("flash_attention_backward", [&] { kernels::cuda::flash_attention_backward(b); }));
+    return std::vector<Tensor>{dq_accum.to(qd.dtype()), dk, dv};
+  });
+}
+#endif
+
 double scale_of(const Tensor& q, const AttentionOptions& opt) {
   return opt.scale.value_or(1.0 / std::sqrt(double(q.size(3))));
 }
@@ -114,6 +181,9 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   opt.bias = autocast_lower(opt_in.bias);
   validate(q, k, v, opt);
   const double scale = scale_of(q, opt);
+#ifdef LOOM_WITH_CUDA
+  if (Tensor o = flash(q, k, v, opt, scale); o.defined()) return o;
+#endif
   if (!fused_applies(q, opt)) return composed(q, k, v, opt, scale);
 
   const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), Dv = v.size(3);
@@ -173,5 +243,8 @@ Tensor self_attention_packed(const Tensor& qkv_in, const AttentionOptions& opt_i
     return std::vector<Tensor>{dqkv};
   });
 }
+
+void set_attention_kernel(AttentionKernel k) { g_attention_kernel.store(k); }
+AttentionKernel attention_kernel() { return g_attention_kernel.load(); }
 
 }  // namespace loom::ops

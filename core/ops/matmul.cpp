@@ -162,4 +162,20 @@ Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
   return out.reshape(ys);
 }
 
+void set_gemm_kernel(GemmKernel k) {
+#ifdef LOOM_WITH_CUDA
+  kernels::cuda::set_gemm_mma_default(k == GemmKernel::loom);
+#else
+  (void)k;  // no CUDA GEMMs to choose between
+#endif
+}
+
+GemmKernel gemm_kernel() {
+#ifdef LOOM_WITH_CUDA
+  return kernels::cuda::gemm_mma_default() ? GemmKernel::loom : GemmKernel::cublas;
+#else
+  return GemmKernel::cublas;
+#endif
+}
+
 }  // namespace loom::ops

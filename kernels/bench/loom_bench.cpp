@@ -4,10 +4,11 @@
 // it: warm-up runs, then --reps runs, the median reported beside the best, in GFLOP/s (GEMM,
 // attention) or GB/s (layer norm, AdamW). On the CPU the variants are the GEMM libraries (oneDNN,
 // OpenBLAS) and loom's own kernels; on CUDA, loom's kernels (GEMM through cuBLASLt until the
-// hand-written one lands), timed with CUDA events and an L2 flush before each run.
+// hand-written one lands; attention in bf16 by the flash kernels beside the composed path of
+// cuBLASLt products and the softmax kernel), timed with CUDA events and an L2 flush before each run.
 //
 //   loom-bench gemm [--m M --n N --k K] [--ta] [--tb] [--device cpu|cuda] [--reps R] [--json]
-//   loom-bench attention [--b B --h H --s S --d D] [--causal] [--reps R] [--json]      (CPU)
+//   loom-bench attention [--b B --h H --s S --d D] [--causal] [--device cpu|cuda] [--reps R] [--json]
 //   loom-bench layernorm [--rows R --cols C] [--device cpu|cuda] [--reps R] [--json]
 //   loom-bench adamw [--numel N] [--device cpu|cuda] [--reps R] [--json]
 // Without shapes, gemm and attention run the shapes of the benchmark models (BENCHMARKS.md).
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <map>
@@ -32,6 +34,8 @@
 #include "kernels/cpu/cpu.h"
 #ifdef LOOM_BENCH_CUDA
 #include "kernels/cuda/cuda.h"
+#include "kernels/cuda/flash_attention.h"
+#include "kernels/cuda/gemm_mma.h"
 #endif
 
 namespace {
@@ -52,7 +56,8 @@ struct Args {
 constexpr const char* kUsage =
     "usage: loom-bench gemm|attention|layernorm|adamw [options]\n"
     "  gemm       [--m M --n N --k K] [--ta] [--tb]   C[M,N] = op(A) op(B), f32, row-major\n"
-    "  attention  [--b B --h H --s S --d D] [--causal]  fused CPU attention, forward and backward\n"
+    "  attention  [--b B --h H --s S --d D] [--causal]  attention forward and backward (CPU f32 fused;\n"
+    "                                                  CUDA bf16 flash beside composed)\n"
     "  layernorm  [--rows R --cols C]                 forward and backward\n"
     "  adamw      [--numel N]                          one fused step\n"
     "  common: --device cpu|cuda (default cpu), --reps R (default 20), --json (one JSON object per line)\n"
@@ -91,8 +96,6 @@ Args parse(int argc, char** argv) {
   }
   if (a.device != "cpu" && a.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda, got '" + a.device + "'");
   if (a.reps < 1) throw std::invalid_argument("--reps must be at least 1");
-  if (a.what == "attention" && a.device != "cpu")
-    throw std::invalid_argument("attention on CUDA: the flash attention kernel is not written yet (issue 16)");
   return a;
 }
 
@@ -165,6 +168,12 @@ Timing time_cuda(int reps, const std::function<void()>& f, size_t flush_bytes = 
 // Device copies of host vectors, freed together.
 struct DeviceBuffers {
   std::vector<void*> held;
+  void* up_bytes(const void* h, size_t bytes) {
+    void* p = cu::device_malloc(bytes, 0);
+    held.push_back(p);
+    cu::memcpy(p, h, bytes, cu::CopyKind::host_to_device);
+    return p;
+  }
   float* up(const std::vector<float>& h) {
     void* p = cu::device_malloc(h.size() * 4, 0);
     held.push_back(p);
@@ -173,6 +182,27 @@ struct DeviceBuffers {
   }
   ~DeviceBuffers() { for (void* p : held) cu::device_free(p, 0); }
 };
+
+using loom::kernels::bf16;
+
+std::vector<uint16_t> to_bf16_bits(std::vector<float>& x) {  // rounds x to bf16 values in place
+  std::vector<uint16_t> bits(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const bf16 b(x[i]);
+    std::memcpy(&bits[i], &b, 2);
+    x[i] = float(b);
+  }
+  return bits;
+}
+
+std::vector<float> from_bf16_device(const void* d, size_t n) {
+  std::vector<bf16> h(n);
+  cu::memcpy(h.data(), d, n * 2, cu::CopyKind::device_to_host);
+  std::vector<float> f(n);
+  for (size_t i = 0; i < n; ++i) f[i] = float(h[i]);
+  return f;
+}
+
 #endif
 
 int failures = 0;
@@ -280,6 +310,30 @@ void bench_gemm(const Args& a) {
       const double err = gemm_error(s, A, B, C);
       report(a, "gemm", gemm_shape_name(s), "cublaslt", "cuda", err <= std::max(tol, 2e-3), err,
              time_cuda(a.reps, run, size_t(256) << 20), flops, "GFLOP/s");  // 256 MB > any L2 (H100 50, H200 60)
+      // bf16 (what training runs): cuBLASLt beside the hand-written kernel, on the same rounded inputs.
+      std::vector<float> Ar = A, Br = B;
+      const auto Ab = to_bf16_bits(Ar), Bb = to_bf16_bits(Br);
+      const std::vector<uint16_t> c_init(C.size(), 0);
+      void *hA = d.up_bytes(Ab.data(), Ab.size() * 2), *hB = d.up_bytes(Bb.data(), Bb.size() * 2),
+           *hC = d.up_bytes(c_init.data(), C.size() * 2);
+      for (bool mma : {false, true}) {
+        cu::GemmEpilogue e;
+        if (mma && !cu::gemm_mma_supported(DType::bf16, s.m, s.n, s.k, {hA, s.ta, lda}, {hB, s.tb, ldb}, hC, s.n, e)) {
+          std::printf("gemm %s: the hand-written kernel does not take this problem\n", gemm_shape_name(s).c_str());
+          continue;
+        }
+        auto run16 = [&] {
+          if (mma) cu::gemm_mma(DType::bf16, s.m, s.n, s.k, {hA, s.ta, lda}, {hB, s.tb, ldb}, hC, s.n, e);
+          else cu::gemm(DType::bf16, s.m, s.n, s.k, 1.0, {hA, s.ta, lda}, {hB, s.tb, ldb}, 0.0, hC, s.n);
+        };
+        cu::memset_async(hC, 0xff, C.size() * 2);
+        run16();
+        const std::vector<float> Cb = from_bf16_device(hC, C.size());
+        // The product of bf16 inputs is exact in f32; the error is f32 accumulation plus one bf16 rounding.
+        const double err16 = gemm_error(s, Ar, Br, Cb);
+        report(a, "gemm", gemm_shape_name(s), mma ? "loom_mma" : "cublaslt", "cuda bf16", err16 <= 8e-3, err16,
+               time_cuda(a.reps, run16, size_t(256) << 20), flops, "GFLOP/s");
+      }
     }
 #endif
   }
@@ -353,6 +407,187 @@ void bench_attention(const Args& a) {
            "GFLOP/s");
   }
 }
+
+#ifdef LOOM_BENCH_CUDA
+// ---------------------------------------------------------------------------------------------
+// Attention (CUDA, bf16): the flash kernels' forward and backward beside the composed forward
+// (cuBLASLt strided-batched Q·Kᵀ, the softmax kernel, P·V). Checked in double on sampled rows: the
+// flash output and dQ on 16 query rows, dK and dV on 16 key rows; the composed output likewise.
+
+
+// Attention of one (batch·head) slice in double on bf16-valued inputs: P row i (softmax), and helpers.
+struct SliceRef {
+  const std::vector<float>&q, &k, &v, &dout;
+  int64_t S, D;
+  double scale;
+  bool causal;
+  const float* at(const std::vector<float>& t, int64_t bh, int64_t i) const { return t.data() + (bh * S + i) * D; }
+  std::vector<double> probs(int64_t bh, int64_t i) const {
+    std::vector<double> p(static_cast<size_t>(S), 0.0);
+    double m = -INFINITY, sum = 0;
+    const int64_t visible = causal ? i + 1 : S;
+    for (int64_t j = 0; j < visible; ++j) {
+      double dot = 0;
+      for (int64_t c = 0; c < D; ++c) dot += double(at(q, bh, i)[c]) * at(k, bh, j)[c];
+      p[size_t(j)] = dot * scale;
+      m = std::max(m, p[size_t(j)]);
+    }
+    for (int64_t j = 0; j < visible; ++j) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - m));
+    for (int64_t j = 0; j < visible; ++j) p[size_t(j)] /= sum;
+    return p;
+  }
+  // dS row i: P ∘ (dP - rowsum(dP ∘ P)), dP = dO·Vᵀ.
+  std::vector<double> dscores(int64_t bh, int64_t i, const std::vector<double>& p) const {
+    std::vector<double> dp(static_cast<size_t>(S));
+    double delta = 0;
+    for (int64_t j = 0; j < S; ++j) {
+      for (int64_t c = 0; c < D; ++c) dp[size_t(j)] += double(at(dout, bh, i)[c]) * at(v, bh, j)[c];
+      delta += p[size_t(j)] * dp[size_t(j)];
+    }
+    for (int64_t j = 0; j < S; ++j) dp[size_t(j)] = p[size_t(j)] * (dp[size_t(j)] - delta);
+    return dp;
+  }
+};
+
+void bench_attention_cuda(const Args& a) {
+  struct Shape { int64_t b, h, s, d; };
+  std::vector<Shape> shapes;
+  if (a.has("b") || a.has("h") || a.has("s") || a.has("d")) shapes.push_back({a.get("b", 8), a.get("h", 4), a.get("s", 256), a.get("d", 64)});
+  else shapes = {{256, 12, 197, 64}, {256, 12, 50, 64}, {8, 16, 4096, 128}};  // ViT-B/16, ViT-B/32 at batch 256; long sequences
+  for (const Shape& sh : shapes) {
+    const int64_t BH = sh.b * sh.h, n = BH * sh.s * sh.d;
+    const size_t N = static_cast<size_t>(n);
+    std::vector<float> q = random_floats(N, 3), k = random_floats(N, 4), v = random_floats(N, 5), dout = random_floats(N, 6);
+    const auto qb = to_bf16_bits(q), kb = to_bf16_bits(k), vb = to_bf16_bits(v), db = to_bf16_bits(dout);
+    const double scale = 1.0 / std::sqrt(double(sh.d));
+    const SliceRef ref{q, k, v, dout, sh.s, sh.d, scale, a.causal};
+    DeviceBuffers d;
+    void *dq_in = d.up_bytes(qb.data(), N * 2), *dk_in = d.up_bytes(kb.data(), N * 2), *dv_in = d.up_bytes(vb.data(), N * 2),
+         *ddo = d.up_bytes(db.data(), N * 2);
+    const std::vector<float> zeros_n(N, 0.f), zeros_r(static_cast<size_t>(BH * sh.s), 0.f);
+    void *dout_buf = d.up_bytes(qb.data(), N * 2), *ddk = d.up_bytes(qb.data(), N * 2), *ddv = d.up_bytes(qb.data(), N * 2);
+    float *lse = d.up(zeros_r), *delta = d.up(zeros_r), *dq_acc = d.up(zeros_n);
+    const int64_t row = sh.s * sh.d;
+    auto slab = [&](const void* p) { return cu::FlashTensor{p, sh.h * row, row, sh.d}; };
+    cu::FlashParams p;
+    p.dtype = DType::bf16;
+    p.B = sh.b, p.H = sh.h, p.Sq = sh.s, p.Sk = sh.s, p.D = sh.d;
+    p.q = slab(dq_in), p.k = slab(dk_in), p.v = slab(dv_in), p.out = slab(dout_buf), p.dout = slab(ddo);
+    p.dk = slab(ddk), p.dv = slab(ddv);
+    p.lse = lse, p.delta = delta, p.dq_accum = dq_acc;
+    p.scale = float(scale);
+    p.causal = a.causal;
+    const std::string name = std::to_string(sh.b) + "x" + std::to_string(sh.h) + "x" + std::to_string(sh.s) + "x" +
+                             std::to_string(sh.d) + (a.causal ? " causal" : "");
+    const double fwd_flops = 4.0 * double(BH) * double(sh.s) * double(sh.s) * double(sh.d);
+    const size_t flush = size_t(256) << 20;
+    std::mt19937 rng(11);
+    std::vector<std::pair<int64_t, int64_t>> rows;  // (bh, row) samples
+    for (int t = 0; t < 16; ++t) rows.push_back({int64_t(rng() % uint64_t(BH)), int64_t(rng() % uint64_t(sh.s))});
+    // A relative error: largest |got - want| over largest |want| of the sampled values.
+    auto rel = [](double diff, double mag) { return diff / std::max(mag, 1e-30); };
+    if (!cu::flash_attention_supported(p, true)) {
+      std::printf("attention %s: the flash kernels do not take this shape (D must be 64 or 128)\n", name.c_str());
+    } else {
+      auto fwd = [&] { cu::flash_attention_forward(p); };
+      auto bwd = [&] {
+        cu::memset_async(dq_acc, 0, N * 4);
+        cu::flash_attention_backward(p);
+      };
+      cu::memset_async(dout_buf, 0xff, N * 2);  // NaN in bf16
+      fwd();
+      const std::vector<float> out = from_bf16_device(dout_buf, N);
+      double diff = 0, mag = 0;
+      for (auto [bh, i] : rows) {
+        const std::vector<double> pr = ref.probs(bh, i);
+        for (int64_t c = 0; c < sh.d; ++c) {
+          double want = 0;
+          for (int64_t j = 0; j < sh.s; ++j) want += pr[size_t(j)] * ref.at(v, bh, j)[c];
+          const double got = out[size_t((bh * sh.s + i) * sh.d + c)];
+          diff = std::isfinite(got) ? std::max(diff, std::fabs(got - want)) : INFINITY;
+          mag = std::max(mag, std::fabs(want));
+        }
+      }
+      const double err_fwd = rel(diff, mag);
+      report(a, "attn_fwd", name, "flash", "cuda", err_fwd <= 2e-2, err_fwd, time_cuda(a.reps, fwd, flush), fwd_flops, "GFLOP/s");
+      cu::memset_async(ddk, 0xff, N * 2);
+      cu::memset_async(ddv, 0xff, N * 2);
+      bwd();
+      std::vector<float> dqv(N);
+      cu::memcpy(dqv.data(), dq_acc, N * 4, cu::CopyKind::device_to_host);
+      const std::vector<float> dkv = from_bf16_device(ddk, N), dvv = from_bf16_device(ddv, N);
+      double dq_diff = 0, dq_mag = 0, dkv_diff = 0, dkv_mag = 0;
+      for (auto [bh, i] : rows) {  // dQ row i
+        const std::vector<double> pr = ref.probs(bh, i), ds = ref.dscores(bh, i, pr);
+        for (int64_t c = 0; c < sh.d; ++c) {
+          double want = 0;
+          for (int64_t j = 0; j < sh.s; ++j) want += ds[size_t(j)] * ref.at(k, bh, j)[c] * scale;
+          const double got = dqv[size_t((bh * sh.s + i) * sh.d + c)];
+          dq_diff = std::isfinite(got) ? std::max(dq_diff, std::fabs(got - want)) : INFINITY;
+          dq_mag = std::max(dq_mag, std::fabs(want));
+        }
+      }
+      for (int t = 0; t < 4; ++t) {  // dK and dV of key j: sums over every query (S rows each)
+        const int64_t bh = rows[size_t(t)].first, j = rows[size_t(t)].second;
+        std::vector<double> want_k(static_cast<size_t>(sh.d)), want_v(static_cast<size_t>(sh.d));
+        for (int64_t i = 0; i < sh.s; ++i) {
+          const std::vector<double> pr = ref.probs(bh, i), ds = ref.dscores(bh, i, pr);
+          for (int64_t c = 0; c < sh.d; ++c) {
+            want_k[size_t(c)] += ds[size_t(j)] * ref.at(q, bh, i)[c] * scale;
+            want_v[size_t(c)] += pr[size_t(j)] * ref.at(dout, bh, i)[c];
+          }
+        }
+        for (int64_t c = 0; c < sh.d; ++c) {
+          const double gk = dkv[size_t((bh * sh.s + j) * sh.d + c)], gv = dvv[size_t((bh * sh.s + j) * sh.d + c)];
+          dkv_diff = std::isfinite(gk) && std::isfinite(gv)
+                         ? std::max({dkv_diff, std::fabs(gk - want_k[size_t(c)]), std::fabs(gv - want_v[size_t(c)])})
+                         : INFINITY;
+          dkv_mag = std::max({dkv_mag, std::fabs(want_k[size_t(c)]), std::fabs(want_v[size_t(c)])});
+        }
+      }
+      const double err_bwd = std::max(rel(dq_diff, dq_mag), rel(dkv_diff, dkv_mag));
+      report(a, "attn_bwd", name, "flash", "cuda", err_bwd <= 4e-2, err_bwd, time_cuda(a.reps, bwd, flush), 2.5 * fwd_flops,
+             "GFLOP/s");
+    }
+    // The composed forward: scores materialised in bf16, as the composed op runs them.
+    const double score_bytes = double(BH) * double(sh.s) * double(sh.s) * 2;
+    if (score_bytes * 2 > 24e9) {
+      std::printf("attention %s: composed scores would take %.1f GB; skipped\n", name.c_str(), score_bytes * 2 / 1e9);
+      continue;
+    }
+    const std::vector<float> zeros_s(static_cast<size_t>(BH * sh.s * sh.s / 2 + 1), 0.f);
+    float *scores = d.up(zeros_s), *probs = d.up(zeros_s);
+    const View sv = view(scores, {BH, sh.s, sh.s}, DType::bf16), pv = view(probs, {BH, sh.s, sh.s}, DType::bf16);
+    auto composed = [&] {
+      cu::gemm_strided_batched(DType::bf16, BH, sh.s, sh.s, sh.d, scale, {dq_in, false, sh.d}, row, {dk_in, true, sh.d}, row,
+                               0.0, scores, sh.s, sh.s * sh.s);
+      cu::softmax(sv, pv, false);
+      cu::gemm_strided_batched(DType::bf16, BH, sh.s, sh.d, sh.s, 1.0, {probs, false, sh.s}, sh.s * sh.s, {dv_in, false, sh.d},
+                               row, 0.0, dout_buf, sh.d, row);
+    };
+    if (a.causal) {
+      std::printf("attention %s: the composed baseline here has no causal mask; skipped\n", name.c_str());
+      continue;
+    }
+    cu::memset_async(dout_buf, 0xff, N * 2);
+    composed();
+    const std::vector<float> out = from_bf16_device(dout_buf, N);
+    double diff = 0, mag = 0;
+    for (auto [bh, i] : rows) {
+      const std::vector<double> pr = ref.probs(bh, i);
+      for (int64_t c = 0; c < sh.d; ++c) {
+        double want = 0;
+        for (int64_t j = 0; j < sh.s; ++j) want += pr[size_t(j)] * ref.at(v, bh, j)[c];
+        const double got = out[size_t((bh * sh.s + i) * sh.d + c)];
+        diff = std::isfinite(got) ? std::max(diff, std::fabs(got - want)) : INFINITY;
+        mag = std::max(mag, std::fabs(want));
+      }
+    }
+    const double err = rel(diff, mag);
+    report(a, "attn_fwd", name, "composed", "cuda", err <= 3e-2, err, time_cuda(a.reps, composed, flush), fwd_flops, "GFLOP/s");
+  }
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Layer norm: forward and backward; the forward checked on sampled rows.
@@ -514,7 +749,13 @@ int main(int argc, char** argv) {
       std::printf("loom-bench %s on %s, %d OpenMP threads; CPU f32 GEMM by default: %s\n", a.what.c_str(), a.device.c_str(),
                   omp_get_max_threads(), cpu::sgemm_library());
     if (a.what == "gemm") bench_gemm(a);
-    if (a.what == "attention") bench_attention(a);
+    if (a.what == "attention") {
+#ifdef LOOM_BENCH_CUDA
+      if (a.device == "cuda") bench_attention_cuda(a);
+      else
+#endif
+        bench_attention(a);
+    }
     if (a.what == "layernorm") bench_layernorm(a);
     if (a.what == "adamw") bench_adamw(a);
   } catch (const std::exception& e) {

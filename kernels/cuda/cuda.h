@@ -60,9 +60,13 @@ void where(const View& cond, const View& a, const View& b, const View& out);
 void reduce(Reduce op, const View& x, uint32_t dims_mask, const View& out);
 void argmax(const View& x, int dim, const View& out);
 
-// ---- GEMM (gemm.cu): cuBLASLt, f32 accumulation for bf16/f16 ----
+// ---- GEMM (gemm.cu): cuBLASLt (or the hand-written gemm_mma), f32 accumulation for bf16/f16 ----
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
           double beta, void* C, int64_t ldc);
+// bf16/f16 single products through the hand-written kernel (gemm_mma.h) where it takes them, instead
+// of cuBLASLt (process-wide; kernels.gemm: loom). Batched products stay with cuBLASLt.
+void set_gemm_mma_default(bool on);
+bool gemm_mma_default();
 // One cuBLASLt call for `batch` products, the i-th operands and output `stride_*` elements after the first.
 void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A,
                           int64_t stride_a, GemmOperand B, int64_t stride_b, double beta, void* C, int64_t ldc,

@@ -4,12 +4,14 @@
 // compute C^T = op(B)^T · op(A)^T, passing B first. f32 uses full-f32 compute (no TF32) so results
 // match the CPU at ~1e-5; bf16/f16 multiply in tensor cores and accumulate in f32.
 #include <cublasLt.h>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include "kernels/cuda/gemm_mma.h"
 #include "kernels/cuda/launch.cuh"
 
 #define LOOM_CUBLAS_CHECK(call)                                                                  \
@@ -22,6 +24,8 @@
 
 namespace loom::kernels::cuda {
 namespace {
+
+std::atomic<bool> g_gemm_mma{false};  // set_gemm_mma_default
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 constexpr int kMaxDevices = 64;
@@ -211,8 +215,17 @@ void run_gemm(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, doubl
 
 }  // namespace
 
+void set_gemm_mma_default(bool on) { g_gemm_mma.store(on); }
+bool gemm_mma_default() { return g_gemm_mma.load(); }
+
 void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B, double beta,
           void* C, int64_t ldc) {
+  if (g_gemm_mma.load() && (dtype == DType::bf16 || dtype == DType::f16)) {
+    GemmEpilogue e;
+    e.alpha = alpha;
+    e.beta = beta;
+    if (gemm_mma_supported(dtype, M, N, K, A, B, C, ldc, e)) return gemm_mma(dtype, M, N, K, A, B, C, ldc, e);
+  }
   run_gemm(dtype, 1, M, N, K, alpha, A, 0, B, 0, beta, C, ldc, 0);
 }
 

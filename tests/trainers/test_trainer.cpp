@@ -336,6 +336,10 @@ TEST(Recipe, BrokenRecipesNameFileLineAndKey) {
   EXPECT_NE(e.find("exactly one of train.steps and train.epochs"), std::string::npos) << e;
   e = expect_config_error(replace("betas: [0.9, 0.98]}", "betas: [0.9, 0.98], eps: 0}"));
   EXPECT_NE(e.find("optim.eps: must be > 0"), std::string::npos) << e;
+  e = expect_config_error(replace("seed: 3", "seed: 3\nkernels: {attention: flsh}"));
+  EXPECT_NE(e.find("kernels.attention: 'flsh' is not one of: composed, flash"), std::string::npos) << e;
+  e = expect_config_error(replace("log_every: 1}", "log_every: 1, precision: fp16}"));
+  EXPECT_NE(e.find("train.precision: 'fp16' is not one of: fp32, bf16"), std::string::npos) << e;
   e = expect_config_error(replace("temperature_init: 0.1}", "temperature_init: 0.1, max_logit_scale: 0.5}"));
   EXPECT_NE(e.find("task.max_logit_scale: must be > 1"), std::string::npos) << e;
   e = expect_config_error("name: [unclosed\n");
