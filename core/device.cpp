@@ -116,9 +116,21 @@ class CudaBackend final : public CachingAllocator::Backend {
   int device_;
 };
 
-// One caching allocator per device, each serving the calling thread's current stream.
+// One caching allocator per device, each serving the calling thread's current stream. The kernels'
+// scratch memory comes from it too (registered once), so it counts in the statistics and shares
+// the free-and-retry on exhaustion.
 class CudaAllocator final : public Allocator {
  public:
+  CudaAllocator() {
+    instance_ = this;
+    kernels::cuda::set_scratch_allocator(
+        [](size_t nbytes, int device, kernels::cuda::StreamHandle stream) {
+          return instance_->cache(Device::cuda(device)).allocate(nbytes, stream);
+        },
+        [](void* ptr, int device) {
+          try { instance_->cache(Device::cuda(device)).deallocate(ptr); } catch (...) {}  // never throws
+        });
+  }
   void* allocate(size_t nbytes, Device d) override {
     if (!nbytes) return nullptr;
     void* p = cache(d).allocate(nbytes, kernels::cuda::current_stream());
@@ -144,6 +156,7 @@ class CudaAllocator final : public Allocator {
   }
   mutable std::mutex mu_;
   mutable std::array<std::unique_ptr<CachingAllocator>, kMaxDevices> caches_;
+  static inline CudaAllocator* instance_ = nullptr;
 };
 #endif
 

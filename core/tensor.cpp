@@ -141,6 +141,18 @@ void check_no_aliasing_dims(const Tensor& t, const char* op) {
 Tensor unaliased(const Tensor& src, const Tensor& dst) { return src.same_storage(dst) ? src.detach().clone() : src; }
 }  // namespace
 
+#ifdef LOOM_WITH_CUDA
+namespace {
+void raise_index_fault() {
+  try {
+    kernels::cuda::raise_deferred_index_fault();
+  } catch (const std::out_of_range& e) {
+    throw OpError(e.what());
+  }
+}
+}  // namespace
+#endif
+
 Tensor& Tensor::copy_(const Tensor& src) {
   LOOM_OP_SCOPE("copy_");
   check_inplace(*this, "copy_");
@@ -162,10 +174,14 @@ Tensor& Tensor::copy_(const Tensor& src) {
   const size_t n = size_t(s.numel()) * dtype_size(s.dtype());
   if (is_contiguous() && s.dtype() == dtype() && s.shape() == shape()) {
     if (n) kernels::cuda::memcpy(raw_data(), s.raw_data(), n, kind);
+    // A read back to the host has waited for the device: an index check that did not wait
+    // (check_index_range) reports here what it found, before the host uses any result.
+    if (kind == CopyKind::device_to_host) raise_index_fault();
     return *this;
   }
   Tensor staged = empty(s.shape(), s.dtype(), device());
   if (n) kernels::cuda::memcpy(staged.raw_data(), s.raw_data(), n, kind);
+  if (kind == CopyKind::device_to_host) raise_index_fault();
   return copy_(staged);
 #else
   throw OpError(str_cat("copy_: ", src.describe(), " -> ", describe(), ": this loom was built without CUDA"));

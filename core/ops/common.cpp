@@ -84,6 +84,23 @@ void check_float_operands(const char* op, std::initializer_list<Named> operands)
   check_same_dtype(op, operands);
 }
 
+void check_index_range(const char* op, const char* what, const Tensor& index, int64_t bound,
+                       std::initializer_list<Named> operands, int64_t allowed) {
+  try {
+#ifdef LOOM_WITH_CUDA
+    if (index.device().is_cuda() && !cuda_sync_each_kernel()) {
+      (profiler::KernelScope("check_indices_deferred"),
+       cuda_kernel("check_indices_deferred",
+                   [&] { kernels::cuda::check_indices_deferred(index.view_desc(), bound, what, allowed); }));
+      return;
+    }
+#endif
+    LOOM_KERNEL(index.device(), check_indices, index.view_desc(), bound, what, allowed);
+  } catch (const std::out_of_range& e) {
+    fail(op, e.what(), operands);
+  }
+}
+
 bool broadcast_shape(const Shape& a, const Shape& b, Shape& out) {
   const int n = std::max(a.size(), b.size());
   out = Shape();

@@ -72,6 +72,12 @@ void check_same_dtype(const char* op, std::initializer_list<Named> operands);
 // Same device, and a device whose kernels are built.
 void check_device(const char* op, std::initializer_list<Named> operands);
 void check_index_dtype(const char* op, Named index);  // i32 or i64
+// Every index in [0, bound) (or equal to `allowed`), else OpError naming the op and operands. On the
+// CPU at once; on CUDA without waiting for the device (kernels::cuda::check_indices_deferred): the
+// error is thrown by the next read of a tensor back to the host (once a step in training), unless
+// LOOM_CUDA_SYNC=1, which checks at once. `what` must be a string literal.
+void check_index_range(const char* op, const char* what, const Tensor& index, int64_t bound,
+                       std::initializer_list<Named> operands, int64_t allowed = INT64_MIN);
 // All of: defined, same device, same floating dtype.
 void check_float_operands(const char* op, std::initializer_list<Named> operands);
 

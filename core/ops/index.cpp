@@ -6,13 +6,9 @@ using namespace detail;
 
 namespace {
 
-// Runs a kernel's index check, turning its error into an OpError naming the op and operands.
+// The index check of an indexing op (on CUDA deferred: see check_index_range).
 void check_range(const char* op, const Tensor& index, int64_t bound, std::initializer_list<Named> operands) {
-  try {
-    LOOM_KERNEL(index.device(), check_indices, index.view_desc(), bound, op);
-  } catch (const std::out_of_range& e) {
-    fail(op, e.what(), operands);
-  }
+  check_index_range(op, op, index, bound, operands);
 }
 
 // index must have x's shape except along dim.

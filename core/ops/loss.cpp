@@ -22,11 +22,7 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& targets, int64_t ign
     fail("cross_entropy", str_cat("label_smoothing must be in [0, 1], got ", label_smoothing), {{"logits", logits}});
   if (c == 0) fail("cross_entropy", "there are no classes", {{"logits", logits}});
   Tensor x = logits.detach().contiguous(), t = targets.contiguous();
-  try {
-    LOOM_KERNEL(t.device(), check_indices, t.view_desc(), c, "cross_entropy targets", ignore_index);
-  } catch (const std::out_of_range& e) {
-    fail("cross_entropy", e.what(), {{"logits", logits}, {"targets", targets}});
-  }
+  check_index_range("cross_entropy", "cross_entropy targets", t, c, {{"logits", logits}, {"targets", targets}}, ignore_index);
   const int64_t rows = t.numel();
   const DType st = stat_dtype(x.dtype());
   Tensor losses = Tensor::empty({rows}, st, x.device()), lse = Tensor::empty({rows}, st, x.device());

@@ -43,6 +43,14 @@ bool event_query(EventHandle event);  // true once complete
 void stream_wait_event(StreamHandle stream, EventHandle event);
 float event_elapsed_ms(EventHandle start, EventHandle end);
 
+// Scratch memory of kernels (sort buffers, split reductions, index checks): from the hooks core/
+// registers (its caching allocator), else cudaMallocAsync. scratch_free never throws.
+using ScratchAlloc = void* (*)(size_t nbytes, int device, StreamHandle stream);
+using ScratchFree = void (*)(void* ptr, int device);
+void set_scratch_allocator(ScratchAlloc alloc, ScratchFree free);
+void* scratch_malloc(size_t nbytes, StreamHandle stream);
+void scratch_free(void* ptr, StreamHandle stream) noexcept;
+
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind);  // synchronous
 void memset_async(void* dst, int byte, size_t nbytes);  // on the current stream
@@ -91,6 +99,13 @@ void index_select(const View& x, int dim, const View& index, const View& out);
 void embedding_backward(const View& dy, const View& ids, const View& dweight);
 // Synchronises: reads a flag back to raise std::out_of_range on the host.
 void check_indices(const View& index, int64_t bound, const char* what, int64_t allowed = INT64_MIN);
+// Without a synchronisation: the first out-of-range index of any deferred check is recorded on the
+// device (the indexing kernels themselves never read or write out of range: they write zeros or
+// skip), and raise_deferred_index_fault(), called after the host's next synchronising read, throws
+// std::out_of_range naming `what`, the index and its position. `what` must outlive the check
+// (a string literal).
+void check_indices_deferred(const View& index, int64_t bound, const char* what, int64_t allowed = INT64_MIN);
+void raise_deferred_index_fault();
 
 // ---- randomness (random.cu): the same Philox streams as the CPU ----
 void uniform(const View& out, uint64_t seed, uint64_t offset);

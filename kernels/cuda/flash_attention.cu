@@ -21,6 +21,12 @@
 // ldmatrix yet: this is the correct-first version, to be measured against cuDNN on a GPU.
 //
 // CPU mirror of this blocking: kernels/cpu/flash_mirror.cpp (tested against the reference).
+//
+// ptxas -v (nvcc 13.0, 2026-12-06; the same for bf16 and f16, sm_80 / sm_90a):
+//   forward   D64: 136 registers, D128: 183 registers; no spills; 27.6 / 52.2 KB dynamic shared memory
+//   backward  D64: 176 / 181 registers, no spills; D128: 255 registers, 16 bytes spilled; 69 / 135 KB
+//   delta     30 registers
+// Status: compiled, never run (no GPU yet); tests/kernels/test_cuda_flash.cpp checks it on one.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cmath>

@@ -3,7 +3,11 @@
 // the CPU's order, so scatter_add and embedding_backward give the same bits on every run (and the
 // same bits as the CPU for in-range indices).
 #include <cub/device/device_radix_sort.cuh>
+#include <algorithm>
 #include <climits>
+#include <map>
+#include <mutex>
+#include <vector>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -49,13 +53,38 @@ __global__ void check_indices_kernel(const I* idx, int64_t n, int64_t bound, int
   }
 }
 
+// ---- deferred checks: the first fault found by any check since the last raise, per device ----
+struct IndexFault {
+  unsigned long long found;  // 0 until a check finds an index out of range
+  long long value, position, bound;
+  unsigned int what;  // into the host's table of check names
+};
+
+template <class I>
+__global__ void check_indices_deferred_kernel(const I* idx, int64_t n, int64_t bound, int64_t allowed, IndexFault* rec,
+                                              unsigned int what) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t v = idx[i];
+    if ((v < 0 || v >= bound) && v != allowed) {
+      if (atomicCAS(&rec->found, 0ull, 1ull) == 0ull) {  // the first fault wins; later ones are not recorded
+        rec->value = v;
+        rec->position = i;
+        rec->bound = bound;
+        rec->what = what;
+      }
+      break;
+    }
+  }
+}
+
 // ---- gather: out[o, i, n] = x[o, index[o, i, n], n], one thread per output element ----
 template <class U, class I>
 __global__ void gather_kernel(const U* x, const I* idx, U* out, int64_t total, int64_t is_size, int64_t is_inner,
                               int64_t xs_size, int64_t xs_inner) {
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total; k += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t o = k / (is_size * is_inner), n = k % is_inner;
-    out[k] = x[(o * xs_size + int64_t(idx[k])) * xs_inner + n];
+    const int64_t o = k / (is_size * is_inner), n = k % is_inner, j = int64_t(idx[k]);
+    // An index out of range (reported by the op's deferred check) reads nothing: a zero.
+    out[k] = j >= 0 && j < xs_size ? x[(o * xs_size + j) * xs_inner + n] : U(0);
   }
 }
 
@@ -67,8 +96,9 @@ __global__ void scatter_add_kernel(T* out, const I* idx, const T* src, int64_t c
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < columns; c += int64_t(gridDim.x) * blockDim.x) {
     const int64_t o = c / is_inner, n = c % is_inner;
     for (int64_t i = 0; i < is_size; ++i) {
-      const int64_t k = (o * is_size + i) * is_inner + n;
-      T* dst = out + (o * os_size + int64_t(idx[k])) * os_inner + n;
+      const int64_t k = (o * is_size + i) * is_inner + n, j = int64_t(idx[k]);
+      if (j < 0 || j >= os_size) continue;  // out of range (reported by the deferred check): nothing written
+      T* dst = out + (o * os_size + j) * os_inner + n;
       *dst = store<T>(load(*dst) + load(src[k]));
     }
   }
@@ -79,8 +109,8 @@ template <class U, class I>
 __global__ void index_select_kernel(const U* x, const I* idx, U* out, int64_t total, int64_t ni, int64_t inner,
                                     int64_t xs_size) {
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total; k += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t n = k % inner, r = k / inner, i = r % ni, o = r / ni;
-    out[k] = x[(o * xs_size + int64_t(idx[i])) * inner + n];
+    const int64_t n = k % inner, r = k / inner, i = r % ni, o = r / ni, j = int64_t(idx[i]);
+    out[k] = j >= 0 && j < xs_size ? x[(o * xs_size + j) * inner + n] : U(0);  // out of range: a zero
   }
 }
 
@@ -136,6 +166,58 @@ void check_indices(const View& index, int64_t bound, const char* what, int64_t a
     throw std::out_of_range(std::string(what) + ": index " + std::to_string(int64_t(v)) + " at position " +
                             std::to_string(int64_t(pos)) + " is out of range [0, " + std::to_string(bound) + ")");
   });
+}
+
+namespace {
+std::mutex g_fault_mu;
+std::vector<const char*> g_fault_names;         // check names by id
+std::map<int, IndexFault*> g_fault_records;     // per device, allocated on first use, zeroed
+
+IndexFault* fault_record(int device) {  // under g_fault_mu
+  IndexFault*& r = g_fault_records[device];
+  if (!r) {
+    void* p = nullptr;
+    LOOM_CUDA_CHECK(cudaMalloc(&p, sizeof(IndexFault)));
+    LOOM_CUDA_CHECK(cudaMemset(p, 0, sizeof(IndexFault)));
+    r = static_cast<IndexFault*>(p);
+  }
+  return r;
+}
+}  // namespace
+
+void check_indices_deferred(const View& index, int64_t bound, const char* what, int64_t allowed) {
+  const int64_t n = index.numel();
+  if (n == 0) return;
+  IndexFault* rec = nullptr;
+  unsigned int id = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_fault_mu);
+    rec = fault_record(current_device());
+    auto it = std::find(g_fault_names.begin(), g_fault_names.end(), what);
+    id = unsigned(it - g_fault_names.begin());
+    if (it == g_fault_names.end()) g_fault_names.push_back(what);
+  }
+  dispatch_index(index.dtype, what, [&](auto itag) {
+    using I = typename decltype(itag)::type;
+    check_indices_deferred_kernel<I><<<blocks_for(n), kThreads, 0, stream()>>>(index.ptr<I>(), n, bound, allowed, rec, id);
+    LOOM_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void raise_deferred_index_fault() {
+  std::lock_guard<std::mutex> lock(g_fault_mu);
+  for (auto& [device, rec] : g_fault_records) {
+    IndexFault f{};
+    // Synchronous copies on the legacy stream: the caller has just synchronised; this waits for
+    // nothing that is still queued behind it on another stream.
+    LOOM_CUDA_CHECK(cudaMemcpy(&f, rec, sizeof f, cudaMemcpyDeviceToHost));
+    if (!f.found) continue;
+    LOOM_CUDA_CHECK(cudaMemset(rec, 0, sizeof(IndexFault)));
+    const char* what = f.what < g_fault_names.size() ? g_fault_names[f.what] : "an index check";
+    throw std::out_of_range(std::string(what) + ": index " + std::to_string(f.value) + " at position " +
+                            std::to_string(f.position) + " is out of range [0, " + std::to_string(f.bound) +
+                            ") (found on cuda:" + std::to_string(device) + " by a check that did not wait for it)");
+  }
 }
 
 void gather(const View& x, int dim, const View& index, const View& out) {

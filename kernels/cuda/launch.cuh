@@ -98,15 +98,17 @@ template <class A> __device__ __forceinline__ A block_max(A v, A* scratch) {
   return v;
 }
 
-// Stream-ordered scratch memory, released on the stream even when a later call throws.
+// Stream-ordered scratch memory, released on the stream even when a later call throws. It comes
+// from the allocator core/ registers (the caching allocator: counted in memory statistics, freed
+// and retried on exhaustion), or from cudaMallocAsync when none is registered.
 struct Scratch {
   void* p = nullptr;
   cudaStream_t s;
   Scratch(size_t nbytes, cudaStream_t s_) : s(s_) {
-    if (nbytes) LOOM_CUDA_CHECK(cudaMallocAsync(&p, nbytes, s));
+    if (nbytes) p = scratch_malloc(nbytes, s);
   }
   ~Scratch() {
-    if (p) cudaFreeAsync(p, s);  // a destructor must not throw; a failure here leaks at worst
+    if (p) scratch_free(p, s);  // never throws
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;

@@ -6,6 +6,8 @@
 namespace loom::kernels::cuda {
 namespace {
 thread_local cudaStream_t tls_stream = nullptr;  // null: the legacy default stream
+ScratchAlloc g_scratch_alloc = nullptr;
+ScratchFree g_scratch_free = nullptr;
 
 // Switches to `device` for one call and back: the allocator serves tensors of any device, and must
 // not leave the caller's thread on another one (its next kernel would launch there).
@@ -153,6 +155,28 @@ void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind) {
 
 void memcpy_async(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   LOOM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, to_cuda(kind), tls_stream));
+}
+
+void set_scratch_allocator(ScratchAlloc alloc, ScratchFree free) {
+  g_scratch_alloc = alloc;
+  g_scratch_free = free;
+}
+
+void* scratch_malloc(size_t nbytes, StreamHandle stream) {
+  if (g_scratch_alloc) return g_scratch_alloc(nbytes, current_device(), stream);
+  void* p = nullptr;
+  LOOM_CUDA_CHECK(cudaMallocAsync(&p, nbytes, static_cast<cudaStream_t>(stream)));
+  return p;
+}
+
+void scratch_free(void* ptr, StreamHandle stream) noexcept {
+  if (!ptr) return;
+  if (g_scratch_free) {
+    int device = 0;
+    if (cudaGetDevice(&device) == cudaSuccess) g_scratch_free(ptr, device);
+    return;
+  }
+  cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream));  // a failure here leaks at worst
 }
 
 }  // namespace loom::kernels::cuda

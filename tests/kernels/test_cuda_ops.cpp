@@ -207,3 +207,27 @@ TEST(CudaOptim, AdamWStepMatchesCpu) {
     expect_close(cpu[k].exp_avg_sq, gpu[k].exp_avg_sq, tol, "exp_avg_sq " + std::to_string(k));
   }
 }
+
+// An index out of range on the GPU: the op does not wait for the device, its kernel reads and
+// writes nothing out of range, and the next read back to the host throws naming the op and the
+// index; the fault is cleared once reported. With LOOM_CUDA_SYNC=1 the op itself throws.
+TEST(CudaIndexChecks, DeferredUntilTheNextReadAndNamed) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  const Device gpu = Device::cuda();
+  Tensor weight = ops::randn({10, 4}).to(gpu);
+  Tensor ids = Tensor::from(std::vector<int64_t>{1, 12, 3}, {3}).to(gpu);
+  Tensor e;
+  ASSERT_NO_THROW(e = ops::embedding(weight, ids));  // no synchronisation here
+  try {
+    (void)e.to_vector<float>();
+    ADD_FAILURE() << "the out-of-range id was not reported";
+  } catch (const OpError& err) {
+    const std::string m = err.what();
+    EXPECT_NE(m.find("embedding"), std::string::npos) << m;
+    EXPECT_NE(m.find("index 12"), std::string::npos) << m;
+  }
+  EXPECT_NO_THROW((void)weight.to_vector<float>());  // reported once
+  Tensor logits = ops::randn({3, 5}).to(gpu);
+  Tensor targets = Tensor::from(std::vector<int64_t>{0, -100, 4}, {3}).to(gpu);
+  EXPECT_NO_THROW((void)ops::cross_entropy(logits, targets).item<float>());  // ignore_index is allowed
+}
