@@ -527,23 +527,28 @@ void bench_attention_cuda(const Args& a) {
           dq_mag = std::max(dq_mag, std::fabs(want));
         }
       }
-      for (int t = 0; t < 4; ++t) {  // dK and dV of key j: sums over every query (S rows each)
-        const int64_t bh = rows[size_t(t)].first, j = rows[size_t(t)].second;
-        std::vector<double> want_k(static_cast<size_t>(sh.d)), want_v(static_cast<size_t>(sh.d));
+      {  // dK and dV of 4 keys of one slice: sums over every query, one pass over the queries
+        const int64_t bh = rows[0].first;
+        std::vector<int64_t> keys;
+        for (int t = 0; t < 4; ++t) keys.push_back(rows[size_t(t)].second);
+        const size_t D = static_cast<size_t>(sh.d);
+        std::vector<double> want_k(keys.size() * D), want_v(keys.size() * D);
         for (int64_t i = 0; i < sh.s; ++i) {
           const std::vector<double> pr = ref.probs(bh, i), ds = ref.dscores(bh, i, pr);
+          for (size_t t = 0; t < keys.size(); ++t)
+            for (int64_t c = 0; c < sh.d; ++c) {
+              want_k[t * D + size_t(c)] += ds[size_t(keys[t])] * ref.at(q, bh, i)[c] * scale;
+              want_v[t * D + size_t(c)] += pr[size_t(keys[t])] * ref.at(dout, bh, i)[c];
+            }
+        }
+        for (size_t t = 0; t < keys.size(); ++t)
           for (int64_t c = 0; c < sh.d; ++c) {
-            want_k[size_t(c)] += ds[size_t(j)] * ref.at(q, bh, i)[c] * scale;
-            want_v[size_t(c)] += pr[size_t(j)] * ref.at(dout, bh, i)[c];
+            const size_t at = size_t((bh * sh.s + keys[t]) * sh.d + c);
+            const double gk = dkv[at], gv = dvv[at], wk = want_k[t * D + size_t(c)], wv = want_v[t * D + size_t(c)];
+            dkv_diff = std::isfinite(gk) && std::isfinite(gv) ? std::max({dkv_diff, std::fabs(gk - wk), std::fabs(gv - wv)})
+                                                               : INFINITY;
+            dkv_mag = std::max({dkv_mag, std::fabs(wk), std::fabs(wv)});
           }
-        }
-        for (int64_t c = 0; c < sh.d; ++c) {
-          const double gk = dkv[size_t((bh * sh.s + j) * sh.d + c)], gv = dvv[size_t((bh * sh.s + j) * sh.d + c)];
-          dkv_diff = std::isfinite(gk) && std::isfinite(gv)
-                         ? std::max({dkv_diff, std::fabs(gk - want_k[size_t(c)]), std::fabs(gv - want_v[size_t(c)])})
-                         : INFINITY;
-          dkv_mag = std::max({dkv_mag, std::fabs(want_k[size_t(c)]), std::fabs(want_v[size_t(c)])});
-        }
       }
       const double err_bwd = std::max(rel(dq_diff, dq_mag), rel(dkv_diff, dkv_mag));
       report(a, "attn_bwd", name, "flash", "cuda", err_bwd <= 4e-2, err_bwd, time_cuda(a.reps, bwd, flush), 2.5 * fwd_flops,

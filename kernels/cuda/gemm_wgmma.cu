@@ -57,8 +57,11 @@
 // the GemmWgmmaCuda suite in tests/kernels/test_gemm_wgmma_rules.cpp (-DLOOM_GEMM_WGMMA_ON_CUDA), which
 // has not run on an sm_90 device yet.
 //
-// ptxas -v (nvcc 13.0 V13.0.88, DATE; -O3, __launch_bounds__(288, 1)):
-//   PTXAS_LINES
+// ptxas -v (nvcc 13.0 V13.0.88, 2026-12-06; -O3, __launch_bounds__(288, 1)):
+//   sm_90a, bf16 and f16 alike: 94 registers, 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill
+//   loads, 1 barrier, no static shared memory (197,728 B dynamic, requested at launch); no ptxas
+//   warning (in particular none about serialised wgmma).
+//   sm_80 (body compiled out): 4 registers, 0 barriers, 736 bytes cmem[0].
 #include <cuda.h>  // CUtensorMap and the driver enums only: the driver is reached via the runtime's entry-point query
 #include <cudaTypedefs.h>
 #include <atomic>
@@ -276,6 +279,7 @@ __global__ void __launch_bounds__(kCtaThreads, 1)
   for (int64_t kt = 0; kt < k_tiles; ++kt) {
     const int s = stage_of(kt);
     mbar_wait(base + full_bar_offset(s), full_parity(kt));
+    __syncwarp();  // reconverge after the spin loop: the wgmma instructions are .sync.aligned
     const uint32_t a_tile = base + a_tile_offset(s), b_tile = base + b_tile_offset(s);
     fence_accumulators(acc);
     wgmma_fence();
