@@ -148,7 +148,8 @@ Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
    cuda_kernel("flash_attention_forward", [&] { kernels::cuda::flash_attention_forward(p); }));
   return autograd::record("scaled_dot_product_attention", {q, k, v}, out, [p, qd, kd, vd, out = out.detach(), lse, mask, bias](const Tensor& g) {
     kernels::cuda::FlashParams b = p;
-    Tensor gd = g;
+    // The kernels read dout rows as unit-stride: an expanded gradient (sum's backward) is not.
+    Tensor gd = g.size(3) <= 1 || g.strides()[3] == 1 ? g : g.contiguous();
     b.dout = flash_tensor(gd);
     Tensor dq_accum = Tensor::zeros({p.B, p.H, p.Sq, p.D}, DType::f32, gd.device());
     Tensor delta = Tensor::empty({p.B, p.H, p.Sq}, DType::f32, gd.device());

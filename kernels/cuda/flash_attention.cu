@@ -29,6 +29,7 @@
 // Status: compiled, never run (no GPU yet); tests/kernels/test_cuda_flash.cpp checks it on one.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <atomic>
 #include <cmath>
 #include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/launch.cuh"
@@ -427,14 +428,33 @@ template <int D> constexpr size_t backward_smem_bytes() {
          sizeof(float) * 2 * kBlockQ;
 }
 
-// Kernels over 48 KB of dynamic shared memory must say so once per device; cheap enough to repeat.
-template <class Kernel> void allow_smem(Kernel kernel, size_t bytes) {
+// Kernels over 48 KB of dynamic shared memory say so once per device (one flag set per kernel).
+constexpr int kMaxDevices = 64;
+template <class Kernel> void allow_smem(Kernel kernel, size_t bytes, std::atomic<bool> (&done)[kMaxDevices]) {
+  const int dev = current_device();
+  if (dev >= 0 && dev < kMaxDevices && done[dev].load()) return;
   LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  if (dev >= 0 && dev < kMaxDevices) done[dev].store(true);
+}
+
+// The most dynamic shared memory a block may opt into on the current device (99 KB on sm_86/89,
+// 163 KB on sm_80, 227 KB on sm_90), read once per device.
+size_t smem_optin_limit() {
+  static std::atomic<int> limits[kMaxDevices] = {};
+  const int dev = current_device();
+  if (dev < 0 || dev >= kMaxDevices) return 0;
+  int v = limits[dev].load();
+  if (v == 0) {
+    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    limits[dev].store(v);
+  }
+  return size_t(v);
 }
 
 template <class T, int D> void launch_forward(const FlashParams& p) {
   const size_t smem = forward_smem_bytes<D>();
-  allow_smem(flash_forward_kernel<T, D>, smem);
+  static std::atomic<bool> allowed[kMaxDevices] = {};
+  allow_smem(flash_forward_kernel<T, D>, smem, allowed);
   const dim3 grid(unsigned(p.B * p.H), unsigned((p.Sq + kBlockQ - 1) / kBlockQ));
   flash_forward_kernel<T, D><<<grid, kFlashThreads, smem, stream()>>>(p);
   LOOM_CUDA_LAUNCH_CHECK();
@@ -444,7 +464,8 @@ template <class T, int D> void launch_backward(const FlashParams& p) {
   flash_delta_kernel<T, D><<<blocks_for(p.B * p.H * p.Sq * 32), kThreads, 0, stream()>>>(p);
   LOOM_CUDA_LAUNCH_CHECK();
   const size_t smem = backward_smem_bytes<D>();
-  allow_smem(flash_backward_kernel<T, D>, smem);
+  static std::atomic<bool> allowed[kMaxDevices] = {};
+  allow_smem(flash_backward_kernel<T, D>, smem, allowed);
   const dim3 grid(unsigned(p.B * p.H), unsigned((p.Sk + kBlockK - 1) / kBlockK));
   flash_backward_kernel<T, D><<<grid, kFlashThreads, smem, stream()>>>(p);
   LOOM_CUDA_LAUNCH_CHECK();
@@ -472,6 +493,10 @@ bool flash_attention_supported(const FlashParams& p, bool backward) {
     return false;
   if (!row_aligned(p.q) || !row_aligned(p.k) || !row_aligned(p.v)) return false;
   if (!p.lse || !row_aligned(p.out)) return false;
+  // A device whose blocks cannot hold the tiles (the D128 backward needs 135 KB) composes instead.
+  const size_t need = p.D == 64 ? (backward ? backward_smem_bytes<64>() : forward_smem_bytes<64>())
+                                : (backward ? backward_smem_bytes<128>() : forward_smem_bytes<128>());
+  if (need > smem_optin_limit()) return false;
   if (!backward) return true;
   // Backward reads dout by rows like q and writes dk and dv in pairs.
   return row_aligned(p.dout) && row_aligned(p.dk) && row_aligned(p.dv) && p.dq_accum && p.delta;

@@ -18,7 +18,13 @@ namespace {
 struct FlashCase {
   std::string name;
   int64_t B, H, Sq, Sk, D;
-  bool causal = false, padding = false, bias = false, packed = false;
+  bool causal = false, padding = false, bias = false, packed = false, expanded_grad = false;
+};
+
+// The flash kernels for one scope, the default again after (also when an assertion throws).
+struct UseFlash {
+  UseFlash() { ops::set_attention_kernel(ops::AttentionKernel::flash); }
+  ~UseFlash() { ops::set_attention_kernel(ops::AttentionKernel::composed); }
 };
 
 // max |got - want| / max |want|.
@@ -26,7 +32,8 @@ double relative_error(const Tensor& got, const Tensor& want) {
   const auto g = got.to_vector<double>(), w = want.to_vector<double>();
   double diff = 0, scale = 1e-30;
   for (size_t i = 0; i < g.size(); ++i) {
-    diff = std::max(diff, std::abs(g[i] - w[i]));
+    const double d = std::abs(g[i] - w[i]);
+    if (!(d <= diff)) diff = d;  // a NaN propagates (std::max would drop it) and fails the check
     scale = std::max(scale, std::abs(w[i]));
   }
   return diff / scale;
@@ -47,7 +54,8 @@ TEST_P(FlashOnCuda, MatchesComposedF64OnTheCpu) {
     Tensor q = c.packed ? part(0) : draw({c.B, c.H, c.Sq, c.D}, 1.0);
     Tensor k = c.packed ? part(1) : draw({c.B, c.H, c.Sk, c.D}, 1.0);
     Tensor v = c.packed ? part(2) : draw({c.B, c.H, c.Sk, c.D}, 1.0);
-    Tensor dout = draw({c.B, c.H, c.Sq, c.D}, 1.0);
+    // An expanded gradient (every element the same, strides 0) is what sum()'s backward hands over.
+    Tensor dout = c.expanded_grad ? draw({1, 1, 1, 1}, 1.0).expand({c.B, c.H, c.Sq, c.D}) : draw({c.B, c.H, c.Sq, c.D}, 1.0);
     ops::AttentionOptions opt;
     opt.causal = c.causal;
     if (c.padding) {  // every 5th key hidden, and in batch 0 key 0 too: under causal its query 0 sees nothing
@@ -56,7 +64,7 @@ TEST_P(FlashOnCuda, MatchesComposedF64OnTheCpu) {
         for (int64_t j = 0; j < c.Sk; ++j) m[size_t(b * c.Sk + j)] = (j % 5 == 2) || (b == 0 && j == 0);
       opt.key_padding_mask = Tensor::from(m, {c.B, c.Sk}, DType::u8).to(DType::boolean);
     }
-    if (c.bias) opt.bias = draw({1, c.H, c.Sq, c.Sk}, 0.5);
+    if (c.bias) opt.bias = draw({1, c.H, c.Sq, c.Sk}, 0.5);  // broadcast over the batch (stride 0)
 
     // Reference: f64 on the CPU, composed.
     std::vector<Tensor> ref_in;
@@ -65,7 +73,7 @@ TEST_P(FlashOnCuda, MatchesComposedF64OnTheCpu) {
     ref.backward(dout);
 
     // Flash on the GPU, in dt.
-    ops::set_attention_kernel(ops::AttentionKernel::flash);
+    UseFlash flash;
     Device gpu = Device::cuda();
     std::vector<Tensor> in;
     Tensor qkv_gpu;
@@ -80,9 +88,11 @@ TEST_P(FlashOnCuda, MatchesComposedF64OnTheCpu) {
     if (opt.bias.defined()) gopt.bias = opt.bias.to(dt).to(gpu);
     profiler::start();
     Tensor out = ops::scaled_dot_product_attention(in[0], in[1], in[2], gopt);
-    out.backward(dout.to(dt).to(gpu));
+    Tensor dout_gpu = c.expanded_grad ? dout.contiguous().narrow(0, 0, 1).narrow(1, 0, 1).narrow(2, 0, 1).narrow(3, 0, 1)
+                                             .to(dt).to(gpu).expand(dout.shape())
+                                       : dout.to(dt).to(gpu);
+    out.backward(dout_gpu);
     const profiler::Report report = profiler::stop();
-    ops::set_attention_kernel(ops::AttentionKernel::composed);
     bool fwd = false, bwd = false;
     for (const auto& r : report.kernels) {
       fwd = fwd || r.name == "flash_attention_forward";
@@ -112,7 +122,10 @@ INSTANTIATE_TEST_SUITE_P(
                       FlashCase{"vit_s50_d128", 2, 2, 50, 50, 128},
                       FlashCase{"causal_padding_s130", 2, 2, 130, 130, 64, true, true},
                       FlashCase{"cross_bias_70x130_d128", 1, 2, 70, 130, 128, false, true, true},
-                      FlashCase{"packed_qkv_s197", 2, 3, 197, 197, 64, false, false, false, true}),
+                      FlashCase{"packed_qkv_s197", 2, 3, 197, 197, 64, false, false, false, true},
+                      FlashCase{"batch_bias_causal_d128", 3, 2, 100, 100, 128, true, true, true},
+                      FlashCase{"causal_cross_129x65", 2, 2, 129, 65, 64, true},
+                      FlashCase{"expanded_grad_s50", 2, 2, 50, 50, 64, false, false, false, false, true}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace
