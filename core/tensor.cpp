@@ -172,15 +172,22 @@ Tensor& Tensor::copy_(const Tensor& src) {
                         : device().is_cpu()   ? CopyKind::device_to_host : CopyKind::device_to_device;
   Tensor s = src.contiguous();
   const size_t n = size_t(s.numel()) * dtype_size(s.dtype());
+  // Host to device on the current stream without waiting for it: from pageable memory the call
+  // returns once CUDA has staged the bytes, so the source may go at once (small tensors made on
+  // the host in a step, e.g. the causal mask or the loss targets, cost no synchronisation).
+  auto copy_bytes = [&](void* dst, const void* from) {
+    if (kind == CopyKind::host_to_device) kernels::cuda::memcpy_async(dst, from, n, kind);
+    else kernels::cuda::memcpy(dst, from, n, kind);
+  };
   if (is_contiguous() && s.dtype() == dtype() && s.shape() == shape()) {
-    if (n) kernels::cuda::memcpy(raw_data(), s.raw_data(), n, kind);
+    if (n) copy_bytes(raw_data(), s.raw_data());
     // A read back to the host has waited for the device: an index check that did not wait
     // (check_index_range) reports here what it found, before the host uses any result.
     if (kind == CopyKind::device_to_host) raise_index_fault();
     return *this;
   }
   Tensor staged = empty(s.shape(), s.dtype(), device());
-  if (n) kernels::cuda::memcpy(staged.raw_data(), s.raw_data(), n, kind);
+  if (n) copy_bytes(staged.raw_data(), s.raw_data());
   if (kind == CopyKind::device_to_host) raise_index_fault();
   return copy_(staged);
 #else

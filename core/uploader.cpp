@@ -33,6 +33,8 @@ struct Uploader::Staging {
       cu::event_synchronize(b.done);
       if (b.bytes < bytes) {
         cu::host_free_pinned(b.host);
+        b.host = nullptr;  // not dangling if the allocation below throws
+        b.bytes = 0;
         b.host = cu::host_malloc_pinned(bytes);
         b.bytes = bytes;
       }
@@ -51,7 +53,7 @@ struct Uploader::Staging {
     try {
       if (side) cu::stream_synchronize(side);
       for (Buffer& b : buffers) {
-        cu::host_free_pinned(b.host);
+        if (b.host) cu::host_free_pinned(b.host);
         cu::event_destroy(b.done);
       }
       if (compute_point) cu::event_destroy(compute_point);

@@ -1,5 +1,6 @@
 // Transformer building blocks; initialisation as open_clip (see layers/README.md).
 #include "layers/layers.h"
+#include "core/autocast.h"
 
 #include <cmath>
 
@@ -20,9 +21,14 @@ Tensor drop_path(const Tensor& branch, double p, bool training, Generator* gen) 
   const int64_t B = branch.size(0);
   Shape s(std::vector<int64_t>(size_t(branch.dim()), 1));
   s[0] = B;
-  // Drawn on the branch's device: Philox gives the same stream on the CPU and on CUDA.
-  Tensor keep = ops::lt(ops::rand({B}, *gen, branch.dtype(), branch.device()), 1.0 - p).to(branch.dtype());
-  return ops::mul(branch, ops::mul(keep, 1.0 / (1.0 - p)).reshape(s));
+  // Drawn on the branch's device (Philox gives the same stream on the CPU and on CUDA), in f32 (f64
+  // for an f64 branch): in bf16 the threshold and 1/(1-p) round, and the branch's expectation drifts.
+  const DType mask_dtype = branch.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  Tensor keep = ops::lt(ops::rand({B}, *gen, mask_dtype, branch.device()), 1.0 - p).to(mask_dtype);
+  Tensor factor = ops::mul(keep, 1.0 / (1.0 - p)).reshape(s);
+  // Under autocast the product promotes a bf16 branch to f32; without it the operands must agree.
+  if (!autocast_dtype() && factor.dtype() != branch.dtype()) factor = factor.to(branch.dtype());
+  return ops::mul(branch, factor);
 }
 
 }  // namespace

@@ -191,6 +191,11 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
   if (recipe_.threads > 0) omp_set_num_threads(recipe_.threads);
   autograd::set_detect_anomaly(recipe_.detect_anomaly);
   const int world = comm_->world();
+  // The device first: a recipe this machine cannot run stops before any work.
+  device_ = training_device(recipe_, comm_->local_rank(), [&](const std::string& why) { config_.fail("train.device", why); });
+  if (device_.is_cuda() && world > 1)
+    config_.fail("train.device", str_cat("cuda with ", world, " processes: the trainer's data parallelism runs on the CPU "
+                                         "(MPI) only so far; run one process per GPU once NCCL is wired into it"));
   if (world > 1)
     for (const StageSpec& s : recipe_.stages) {
       const int64_t bs = recipe_.data.at(s.data).batch_size;
@@ -251,10 +256,6 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     while (stage_ + 1 < ends_.size() && step_ >= ends_[stage_]) ++stage_;
   }
   // The model moves before the optimizer is built (enter_stage), so its moments live beside the weights.
-  device_ = training_device(recipe_, comm_->local_rank(), [&](const std::string& why) { config_.fail("train.device", why); });
-  if (device_.is_cuda() && world > 1)
-    config_.fail("train.device", str_cat("cuda with ", world, " processes: the trainer's data parallelism runs on the CPU "
-                                         "(MPI) only so far; run one process per GPU once NCCL is wired into it"));
   run_.model->to(device_);
   autocast_ = autocast_of(recipe_);
   use_recipe_kernels(recipe_);

@@ -86,22 +86,25 @@ Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const Attenti
     Tensor s = mul(matmul(qd, kd.transpose(-1, -2)), scale);
     if (opt.bias.defined()) s = add(s, opt.bias.detach());
     if (mask.defined()) s = masked_fill(s, mask, -INFINITY);
-    // Fully masked rows come out as zeros. Under autocast the softmax runs in f32 and its
-    // probabilities return to q's dtype for the product, as the flash kernels keep them.
-    p = softmax(s, -1).to(q.dtype());
-    out = matmul(p, vd);
+    // Fully masked rows come out as zeros. Under autocast the softmax runs in f32; its
+    // probabilities enter the product in q's dtype, and the softmax backward uses them in f32
+    // (dp - Σ dp·p cancels, too coarse in bf16). Without autocast every cast below is a no-op.
+    p = softmax(s, -1);
+    out = matmul(p.to(q.dtype()), vd);
   }
   const Tensor& bias = opt.bias;
   const bool has_bias = bias.defined();
   const Shape bias_shape = has_bias ? bias.shape() : Shape{};
+  const DType bias_dtype = has_bias ? bias.dtype() : q.dtype();
   return autograd::record("scaled_dot_product_attention", {q, k, v, bias}, out,
-                          [qd, kd, vd, p, scale, has_bias, bias_shape](const Tensor& g) {
-                            Tensor dv = matmul(p.transpose(-1, -2), g);
-                            Tensor dp = matmul(g, vd.transpose(-1, -2));
+                          [qd, kd, vd, p, scale, has_bias, bias_shape, bias_dtype](const Tensor& g) {
+                            Tensor dv = matmul(p.to(g.dtype()).transpose(-1, -2), g);
+                            Tensor dp = matmul(g, vd.transpose(-1, -2)).to(p.dtype());
                             Tensor ds = mul(p, sub(dp, sum(mul(dp, p), {-1}, true)));  // softmax backward
-                            Tensor dq = mul(matmul(ds, kd), scale);
-                            Tensor dk = mul(matmul(ds.transpose(-1, -2), qd), scale);
-                            Tensor db = has_bias ? sum_to(ds, bias_shape) : Tensor();
+                            Tensor dsq = ds.to(qd.dtype());
+                            Tensor dq = mul(matmul(dsq, kd), scale);
+                            Tensor dk = mul(matmul(dsq.transpose(-1, -2), qd), scale);
+                            Tensor db = has_bias ? sum_to(ds, bias_shape).to(bias_dtype) : Tensor();
                             return std::vector<Tensor>{dq, dk, dv, db};
                           });
 }

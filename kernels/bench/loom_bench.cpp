@@ -36,6 +36,7 @@
 #include "kernels/cuda/cuda.h"
 #include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/gemm_mma.h"
+#include "kernels/cuda/gemm_wgmma.h"
 #endif
 
 namespace {
@@ -316,22 +317,30 @@ void bench_gemm(const Args& a) {
       const std::vector<uint16_t> c_init(C.size(), 0);
       void *hA = d.up_bytes(Ab.data(), Ab.size() * 2), *hB = d.up_bytes(Bb.data(), Bb.size() * 2),
            *hC = d.up_bytes(c_init.data(), C.size() * 2);
-      for (bool mma : {false, true}) {
+      // cuBLASLt (the default of cu::gemm), the mma.sync kernel, the Hopper wgmma kernel.
+      for (const char* variant : {"cublaslt", "loom_mma", "loom_wgmma"}) {
+        const std::string v = variant;
         cu::GemmEpilogue e;
-        if (mma && !cu::gemm_mma_supported(DType::bf16, s.m, s.n, s.k, {hA, s.ta, lda}, {hB, s.tb, ldb}, hC, s.n, e)) {
-          std::printf("gemm %s: the hand-written kernel does not take this problem\n", gemm_shape_name(s).c_str());
+        const loom::kernels::GemmOperand opA{hA, s.ta, lda}, opB{hB, s.tb, ldb};
+        const bool takes = v == "cublaslt" ? true
+                           : v == "loom_mma" ? cu::gemm_mma_supported(DType::bf16, s.m, s.n, s.k, opA, opB, hC, s.n, e)
+                                             : cu::gemm_wgmma_supported(DType::bf16, s.m, s.n, s.k, opA, opB, hC, s.n, e);
+        if (!takes) {
+          std::printf("gemm %s: %s does not take this problem (layout, alignment or device)\n", gemm_shape_name(s).c_str(),
+                      variant);
           continue;
         }
         auto run16 = [&] {
-          if (mma) cu::gemm_mma(DType::bf16, s.m, s.n, s.k, {hA, s.ta, lda}, {hB, s.tb, ldb}, hC, s.n, e);
-          else cu::gemm(DType::bf16, s.m, s.n, s.k, 1.0, {hA, s.ta, lda}, {hB, s.tb, ldb}, 0.0, hC, s.n);
+          if (v == "loom_mma") cu::gemm_mma(DType::bf16, s.m, s.n, s.k, opA, opB, hC, s.n, e);
+          else if (v == "loom_wgmma") cu::gemm_wgmma(DType::bf16, s.m, s.n, s.k, opA, opB, hC, s.n, e);
+          else cu::gemm(DType::bf16, s.m, s.n, s.k, 1.0, opA, opB, 0.0, hC, s.n);
         };
         cu::memset_async(hC, 0xff, C.size() * 2);
         run16();
         const std::vector<float> Cb = from_bf16_device(hC, C.size());
         // The product of bf16 inputs is exact in f32; the error is f32 accumulation plus one bf16 rounding.
         const double err16 = gemm_error(s, Ar, Br, Cb);
-        report(a, "gemm", gemm_shape_name(s), mma ? "loom_mma" : "cublaslt", "cuda bf16", err16 <= 8e-3, err16,
+        report(a, "gemm", gemm_shape_name(s), variant, "cuda bf16", err16 <= 8e-3, err16,
                time_cuda(a.reps, run16, size_t(256) << 20), flops, "GFLOP/s");
       }
     }

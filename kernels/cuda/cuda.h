@@ -54,7 +54,9 @@ void scratch_free(void* ptr, StreamHandle stream) noexcept;
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind);  // synchronous
 void memset_async(void* dst, int byte, size_t nbytes);  // on the current stream
-// Ordered on the current stream; asynchronous to the host only with pinned host memory.
+// Ordered on the current stream. With pinned host memory the host does not wait at all; from
+// pageable memory to the device it returns once the bytes are staged (no device synchronisation);
+// from the device to pageable memory it returns once the copy is done.
 void memcpy_async(void* dst, const void* src, size_t nbytes, CopyKind kind);
 
 // ---- elementwise (elementwise.cu) ----

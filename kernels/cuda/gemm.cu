@@ -12,6 +12,7 @@
 #include <string>
 #include <unordered_map>
 #include "kernels/cuda/gemm_mma.h"
+#include "kernels/cuda/gemm_wgmma.h"
 #include "kernels/cuda/launch.cuh"
 
 #define LOOM_CUBLAS_CHECK(call)                                                                  \
@@ -224,6 +225,8 @@ void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperan
     GemmEpilogue e;
     e.alpha = alpha;
     e.beta = beta;
+    // Hopper: wgmma fed by TMA where it takes the problem (the Linear layout); else mma.sync.
+    if (gemm_wgmma_supported(dtype, M, N, K, A, B, C, ldc, e)) return gemm_wgmma(dtype, M, N, K, A, B, C, ldc, e);
     if (gemm_mma_supported(dtype, M, N, K, A, B, C, ldc, e)) return gemm_mma(dtype, M, N, K, A, B, C, ldc, e);
   }
   run_gemm(dtype, 1, M, N, K, alpha, A, 0, B, 0, beta, C, ldc, 0);

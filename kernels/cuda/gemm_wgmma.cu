@@ -16,7 +16,8 @@
 //   (groups of 8 M-tiles, as gemm_mma).
 //
 // Pipeline and mbarrier protocol (kStages = 6 slots; k-tile kt uses slot kt % 6, phase kt / 6)
-// - Thread 0 initialises full[s] (arrival count 1) and empty[s] (count 8) for every slot, then
+// - The 12 mbarriers live in static shared memory (96 B; see gemm_wgmma.h for why static).
+//   Thread 0 initialises full[s] (arrival count 1) and empty[s] (count 8) for every slot, then
 //   fence.mbarrier_init.release.cluster; a __syncthreads publishes them before the roles split.
 // - Producer, for kt = 0 .. k_tiles-1: wait empty[s] with parity ((kt/6)&1)^1 (the first pass over the
 //   ring passes at once: a fresh barrier's "previous" phase counts as complete), then
@@ -35,7 +36,8 @@
 //
 // Shared memory, swizzle and descriptors
 // - Dynamic shared memory is rounded up to 1024 bytes; then 6 A tiles [128 m][64 k] and 6 B tiles
-//   [128 n][64 k] (16 KiB each), then the 12 mbarriers: 197,728 bytes requested (1 CTA per SM).
+//   [128 n][64 k] (16 KiB each): 197,632 bytes of dynamic shared memory requested, plus 96 static
+//   bytes of mbarriers (1 CTA per SM).
 // - Tensor maps (host, cuTensorMapEncodeTiled via cudaGetDriverEntryPointByVersion, so no libcuda link):
 //   2-D, dims {K, rows}, row stride ld*2 bytes, box {64, 128}, CU_TENSOR_MAP_SWIZZLE_128B, OOB fill
 //   zeros. Each 128-byte row lands with its 16-byte chunk c at c ^ (row % 8) (wgmma_map::sw128_*).
@@ -50,7 +52,8 @@
 //
 // Arch guard: the kernel body is compiled only where __CUDA_ARCH_FEAT_SM90_ALL is defined (nvcc's
 // macro for compute_90a); the sm_80 image holds an empty kernel, which the host never launches:
-// device_ready demands compute capability 9.0 and a loaded binary of version 90.
+// device_ready demands compute capability 9.0, a loaded binary of version 90, and the body's 96 bytes
+// of static shared memory (a build for plain sm_90 or "native" compiles the body out and is refused).
 //
 // Status: written and compiled without a GPU. The host rules and the index/bit math are tested on the
 // CPU; the kernel itself (descriptors on hardware, the mbarrier protocol, numbers) is checked only by
@@ -59,7 +62,7 @@
 //
 // ptxas -v (nvcc 13.0 V13.0.88, 2026-12-06; -O3, __launch_bounds__(288, 1)):
 //   sm_90a, bf16 and f16 alike: 94 registers, 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill
-//   loads, 1 barrier, no static shared memory (197,728 B dynamic, requested at launch); no ptxas
+//   loads, 1 barrier, 96 bytes static shared memory (the mbarriers; 197,632 B dynamic); no ptxas
 //   warning (in particular none about serialised wgmma).
 //   sm_80 (body compiled out): 4 registers, 0 barriers, 736 bytes cmem[0].
 #include <cuda.h>  // CUtensorMap and the driver enums only: the driver is reached via the runtime's entry-point query
@@ -234,8 +237,13 @@ __global__ void __launch_bounds__(kCtaThreads, 1)
                       const WgmmaParams p) {
 #ifdef LOOM_WGMMA_DEVICE
   extern __shared__ unsigned char gemm_wgmma_smem[];
+  __shared__ __align__(8) uint64_t gemm_wgmma_bars[2 * kStages];  // full[0..5], empty[0..5]
+  static_assert(sizeof(gemm_wgmma_bars) == kBarrierBytes, "the host checks this size");
   const uint32_t raw = uint32_t(__cvta_generic_to_shared(gemm_wgmma_smem));
   const uint32_t base = (raw + uint32_t(kSmemAlign - 1)) & ~uint32_t(kSmemAlign - 1);
+  const uint32_t bars = uint32_t(__cvta_generic_to_shared(gemm_wgmma_bars));
+  auto full_bar = [bars](int s) { return bars + uint32_t(8 * s); };
+  auto empty_bar = [bars](int s) { return bars + uint32_t(8 * (kStages + s)); };
 
   const int tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
   int64_t tm, tn;
@@ -246,8 +254,8 @@ __global__ void __launch_bounds__(kCtaThreads, 1)
   if (tid == 0) {
 #pragma unroll
     for (int s = 0; s < kStages; ++s) {
-      mbar_init(base + full_bar_offset(s), kFullArrivals);
-      mbar_init(base + empty_bar_offset(s), kEmptyArrivals);
+      mbar_init(full_bar(s), kFullArrivals);
+      mbar_init(empty_bar(s), kEmptyArrivals);
     }
     fence_mbarrier_init();
   }
@@ -259,8 +267,8 @@ __global__ void __launch_bounds__(kCtaThreads, 1)
       prefetch_tensor_map(&tmap_b);
       for (int64_t kt = 0; kt < k_tiles; ++kt) {
         const int s = stage_of(kt);
-        mbar_wait(base + empty_bar_offset(s), empty_parity(kt));
-        const uint32_t full = base + full_bar_offset(s);
+        mbar_wait(empty_bar(s), empty_parity(kt));
+        const uint32_t full = full_bar(s);
         mbar_arrive_expect_tx(full, uint32_t(kTxBytes));
         const int32_t k0 = int32_t(kt * kBK);
         tma_load_2d(base + a_tile_offset(s), &tmap_a, full, k0, int32_t(m0));
@@ -278,7 +286,7 @@ __global__ void __launch_bounds__(kCtaThreads, 1)
 
   for (int64_t kt = 0; kt < k_tiles; ++kt) {
     const int s = stage_of(kt);
-    mbar_wait(base + full_bar_offset(s), full_parity(kt));
+    mbar_wait(full_bar(s), full_parity(kt));
     __syncwarp();  // reconverge after the spin loop: the wgmma instructions are .sync.aligned
     const uint32_t a_tile = base + a_tile_offset(s), b_tile = base + b_tile_offset(s);
     fence_accumulators(acc);
@@ -291,7 +299,7 @@ __global__ void __launch_bounds__(kCtaThreads, 1)
     fence_accumulators(acc);
     wgmma_wait<1>();  // k-tile kt-1's wgmma are done reading their slot
     fence_accumulators(acc);
-    if (kt > 0 && lane == 0) mbar_arrive(base + empty_bar_offset(stage_of(kt - 1)));
+    if (kt > 0 && lane == 0) mbar_arrive(empty_bar(stage_of(kt - 1)));
     __syncwarp();
   }
   wgmma_wait<0>();
@@ -367,8 +375,9 @@ constexpr int kMaxDevices = 64;
 
 // Per device, once: can the kernel run here? Compute capability exactly 9.0 (the sm_90a image runs
 // nowhere else; elsewhere the sm_80 image, whose kernel is empty, could load), the loaded binary is
-// version 90, the opt-in shared memory suffices, the driver has cuTensorMapEncodeTiled. If so, raise
-// the dynamic shared-memory limit. 0 unknown, 1 yes, -1 no.
+// version 90 and holds the real body (its static mbarriers: a plain sm_90 build compiles the body out),
+// the opt-in shared memory suffices, the driver has cuTensorMapEncodeTiled. If so, raise the dynamic
+// shared-memory limit. 0 unknown, 1 yes, -1 no.
 bool device_ready(int dev) {
   static std::atomic<int> state[kMaxDevices];
   static std::mutex mu;
@@ -390,7 +399,9 @@ bool device_ready(int dev) {
       break;
     }
     LOOM_CUDA_CHECK(err);
-    if (attr.binaryVersion != 90 || kSmemBytes + int(attr.sharedSizeBytes) > optin) {
+    // binaryVersion 90 and the static barriers: the sm_90a body, not an sm_90/PTX image without it.
+    if (attr.binaryVersion != 90 || int(attr.sharedSizeBytes) < kBarrierBytes ||
+        kSmemBytes + int(attr.sharedSizeBytes) > optin) {
       ok = false;
       break;
     }

@@ -111,21 +111,24 @@ LOOM_HD constexpr uint32_t wgmma_read_offset(uint64_t d, uint32_t m, uint32_t k)
 }
 
 // ---- shared memory ----
-// From a 1024-byte-aligned base (the kernel rounds the dynamic shared-memory address up, hence the
-// kSmemAlign slack in kSmemBytes): kStages A tiles [128 rows m][64 k], kStages B tiles [128 rows n]
-// [64 k], each 16 KiB and swizzled as above, then kStages "full" and kStages "empty" mbarriers (8 B).
+// Dynamic, from a 1024-byte-aligned base (the kernel rounds the dynamic shared-memory address up,
+// hence the kSmemAlign slack in kSmemBytes): kStages A tiles [128 rows m][64 k], then kStages B tiles
+// [128 rows n][64 k], each 16 KiB and swizzled as above.
+// Static: the kStages "full" and kStages "empty" mbarriers (8 B each, kBarrierBytes). They are static
+// on purpose: only the real (sm_90a) kernel body declares them, so an image whose body was compiled
+// out (a build for plain sm_90 or for "native" instead of sm_90a) shows sharedSizeBytes 0 and is
+// refused by the host instead of running an empty kernel.
 constexpr int kSmemAlign = kSwizzleAtomBytes;
 constexpr int kATileBytes = kBM * kBK * kElemBytes;  // 16384
 constexpr int kBTileBytes = kBN * kBK * kElemBytes;  // 16384
 constexpr int kTxBytes = kATileBytes + kBTileBytes;  // bytes TMA delivers per stage (full boxes, OOB zeros included)
 LOOM_HD constexpr uint32_t a_tile_offset(int stage) { return uint32_t(stage * kATileBytes); }
 LOOM_HD constexpr uint32_t b_tile_offset(int stage) { return uint32_t(kStages * kATileBytes + stage * kBTileBytes); }
-LOOM_HD constexpr uint32_t full_bar_offset(int stage) { return uint32_t(kStages * kTxBytes + 8 * stage); }
-LOOM_HD constexpr uint32_t empty_bar_offset(int stage) { return uint32_t(kStages * kTxBytes + 8 * (kStages + stage)); }
-constexpr int kSmemUsed = kStages * kTxBytes + 16 * kStages;
-constexpr int kSmemBytes = kSmemUsed + kSmemAlign;  // dynamic shared memory requested: 197,728 B
+constexpr int kSmemUsed = kStages * kTxBytes;
+constexpr int kSmemBytes = kSmemUsed + kSmemAlign;  // dynamic shared memory requested: 197,632 B
+constexpr int kBarrierBytes = 2 * kStages * 8;      // static shared memory: 96 B
 constexpr int kSmemLimitSm90 = 227 * 1024;          // opt-in maximum per block on sm_90
-static_assert(kSmemBytes <= kSmemLimitSm90, "fits an H100/H200 CTA");
+static_assert(kSmemBytes + kBarrierBytes <= kSmemLimitSm90, "fits an H100/H200 CTA");
 
 // ---- the pipeline ----
 // k-tile kt uses stage kt % kStages; its barriers are in phase kt / kStages, so waits use parity

@@ -1,4 +1,5 @@
 #include "trainers/eval/probe.h"
+#include "core/autocast.h"
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -111,6 +112,7 @@ LinearClassifier fit_linear(const Tensor& x, const std::vector<int64_t>& y, int6
 }  // namespace
 
 Metrics probe(const FeatureSet& train, const FeatureSet& test, const ProbeOptions& o, uint64_t seed) {
+  AutocastGuard f32_probe(std::nullopt);  // the classifier and the similarities in f32, whatever encoded the features
   Metrics out;
   const int64_t classes = class_count(train, test);
   out["eval/probe_train_samples"] = double(train.labels.size());

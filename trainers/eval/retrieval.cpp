@@ -1,4 +1,5 @@
 #include "trainers/eval/retrieval.h"
+#include "core/autocast.h"
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -105,6 +106,7 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTo
                              const DataSpec& data, int64_t max_samples) {
   Metrics out;
   Module& model = *towers.model;
+  const std::optional<DType> autocast = autocast_dtype();  // the towers encode in the caller's precision
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
@@ -142,6 +144,9 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTo
     seen += take;
   }
   LOOM_CHECK(seen > 0, data.manifest, ": no evaluation examples could be read");
+  // The metrics themselves in f32 on the CPU, whatever precision encoded the features (a bf16
+  // similarity would tie near neighbours and bias every recall).
+  AutocastGuard f32_metrics(std::nullopt);
   Tensor img = ops::cat(img_feats, 0), lab = ops::cat(labels, 0);
 
   if (r.zeroshot) {
@@ -150,7 +155,11 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTo
     for (const auto& name : classes) {
       std::vector<std::string> prompts;
       for (const auto& t : r.zeroshot_templates) prompts.push_back(fill_template(t, name));
-      Tensor f = towers.encode_text(tok.encode_batch(prompts, towers.context).to(model.device())).to(DType::f32).to(Device::cpu());
+      Tensor f;
+      {
+        AutocastGuard as_trained(autocast);  // the text tower computes as in training
+        f = towers.encode_text(tok.encode_batch(prompts, towers.context).to(model.device())).to(DType::f32).to(Device::cpu());
+      }
       cls.push_back(ops::l2_normalize(ops::mean(f, {0}), -1));
     }
     Tensor weights = ops::stack(cls, 0);                        // [C, E]
