@@ -10,51 +10,34 @@ namespace loom {
 #ifdef LOOM_WITH_CUDA
 namespace cu = kernels::cuda;
 
-struct Uploader::Staging {
+struct Uploader::Slots {
   struct Buffer {
-    void* host = nullptr;
-    size_t bytes = 0;
-    cu::EventHandle done = nullptr;  // recorded on the side stream after this buffer's last copy
-    bool used = false;
+    Tensor device;       // owned while the slot lives: its block is never reused by the allocator meanwhile
+    void* host = nullptr;  // pinned staging
+    size_t host_bytes = 0;
+  };
+  struct Slot {
+    std::map<std::string, Buffer> buffers;
+    cu::EventHandle copied = nullptr;    // side stream: this slot's copies are done
+    cu::EventHandle released = nullptr;  // compute stream: the work on this slot's batch has run
+    bool release_pending = false;        // `released` recorded and not yet waited on
   };
   int device = 0;
   cu::StreamHandle side = nullptr;
-  cu::EventHandle compute_point = nullptr;  // where the compute stream was when dst was allocated
-  std::vector<Buffer> buffers;
+  cu::EventHandle compute_point = nullptr;
+  Slot slot[2];
+  int next = 0;               // the slot the next upload fills
+  int last_uploaded = -1, last_taken = -1;
 
-  // A pinned buffer of at least `bytes` whose previous copy has finished.
-  Buffer& take(size_t bytes) {
-    for (Buffer& b : buffers)
-      if (b.bytes >= bytes && (!b.used || cu::event_query(b.done))) return b;
-    // Pool limit: a few batches' worth of tensors in flight; past it, wait for the oldest copy.
-    constexpr size_t kMaxBuffers = 16;
-    if (buffers.size() >= kMaxBuffers) {
-      Buffer& b = buffers.front();
-      cu::event_synchronize(b.done);
-      if (b.bytes < bytes) {
-        cu::host_free_pinned(b.host);
-        b.host = nullptr;  // not dangling if the allocation below throws
-        b.bytes = 0;
-        b.host = cu::host_malloc_pinned(bytes);
-        b.bytes = bytes;
-      }
-      return b;
-    }
-    Buffer b;
-    b.host = cu::host_malloc_pinned(bytes);
-    b.bytes = bytes;
-    b.done = cu::event_create(false);
-    buffers.push_back(b);
-    return buffers.back();
-  }
-
-  ~Staging() {
+  ~Slots() {
     // Destructors must not throw: a failure here (a lost device) leaves the memory to the driver.
     try {
       if (side) cu::stream_synchronize(side);
-      for (Buffer& b : buffers) {
-        if (b.host) cu::host_free_pinned(b.host);
-        cu::event_destroy(b.done);
+      for (Slot& s : slot) {
+        for (auto& [_, b] : s.buffers)
+          if (b.host) cu::host_free_pinned(b.host);
+        if (s.copied) cu::event_destroy(s.copied);
+        if (s.released) cu::event_destroy(s.released);
       }
       if (compute_point) cu::event_destroy(compute_point);
       if (side) cu::stream_destroy(side);
@@ -63,18 +46,22 @@ struct Uploader::Staging {
   }
 };
 #else
-struct Uploader::Staging {};
+struct Uploader::Slots {};
 #endif
 
 Uploader::Uploader(Device device) : device_(device) {
 #ifdef LOOM_WITH_CUDA
   if (device.is_cuda()) {
-    staging_ = std::make_unique<Staging>();
-    staging_->device = device.index;
+    slots_ = std::make_unique<Slots>();
+    slots_->device = device.index;
     const int previous = cu::current_device();
     cu::set_device(device.index);
-    staging_->side = cu::stream_create();
-    staging_->compute_point = cu::event_create(false);
+    slots_->side = cu::stream_create();
+    slots_->compute_point = cu::event_create(false);
+    for (auto& s : slots_->slot) {
+      s.copied = cu::event_create(false);
+      s.released = cu::event_create(false);
+    }
     cu::set_device(previous);
   }
 #else
@@ -84,37 +71,88 @@ Uploader::Uploader(Device device) : device_(device) {
 
 Uploader::~Uploader() = default;
 
-Tensor Uploader::upload(const Tensor& t) {
-  LOOM_CHECK(t.device().is_cpu(), "Uploader::upload: ", t.describe(), " is not on the CPU");
-  if (device_.is_cpu()) return t.detach();
+Uploader::Tensors Uploader::upload(const Tensors& host) {
+  for (const auto& [key, t] : host)
+    LOOM_CHECK(t.device().is_cpu(), "Uploader::upload: '", key, "' is ", t.describe(), ", not on the CPU");
+  Tensors out;
+  if (device_.is_cpu()) {
+    for (const auto& [key, t] : host) out[key] = t.detach();
+    return out;
+  }
 #ifdef LOOM_WITH_CUDA
-  Tensor src = t.detach().contiguous();
-  // Allocated on the compute stream (the caching allocator ties the block to it), filled on the side stream.
-  Tensor dst = Tensor::empty(src.shape(), src.dtype(), device_);
-  const size_t n = size_t(src.numel()) * dtype_size(src.dtype());
-  if (n == 0) return dst;
-  Staging& s = *staging_;
-  Staging::Buffer& buf = s.take(n);
-  std::memcpy(buf.host, src.raw_data(), n);
+  Slots& S = *slots_;
+  Slots::Slot& slot = S.slot[S.next];
   const cu::StreamHandle compute = cu::current_stream();
-  // dst's block may have been freed by kernels still queued on the compute stream (the caching
-  // allocator reuses blocks in that stream's order): the side stream starts after them.
-  cu::event_record(s.compute_point, compute);
-  cu::stream_wait_event(s.side, s.compute_point);
-  cu::set_current_stream(s.side);
+  // The host may refill this slot's pinned buffers once its previous copies are done, and the side
+  // stream may overwrite its device buffers once the compute stream has run the work on them.
+  cu::event_synchronize(slot.copied);
+  if (slot.release_pending) {
+    cu::stream_wait_event(S.side, slot.released);
+    slot.release_pending = false;
+  }
+  bool fresh_blocks = false;
+  for (const auto& [key, t] : host) {
+    Slots::Buffer& b = slot.buffers[key];
+    if (!b.device.defined() || !(b.device.shape() == t.shape()) || b.device.dtype() != t.dtype()) {
+      b.device = Tensor::empty(t.shape(), t.dtype(), device_);  // a block the compute stream may still be using
+      fresh_blocks = true;
+    }
+    const size_t n = size_t(t.numel()) * dtype_size(t.dtype());
+    if (b.host_bytes < n) {
+      if (b.host) cu::host_free_pinned(b.host);
+      b.host = nullptr;  // not dangling if the allocation below throws
+      b.host_bytes = 0;
+      b.host = cu::host_malloc_pinned(n);
+      b.host_bytes = n;
+    }
+  }
+  for (auto it = slot.buffers.begin(); it != slot.buffers.end();) {  // keys this batch does not have
+    if (host.count(it->first)) {
+      ++it;
+      continue;
+    }
+    if (it->second.host) cu::host_free_pinned(it->second.host);
+    it = slot.buffers.erase(it);
+  }
+  if (fresh_blocks) {  // a new block was freed by compute-stream work that may still be queued
+    cu::event_record(S.compute_point, compute);
+    cu::stream_wait_event(S.side, S.compute_point);
+  }
+  cu::set_current_stream(S.side);
   try {
-    cu::memcpy_async(dst.raw_data(), buf.host, n, cu::CopyKind::host_to_device);
-    cu::event_record(buf.done, s.side);
+    for (const auto& [key, t] : host) {
+      Slots::Buffer& b = slot.buffers[key];
+      const Tensor src = t.detach().contiguous();
+      const size_t n = size_t(src.numel()) * dtype_size(src.dtype());
+      if (n) {
+        std::memcpy(b.host, src.raw_data(), n);
+        cu::memcpy_async(b.device.raw_data(), b.host, n, cu::CopyKind::host_to_device);
+      }
+      out[key] = b.device;
+    }
+    cu::event_record(slot.copied, S.side);
   } catch (...) {
     cu::set_current_stream(compute);
     throw;
   }
   cu::set_current_stream(compute);
-  buf.used = true;
-  cu::stream_wait_event(compute, buf.done);
-  return dst;
-#else
-  return t.detach();
+  S.last_uploaded = S.next;
+  S.next ^= 1;
+#endif
+  return out;
+}
+
+void Uploader::taken() {
+#ifdef LOOM_WITH_CUDA
+  if (!slots_) return;
+  Slots& S = *slots_;
+  if (S.last_taken >= 0 && S.last_taken != S.last_uploaded) {
+    Slots::Slot& done = S.slot[S.last_taken];
+    cu::event_record(done.released, cu::current_stream());
+    done.release_pending = true;
+  }
+  if (S.last_uploaded >= 0) cu::stream_wait_event(cu::current_stream(), S.slot[S.last_uploaded].copied);  // sees the whole batch
+  S.last_taken = S.last_uploaded;
 #endif
 }
 

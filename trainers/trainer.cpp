@@ -295,6 +295,7 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
   lc.shard = comm_->rank();
   lc.shards = comm_->world();
   const bool text = std::find(s.task.needs.begin(), s.task.needs.end(), "text") != s.task.needs.end();
+  prefetched_.reset();  // never set across a stage's end; cleared for certain with the old loader
   loader_ = std::make_unique<data::Loader>(recipe_.data.at(s.data).rows, text ? run_.tokenizer.get() : nullptr, lc,
                                            saved ? saved->loader : data::LoaderPosition{});
   if (recipe_.explicit_stages && leader()) {
@@ -307,7 +308,7 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
 }
 
 void Trainer::save_checkpoint() {
-  const auto pos = loader_->position();
+  const auto pos = prefetched_ ? prefetched_at_ : loader_->position();  // a prefetched batch is not yet consumed
   json tasks = json::object();
   for (size_t k = 0; k < recipe_.stages.size(); ++k) tasks[recipe_.stages[k].name] = run_.tasks[k]->state();
   json st = {{"step", step_},
@@ -380,9 +381,26 @@ void Trainer::restore(const std::string& dir, Saved& out) {
 
 data::Batch Trainer::next_batch() {
   if (bench_batch_) return *bench_batch_;
-  data::Batch b = *loader_->next();
-  for (auto& [_, t] : b.tensors) t = uploader_->upload(t);
+  data::Batch b;
+  if (prefetched_) {
+    b = std::move(*prefetched_);
+    prefetched_.reset();
+  } else {
+    b = *loader_->next();
+    b.tensors = uploader_->upload(b.tensors);
+  }
+  uploader_->taken();
   return b;
+}
+
+void Trainer::prefetch_next_batch() {
+  // On a GPU the next step's first batch is read and copied while this step's work runs; not past
+  // the stage's end (the next stage has its own loader). Checkpoints save the position before it.
+  if (!device_.is_cuda() || bench_batch_ || prefetched_ || step_ + 1 >= ends_[stage_]) return;
+  prefetched_at_ = loader_->position();
+  data::Batch b = *loader_->next();
+  b.tensors = uploader_->upload(b.tensors);
+  prefetched_ = std::move(b);
 }
 
 double Trainer::train_step(double lr, Metrics* parts) {
@@ -453,6 +471,7 @@ double Trainer::train_step(double lr, Metrics* parts) {
     if (reduce) reducer_->finish();
     backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
   }
+  prefetch_next_batch();  // the step's work is queued: the next batch's copy runs beside it
   // The step's one host read-back: the losses and the gradient's squared global norm (after the
   // reduction, so every rank agrees), then summed over ranks.
   {

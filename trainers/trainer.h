@@ -90,8 +90,11 @@ class Trainer {
   double skip_step(const std::string& why);
   void restore(const std::string& checkpoint_dir, Saved& out);
   Metrics run_probe();
-  // The loader's next batch (or the held bench batch), its tensors on the training device.
+  // The prefetched batch, or the loader's next (or the held bench batch), its tensors on the
+  // training device.
   data::Batch next_batch();
+  // On a GPU: reads and uploads the next step's first batch while this step's work runs.
+  void prefetch_next_batch();
 
   bool leader() const { return comm_->rank() == 0; }  // writes, logs, evaluates
 
@@ -106,7 +109,9 @@ class Trainer {
   size_t stage_ = 0;
   Device device_;                       // train.device
   std::optional<DType> autocast_;       // train.precision: bf16
-  std::unique_ptr<Uploader> uploader_;  // batches to device_ (pinned staging, a side stream)
+  std::unique_ptr<Uploader> uploader_;  // batches to device_ (pinned staging, a side stream, two slots)
+  std::optional<data::Batch> prefetched_;  // the next step's first batch, already on device_
+  data::LoaderPosition prefetched_at_;     // the loader's position before it (what a checkpoint saves)
   std::unique_ptr<data::Loader> loader_;
   std::optional<data::Batch> bench_batch_;  // bench --in-memory: every step's batch (on device_), the loader stopped
   std::unique_ptr<AdamW> optim_;
