@@ -308,6 +308,7 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
 }
 
 void Trainer::save_checkpoint() {
+  flush_step_scalars();  // a step found non-finite stops the run before its weights are written
   const auto pos = prefetched_ ? prefetched_at_ : loader_->position();  // a prefetched batch is not yet consumed
   json tasks = json::object();
   for (size_t k = 0; k < recipe_.stages.size(); ++k) tasks[recipe_.stages[k].name] = run_.tasks[k]->state();
@@ -403,7 +404,7 @@ void Trainer::prefetch_next_batch() {
   prefetched_ = std::move(b);
 }
 
-double Trainer::train_step(double lr, Metrics* parts) {
+void Trainer::train_step(double lr) {
   Task& task = *run_.tasks[stage_];
   const StageSpec& stage = recipe_.stages[stage_];
   optim_->zero_grad();
@@ -472,6 +473,7 @@ double Trainer::train_step(double lr, Metrics* parts) {
     backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
   }
   prefetch_next_batch();  // the step's work is queued: the next batch's copy runs beside it
+  if (defer_scalars()) return deferred_step_end(lr, readback, part_names, stage.task.type);
   // The step's one host read-back: the losses and the gradient's squared global norm (after the
   // reduction, so every rank agrees), then summed over ranks.
   {
@@ -515,14 +517,80 @@ double Trainer::train_step(double lr, Metrics* parts) {
     return skip_step(what);
   }
   if (recipe_.clip_grad_norm > 0) scale_grads_to(params_, norm, recipe_.clip_grad_norm);
-  for (auto& [k, v] : step_parts) (*parts)[k] += v;
-  (*parts)["train/grad_norm"] += norm;
+  for (auto& [k, v] : step_parts) window_.parts[k] += v;
+  window_.parts["train/grad_norm"] += norm;
+  window_.loss_sum += total / double(recipe_.grad_accum);
+  ++window_.loss_steps;
   optim_->step(lr);
   task.after_step();
-  return total / double(recipe_.grad_accum);
 }
 
-double Trainer::skip_step(const std::string& why) {
+bool Trainer::defer_scalars() const {
+  return (device_.is_cuda() || defer_scalars_) && comm_->world() == 1 && recipe_.on_nonfinite == "stop";
+}
+
+void Trainer::deferred_step_end(double lr, const std::vector<Tensor>& readback, const std::vector<std::string>& part_names,
+                                const std::string& task_type) {
+  Task& task = *run_.tasks[stage_];
+  {
+    NoGradGuard ng;
+    // Per micro-batch [loss, parts...] (each times its share), averaged over the micro-batches,
+    // then the gradient's global norm: the same numbers the read-back path computes on the host.
+    const int64_t per = 1 + int64_t(part_names.size());
+    Tensor v = ops::stack(readback, 0).reshape({recipe_.grad_accum, per});
+    Tensor means = ops::mul(ops::sum(v, {0}), 1.0 / double(recipe_.grad_accum));
+    Tensor norm_sq = grad_norm_squared(params_);
+    Tensor norm = ops::sqrt(norm_sq.defined() ? norm_sq : Tensor::zeros({}, DType::f64, device_)).reshape({1});
+    if (recipe_.clip_grad_norm > 0) {
+      // scale_grads_to on the device: g · max/(norm + 1e-6) where norm > max, unchanged elsewhere.
+      const double max = recipe_.clip_grad_norm;
+      Tensor factor = ops::where(ops::gt(norm, max), ops::rdiv(max, ops::add(norm, 1e-6)), Tensor::ones({1}, DType::f64, device_))
+                          .reshape({});  // a scalar: the product keeps each gradient's shape (0-d ones too)
+      for (const Tensor& p : params_) {
+        Tensor g = p.grad();
+        if (g.defined()) g.copy_(ops::mul(g, factor.to(g.dtype())));
+      }
+    }
+    pending_.push_back({step_ + 1, ops::cat({means, norm}, 0), part_names, task_type});
+  }
+  optim_->step(lr);
+  task.after_step();
+  // Bounded: a divergence is found within this many steps even with a long log_every.
+  if (pending_.size() >= 64) flush_step_scalars();
+}
+
+void Trainer::flush_step_scalars() {
+  if (pending_.empty()) return;
+  std::vector<Tensor> all;
+  for (const PendingStep& p : pending_) all.push_back(p.values);
+  std::vector<PendingStep> pending = std::move(pending_);
+  pending_.clear();
+  const std::vector<double> v = ops::cat(all, 0).to_vector<double>();  // one read-back for all of them
+  size_t at = 0;
+  for (const PendingStep& p : pending) {
+    const double* x = v.data() + at;
+    at += p.part_names.size() + 2;
+    const char* when = " (found when the step's numbers were read back, up to log_every steps later: no "
+                       "checkpoint or evaluation has used the weights since)";
+    for (size_t k = 0; k < p.part_names.size(); ++k)
+      if (!std::isfinite(x[1 + k]))
+        throw Error(str_cat("step ", p.step, ": the loss ", p.part_names[k], " of task ", p.task_type, " is ",
+                            std::isnan(x[1 + k]) ? "nan" : (x[1 + k] > 0 ? "inf" : "-inf"), when,
+                            "; stopping before it spoils the weights (lower optim.lr, set train.clip_grad_norm, or "
+                            "train.detect_anomaly: true to find the op)"));
+    const double norm = x[1 + p.part_names.size()];
+    if (!std::isfinite(norm))
+      throw Error(str_cat("step ", p.step, ": the gradient is not finite (its global norm is ", norm, ", the loss was ",
+                          x[0], ")", when, "; stopping before it spoils the weights (train.detect_anomaly: true names "
+                          "the op)"));
+    window_.loss_sum += x[0];
+    ++window_.loss_steps;
+    for (size_t k = 0; k < p.part_names.size(); ++k) window_.parts["train/" + p.part_names[k]] += x[1 + k];
+    window_.parts["train/grad_norm"] += norm;
+  }
+}
+
+void Trainer::skip_step(const std::string& why) {
   // train.on_nonfinite: skip_step. Nothing moves: gradients are dropped before the optimizer, its
   // moments and step count, and the task's after-step work; the data was consumed.
   optim_->zero_grad();
@@ -531,7 +599,6 @@ double Trainer::skip_step(const std::string& why) {
     progress_.finish_line();
     std::cerr << "loom: " << why << "; step skipped (" << skipped_steps_ << " so far)\n";
   }
-  return std::nan("");
 }
 
 Metrics Trainer::evaluate() {
@@ -564,37 +631,35 @@ void Trainer::train(int64_t stop_at) {
     return t.to_vector<int64_t>()[0];
   };
   auto t0 = clock::now(), window = t0;
-  int64_t window_steps = 0, loss_steps = 0, skipped_reported = 0;
-  double loss_sum = 0;
-  Metrics part_sums;
+  int64_t window_steps = 0, skipped_reported = 0;
+  window_ = Window{};
   const int64_t first = step_;
   const int64_t until = stop_at >= 0 ? std::min(stop_at, total) : total;
   while (step_ < until) {
     if (step_ >= ends_[stage_] && stage_ + 1 < ends_.size()) {  // the next stage: its task, data, optimizer
       enter_stage(stage_ + 1, nullptr);
       window = clock::now();
-      window_steps = loss_steps = 0;
-      loss_sum = 0;
-      part_sums.clear();
+      window_steps = 0;
+      window_ = Window{};
     }
     const StageSpec& s = recipe_.stages[stage_];
     const int64_t start = stage_ ? ends_[stage_ - 1] : 0;
     const std::string tag = recipe_.explicit_stages ? s.name : "";
     const double lr = scheduled_lr(s.schedule, s.optim.lr, step_ - start, s.steps);
-    const double step_loss = train_step(lr, &part_sums);
-    if (!std::isnan(step_loss)) loss_sum += step_loss, ++loss_steps;  // NaN: a skipped step
+    train_step(lr);  // adds to window_ (a skipped step adds nothing), or leaves its numbers on the device
     ++step_;
     ++window_steps;
     const bool last = step_ == until, stage_end = step_ == ends_[stage_];
     if (step_ % std::max<int64_t>(1, recipe_.log_every) == 0 || last || stage_end) {
+      flush_step_scalars();  // a GPU run's one synchronisation in log_every steps
       auto now = clock::now();
       const double secs = std::chrono::duration<double>(now - window).count();
       const double sps = double(window_steps * recipe_.data.at(s.data).batch_size * recipe_.grad_accum) / std::max(secs, 1e-9);
       const double elapsed = std::chrono::duration<double>(now - t0).count();
       const double eta = elapsed / double(step_ - first) * double(total - step_);
       Metrics m{{"train/lr", lr}, {"train/samples_per_s", sps}};
-      if (loss_steps > 0) m["train/loss"] = loss_sum / double(loss_steps);
-      for (auto& [k, v] : part_sums) m[k] = v / double(std::max<int64_t>(1, loss_steps));
+      if (window_.loss_steps > 0) m["train/loss"] = window_.loss_sum / double(window_.loss_steps);
+      for (auto& [k, v] : window_.parts) m[k] = v / double(std::max<int64_t>(1, window_.loss_steps));
       if (skipped_steps_ > 0) m["train/skipped_steps"] = double(skipped_steps_);
       for (auto& [k, v] : run_.tasks[stage_]->train_metrics()) m[k] = v;
       const int64_t skipped = skipped_everywhere();
@@ -607,13 +672,13 @@ void Trainer::train(int64_t stop_at) {
         progress_.report(step_, total, tag, m.count("train/loss") ? m["train/loss"] : std::nan(""), lr, sps, eta);
       }
       window = now;
-      window_steps = loss_steps = 0;
-      loss_sum = 0;
-      part_sums.clear();
+      window_steps = 0;
+      window_ = Window{};
     }
     const bool do_eval = recipe_.eval_every > 0 && (step_ % recipe_.eval_every == 0 || stage_end);
     // Rank 0 evaluates (every rank holds the same weights); the others wait at the next collective.
     if (do_eval && (run_.tasks[stage_]->evaluates() || recipe_.has_probe) && leader()) {
+      flush_step_scalars();  // no evaluation of weights a non-finite step has touched
       Metrics m = evaluate();
       metrics_->write(step_, m, tag);
       progress_.finish_line();
@@ -628,18 +693,19 @@ void Trainer::train(int64_t stop_at) {
 double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, BenchTimes* times, bool in_memory) {
   using clock = std::chrono::steady_clock;
   const StageSpec& s = recipe_.stages[stage_];
-  Metrics parts;
-  for (int64_t i = 0; i < warmup; ++i) train_step(s.optim.lr, &parts);
+  for (int64_t i = 0; i < warmup; ++i) train_step(s.optim.lr);
   if (in_memory) {
     bench_batch_ = next_batch();
     loader_.reset();  // joins its workers: nothing else runs beside the timed steps
-    train_step(s.optim.lr, &parts);  // one more warm-up, on the held batch
+    train_step(s.optim.lr);  // one more warm-up, on the held batch
   }
+  flush_step_scalars();  // the warm-up's work done (and checked) before the clock starts
   if (profile) profiler::start();
   backward_s_ = 0;
   const double wait0 = reducer_ ? reducer_->wait_seconds() : 0;
   auto t0 = clock::now();
-  for (int64_t i = 0; i < steps; ++i) train_step(s.optim.lr, &parts);
+  for (int64_t i = 0; i < steps; ++i) train_step(s.optim.lr);
+  flush_step_scalars();  // waits for the device: the timed steps' work is done
   const double secs = std::chrono::duration<double>(clock::now() - t0).count();
   if (times) {
     const double n = double(std::max<int64_t>(1, steps));

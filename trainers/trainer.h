@@ -79,15 +79,26 @@ class Trainer {
   const std::string& run_dir() const { return run_dir_; }
   void save_checkpoint();
   distributed::Communicator& comm() const { return *comm_; }
+  // For tests: the GPU's way of handling a step's numbers (left on the device, read back at log
+  // points; with on_nonfinite: stop and one process) also on the CPU.
+  void set_defer_step_scalars(bool on) { defer_scalars_ = on; }
   const distributed::GradReducer* reducer() const { return reducer_.get(); }
 
  private:
   struct Saved;  // what restore() read from a checkpoint
   void enter_stage(size_t k, const Saved* saved);
-  // One optimizer step (grad_accum micro-batches); the mean loss, or NaN when the step was skipped
-  // (train.on_nonfinite: skip_step).
-  double train_step(double lr, Metrics* parts);
-  double skip_step(const std::string& why);
+  // One optimizer step (grad_accum micro-batches). Its loss, parts and gradient norm go to window_
+  // (nothing for a step skipped under train.on_nonfinite: skip_step), read back once per step; or,
+  // on a GPU with on_nonfinite: stop, they stay on the device (pending_) until flush_step_scalars.
+  void train_step(double lr);
+  void skip_step(const std::string& why);
+  bool defer_scalars() const;
+  void deferred_step_end(double lr, const std::vector<Tensor>& readback, const std::vector<std::string>& part_names,
+                         const std::string& task_type);
+  // Reads every pending step's numbers back at once (one synchronisation) into window_; throws for
+  // the first non-finite one, naming its step. Called at log points, before evaluations and
+  // checkpoints, every 64 steps and at the end of bench.
+  void flush_step_scalars();
   void restore(const std::string& checkpoint_dir, Saved& out);
   Metrics run_probe();
   // The prefetched batch, or the loader's next (or the held bench batch), its tensors on the
@@ -113,6 +124,20 @@ class Trainer {
   std::optional<data::Batch> prefetched_;  // the next step's first batch, already on device_
   data::LoaderPosition prefetched_at_;     // the loader's position before it (what a checkpoint saves)
   std::unique_ptr<data::Loader> loader_;
+  struct Window {  // the steps since the last log line
+    double loss_sum = 0;
+    int64_t loss_steps = 0;
+    Metrics parts;  // sums of train/<part> and train/grad_norm
+  };
+  Window window_;
+  struct PendingStep {  // a step whose numbers are still on the device
+    int64_t step;
+    Tensor values;  // f64 [loss, parts..., gradient norm]
+    std::vector<std::string> part_names;
+    std::string task_type;
+  };
+  std::vector<PendingStep> pending_;
+  bool defer_scalars_ = false;  // set_defer_step_scalars
   std::optional<data::Batch> bench_batch_;  // bench --in-memory: every step's batch (on device_), the loader stopped
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;

@@ -504,6 +504,67 @@ TEST(Trainer, NonFiniteLossStopsOrSkipsTheStep) {
   fs::remove_all(data);
 }
 
+// A GPU step leaves its numbers on the device and reads them back at log points only (no
+// synchronisation in between). Forced on the CPU here: the same run gives the same metrics line for
+// line (clipping included, done on the device), and a divergence still stops, naming the first
+// non-finite step, before any checkpoint holds its weights.
+TEST(Trainer, StepNumbersReadBackAtLogPointsOnly) {
+  fs::path data = make_dataset("deferred");
+  auto run = [&](const std::string& dir, bool deferred, const std::string& yaml) {
+    Config c = Config::parse(yaml, "deferred.yaml");
+    Recipe r = Recipe::from(c);
+    r.eval_every = 0;
+    Trainer t(r, c, (data / dir).string(), false);
+    t.set_defer_step_scalars(deferred);
+    t.train();
+  };
+  std::string yaml = recipe_text(data, 24);
+  yaml.replace(yaml.find("log_every: 1}"), 13, "log_every: 5, clip_grad_norm: 0.5}");
+  run("now", false, yaml);
+  run("later", true, yaml);
+  auto lines = [&](const std::string& dir) {
+    std::vector<nlohmann::json> out;
+    std::ifstream f(data / dir / "metrics.jsonl");
+    for (std::string line; std::getline(f, line);) {
+      auto j = nlohmann::json::parse(line);
+      j.erase("train/samples_per_s");
+      j.erase("time");
+      out.push_back(j);
+    }
+    return out;
+  };
+  const auto now = lines("now"), later = lines("later");
+  ASSERT_EQ(now.size(), 5u);  // steps 5, 10, 15, 20, 24
+  ASSERT_EQ(later.size(), now.size());
+  for (size_t i = 0; i < now.size(); ++i) {
+    for (const char* k : {"train/loss", "train/grad_norm", "train/infonce"})
+      EXPECT_NEAR(later[i].at(k).get<double>(), now[i].at(k).get<double>(), 1e-6 * std::abs(now[i].at(k).get<double>()))
+          << k << " at line " << i;
+  }
+  // Divergence: found at the first read-back after it, named by its step; the checkpoint written at
+  // each earlier step is whole, and none exists for the bad step or after it.
+  std::string bad = recipe_text(data, 12);
+  bad.replace(bad.find("lr: 3.0e-3"), 10, "lr: 1.0e+4");
+  bad.replace(bad.find("warmup_steps: 5"), 15, "warmup_steps: 0");
+  bad.replace(bad.find("checkpoint_every: 10"), 20, "checkpoint_every: 1");
+  bad.replace(bad.find("keep: 2"), 7, "keep: 20");
+  bad.replace(bad.find("log_every: 1}"), 13, "log_every: 6}");
+  std::string err;
+  try {
+    run("diverges", true, bad);
+  } catch (const Error& e) {
+    err = e.what();
+  }
+  ASSERT_NE(err.find("step "), std::string::npos) << "the run did not diverge: " << err;
+  EXPECT_NE(err.find("stopping before it spoils the weights"), std::string::npos) << err;
+  const int64_t bad_step = std::stoll(err.substr(err.find("step ") + 5));
+  EXPECT_FALSE(fs::exists(checkpoint_dir((data / "diverges").string(), bad_step))) << err;
+  if (bad_step > 1) {
+    EXPECT_TRUE(fs::exists(checkpoint_dir((data / "diverges").string(), bad_step - 1))) << err;
+  }
+  fs::remove_all(data);
+}
+
 // Found by fuzz_recipe: YAML lets a list or a mapping be a key; a recipe says so instead of letting
 // yaml-cpp's conversion error escape.
 TEST(Trainer, ComplexYamlKeysAreConfigErrors) {
