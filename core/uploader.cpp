@@ -21,6 +21,7 @@ struct Uploader::Slots {
     cu::EventHandle copied = nullptr;    // side stream: this slot's copies are done
     cu::EventHandle released = nullptr;  // compute stream: the work on this slot's batch has run
     bool release_pending = false;        // `released` recorded and not yet waited on
+    bool fresh_blocks = false;           // new device blocks: wait for the compute stream before writing
   };
   int device = 0;
   cu::StreamHandle side = nullptr;
@@ -90,12 +91,11 @@ Uploader::Tensors Uploader::upload(const Tensors& host) {
     cu::stream_wait_event(S.side, slot.released);
     slot.release_pending = false;
   }
-  bool fresh_blocks = false;
   for (const auto& [key, t] : host) {
     Slots::Buffer& b = slot.buffers[key];
     if (!b.device.defined() || !(b.device.shape() == t.shape()) || b.device.dtype() != t.dtype()) {
       b.device = Tensor::empty(t.shape(), t.dtype(), device_);  // a block the compute stream may still be using
-      fresh_blocks = true;
+      slot.fresh_blocks = true;  // kept until the wait is queued, even if this call throws before it
     }
     const size_t n = size_t(t.numel()) * dtype_size(t.dtype());
     if (b.host_bytes < n) {
@@ -114,9 +114,10 @@ Uploader::Tensors Uploader::upload(const Tensors& host) {
     if (it->second.host) cu::host_free_pinned(it->second.host);
     it = slot.buffers.erase(it);
   }
-  if (fresh_blocks) {  // a new block was freed by compute-stream work that may still be queued
+  if (slot.fresh_blocks) {  // a new block was freed by compute-stream work that may still be queued
     cu::event_record(S.compute_point, compute);
     cu::stream_wait_event(S.side, S.compute_point);
+    slot.fresh_blocks = false;
   }
   cu::set_current_stream(S.side);
   try {
@@ -128,7 +129,7 @@ Uploader::Tensors Uploader::upload(const Tensors& host) {
         std::memcpy(b.host, src.raw_data(), n);
         cu::memcpy_async(b.device.raw_data(), b.host, n, cu::CopyKind::host_to_device);
       }
-      out[key] = b.device;
+      out[key] = b.device.detach();  // a new handle: nothing a consumer sets on it reaches the slot
     }
     cu::event_record(slot.copied, S.side);
   } catch (...) {

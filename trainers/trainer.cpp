@@ -12,6 +12,9 @@
 #include "core/json_integer.h"
 #include "trainers/checkpoint.h"
 #include "trainers/pretrained.h"
+#ifdef LOOM_WITH_CUDA
+#include "kernels/cuda/cuda.h"
+#endif
 
 namespace loom {
 namespace fs = std::filesystem;
@@ -296,6 +299,7 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
   lc.shards = comm_->world();
   const bool text = std::find(s.task.needs.begin(), s.task.needs.end(), "text") != s.task.needs.end();
   prefetched_.reset();  // never set across a stage's end; cleared for certain with the old loader
+  prefetch_error_ = nullptr;
   loader_ = std::make_unique<data::Loader>(recipe_.data.at(s.data).rows, text ? run_.tokenizer.get() : nullptr, lc,
                                            saved ? saved->loader : data::LoaderPosition{});
   if (recipe_.explicit_stages && leader()) {
@@ -309,7 +313,8 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
 
 void Trainer::save_checkpoint() {
   flush_step_scalars();  // a step found non-finite stops the run before its weights are written
-  const auto pos = prefetched_ ? prefetched_at_ : loader_->position();  // a prefetched batch is not yet consumed
+  // A prefetched batch (or one whose read failed) is not yet consumed.
+  const auto pos = prefetched_ || prefetch_error_ ? prefetched_at_ : loader_->position();
   json tasks = json::object();
   for (size_t k = 0; k < recipe_.stages.size(); ++k) tasks[recipe_.stages[k].name] = run_.tasks[k]->state();
   json st = {{"step", step_},
@@ -382,6 +387,11 @@ void Trainer::restore(const std::string& dir, Saved& out) {
 
 data::Batch Trainer::next_batch() {
   if (bench_batch_) return *bench_batch_;
+  if (prefetch_error_) {  // the prefetch's read failed: the step that needs the batch reports it
+    std::exception_ptr e = prefetch_error_;
+    prefetch_error_ = nullptr;
+    std::rethrow_exception(e);
+  }
   data::Batch b;
   if (prefetched_) {
     b = std::move(*prefetched_);
@@ -397,11 +407,19 @@ data::Batch Trainer::next_batch() {
 void Trainer::prefetch_next_batch() {
   // On a GPU the next step's first batch is read and copied while this step's work runs; not past
   // the stage's end (the next stage has its own loader). Checkpoints save the position before it.
-  if (!device_.is_cuda() || bench_batch_ || prefetched_ || step_ + 1 >= ends_[stage_]) return;
+  if (!device_.is_cuda() || bench_batch_ || prefetched_ || prefetch_error_ || step_ + 1 >= ends_[stage_] ||
+      step_ + 1 >= until_)
+    return;
   prefetched_at_ = loader_->position();
-  data::Batch b = *loader_->next();
-  b.tensors = uploader_->upload(b.tensors);
-  prefetched_ = std::move(b);
+  try {
+    data::Batch b = *loader_->next();
+    b.tensors = uploader_->upload(b.tensors);
+    prefetched_ = std::move(b);
+  } catch (...) {
+    // A batch that cannot be read (on_error: fail) fails the step that needs it, as without the
+    // prefetch: this step still completes and is checkpointed as due.
+    prefetch_error_ = std::current_exception();
+  }
 }
 
 void Trainer::train_step(double lr) {
@@ -472,8 +490,8 @@ void Trainer::train_step(double lr) {
     if (reduce) reducer_->finish();
     backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
   }
-  prefetch_next_batch();  // the step's work is queued: the next batch's copy runs beside it
   if (defer_scalars()) return deferred_step_end(lr, readback, part_names, stage.task.type);
+  prefetch_next_batch();  // the step's backward is queued: the next batch's copy runs beside it
   // The step's one host read-back: the losses and the gradient's squared global norm (after the
   // reduction, so every rank agrees), then summed over ranks.
   {
@@ -525,6 +543,12 @@ void Trainer::train_step(double lr) {
   task.after_step();
 }
 
+void Trainer::synchronize_device() const {
+#ifdef LOOM_WITH_CUDA
+  if (device_.is_cuda()) kernels::cuda::device_synchronize();
+#endif
+}
+
 bool Trainer::defer_scalars() const {
   return (device_.is_cuda() || defer_scalars_) && comm_->world() == 1 && recipe_.on_nonfinite == "stop";
 }
@@ -534,11 +558,8 @@ void Trainer::deferred_step_end(double lr, const std::vector<Tensor>& readback, 
   Task& task = *run_.tasks[stage_];
   {
     NoGradGuard ng;
-    // Per micro-batch [loss, parts...] (each times its share), averaged over the micro-batches,
-    // then the gradient's global norm: the same numbers the read-back path computes on the host.
-    const int64_t per = 1 + int64_t(part_names.size());
-    Tensor v = ops::stack(readback, 0).reshape({recipe_.grad_accum, per});
-    Tensor means = ops::mul(ops::sum(v, {0}), 1.0 / double(recipe_.grad_accum));
+    // Per micro-batch [loss, parts...] (each times its share), then the gradient's global norm:
+    // what the read-back path reads, so the flush can add them up in the same order.
     Tensor norm_sq = grad_norm_squared(params_);
     Tensor norm = ops::sqrt(norm_sq.defined() ? norm_sq : Tensor::zeros({}, DType::f64, device_)).reshape({1});
     if (recipe_.clip_grad_norm > 0) {
@@ -546,47 +567,68 @@ void Trainer::deferred_step_end(double lr, const std::vector<Tensor>& readback, 
       const double max = recipe_.clip_grad_norm;
       Tensor factor = ops::where(ops::gt(norm, max), ops::rdiv(max, ops::add(norm, 1e-6)), Tensor::ones({1}, DType::f64, device_))
                           .reshape({});  // a scalar: the product keeps each gradient's shape (0-d ones too)
+      std::map<DType, Tensor> factor_as;  // converted once per gradient dtype
       for (const Tensor& p : params_) {
         Tensor g = p.grad();
-        if (g.defined()) g.copy_(ops::mul(g, factor.to(g.dtype())));
+        if (!g.defined()) continue;
+        Tensor& f = factor_as[g.dtype()];
+        if (!f.defined()) f = factor.to(g.dtype());
+        g.copy_(ops::mul(g, f));
       }
     }
-    pending_.push_back({step_ + 1, ops::cat({means, norm}, 0), part_names, task_type});
+    pending_.push_back({step_ + 1, ops::cat({ops::stack(readback, 0), norm}, 0), part_names, task_type});
   }
   optim_->step(lr);
   task.after_step();
+  prefetch_next_batch();  // the step's work, optimizer included, is queued: the copy runs beside it
   // Bounded: a divergence is found within this many steps even with a long log_every.
   if (pending_.size() >= 64) flush_step_scalars();
 }
 
 void Trainer::flush_step_scalars() {
+  if (!diverged_.empty()) throw Error(diverged_);  // no weights a non-finite step touched are used
   if (pending_.empty()) return;
   std::vector<Tensor> all;
   for (const PendingStep& p : pending_) all.push_back(p.values);
+  const std::vector<double> v = ops::cat(all, 0).to_vector<double>();  // one read-back for all of them
   std::vector<PendingStep> pending = std::move(pending_);
   pending_.clear();
-  const std::vector<double> v = ops::cat(all, 0).to_vector<double>();  // one read-back for all of them
+  const char* when = " (found when the step's numbers were read back, at the next log point, checkpoint or evaluation "
+                     "or within 64 steps: none of these has used the weights since)";
   size_t at = 0;
   for (const PendingStep& p : pending) {
+    // The read-back path's host arithmetic, in its order: per micro-batch, then over them.
+    const size_t per = p.part_names.size() + 1, G = size_t(recipe_.grad_accum);
     const double* x = v.data() + at;
-    at += p.part_names.size() + 2;
-    const char* when = " (found when the step's numbers were read back, up to log_every steps later: no "
-                       "checkpoint or evaluation has used the weights since)";
-    for (size_t k = 0; k < p.part_names.size(); ++k)
-      if (!std::isfinite(x[1 + k]))
-        throw Error(str_cat("step ", p.step, ": the loss ", p.part_names[k], " of task ", p.task_type, " is ",
-                            std::isnan(x[1 + k]) ? "nan" : (x[1 + k] > 0 ? "inf" : "-inf"), when,
+    at += G * per + 1;
+    double total = 0;
+    Metrics step_parts;
+    for (size_t a = 0; a < G; ++a) {
+      for (size_t k = 0; k < p.part_names.size(); ++k) {
+        const double pv = x[a * per + 1 + k];
+        if (std::isfinite(pv)) {
+          step_parts["train/" + p.part_names[k]] += pv / double(G);
+          continue;
+        }
+        diverged_ = str_cat("step ", p.step, ": the loss ", p.part_names[k], " of task ", p.task_type, " is ",
+                            std::isnan(pv) ? "nan" : (pv > 0 ? "inf" : "-inf"), when,
                             "; stopping before it spoils the weights (lower optim.lr, set train.clip_grad_norm, or "
-                            "train.detect_anomaly: true to find the op)"));
-    const double norm = x[1 + p.part_names.size()];
-    if (!std::isfinite(norm))
-      throw Error(str_cat("step ", p.step, ": the gradient is not finite (its global norm is ", norm, ", the loss was ",
-                          x[0], ")", when, "; stopping before it spoils the weights (train.detect_anomaly: true names "
-                          "the op)"));
-    window_.loss_sum += x[0];
-    ++window_.loss_steps;
-    for (size_t k = 0; k < p.part_names.size(); ++k) window_.parts["train/" + p.part_names[k]] += x[1 + k];
+                            "train.detect_anomaly: true to find the op)");
+        throw Error(diverged_);
+      }
+      total += x[a * per];
+    }
+    const double norm = x[G * per];
+    if (!std::isfinite(norm)) {
+      diverged_ = str_cat("step ", p.step, ": the gradient is not finite (its global norm is ", norm, ", the loss was ",
+                          total / double(G), ")", when, "; stopping before it spoils the weights (train.detect_anomaly: "
+                          "true names the op)");
+      throw Error(diverged_);
+    }
+    for (auto& [k, val] : step_parts) window_.parts[k] += val;
     window_.parts["train/grad_norm"] += norm;
+    window_.loss_sum += total / double(G);
+    ++window_.loss_steps;
   }
 }
 
@@ -602,6 +644,7 @@ void Trainer::skip_step(const std::string& why) {
 }
 
 Metrics Trainer::evaluate() {
+  if (!diverged_.empty()) throw Error(diverged_);  // a deferred step went non-finite: these weights are spoiled
   AutocastGuard autocast(autocast_);  // evaluation computes as training does
   const StageSpec& s = recipe_.stages[stage_];
   EvalEnv env;
@@ -635,6 +678,7 @@ void Trainer::train(int64_t stop_at) {
   window_ = Window{};
   const int64_t first = step_;
   const int64_t until = stop_at >= 0 ? std::min(stop_at, total) : total;
+  until_ = until;  // no batch is prefetched for a step this call does not take
   while (step_ < until) {
     if (step_ >= ends_[stage_] && stage_ + 1 < ends_.size()) {  // the next stage: its task, data, optimizer
       enter_stage(stage_ + 1, nullptr);
@@ -699,13 +743,15 @@ double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, Bench
     loader_.reset();  // joins its workers: nothing else runs beside the timed steps
     train_step(s.optim.lr);  // one more warm-up, on the held batch
   }
-  flush_step_scalars();  // the warm-up's work done (and checked) before the clock starts
+  flush_step_scalars();  // the warm-up checked
+  synchronize_device();  // and its work done before the clock starts
   if (profile) profiler::start();
   backward_s_ = 0;
   const double wait0 = reducer_ ? reducer_->wait_seconds() : 0;
   auto t0 = clock::now();
   for (int64_t i = 0; i < steps; ++i) train_step(s.optim.lr);
-  flush_step_scalars();  // waits for the device: the timed steps' work is done
+  flush_step_scalars();
+  synchronize_device();  // the timed steps' work done before the clock stops
   const double secs = std::chrono::duration<double>(clock::now() - t0).count();
   if (times) {
     const double n = double(std::max<int64_t>(1, steps));

@@ -3,6 +3,7 @@
 // checkpoints and exact resume. It knows no modality and no loss: those are the tasks'
 // (trainers/tasks/task.h).
 #pragma once
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -99,6 +100,7 @@ class Trainer {
   // the first non-finite one, naming its step. Called at log points, before evaluations and
   // checkpoints, every 64 steps and at the end of bench.
   void flush_step_scalars();
+  void synchronize_device() const;  // waits for the GPU's queued work (nothing on the CPU)
   void restore(const std::string& checkpoint_dir, Saved& out);
   Metrics run_probe();
   // The prefetched batch, or the loader's next (or the held bench batch), its tensors on the
@@ -132,12 +134,15 @@ class Trainer {
   Window window_;
   struct PendingStep {  // a step whose numbers are still on the device
     int64_t step;
-    Tensor values;  // f64 [loss, parts..., gradient norm]
+    Tensor values;  // f64: per micro-batch [share·loss, share·parts...], then the gradient norm
     std::vector<std::string> part_names;
     std::string task_type;
   };
   std::vector<PendingStep> pending_;
   bool defer_scalars_ = false;  // set_defer_step_scalars
+  std::string diverged_;        // set when a deferred step was found non-finite: the weights are spoiled
+  std::exception_ptr prefetch_error_;  // a prefetched read that failed, rethrown by the step needing it
+  int64_t until_ = INT64_MAX;          // the step this train() call stops at
   std::optional<data::Batch> bench_batch_;  // bench --in-memory: every step's batch (on device_), the loader stopped
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;

@@ -506,8 +506,9 @@ TEST(Trainer, NonFiniteLossStopsOrSkipsTheStep) {
 
 // A GPU step leaves its numbers on the device and reads them back at log points only (no
 // synchronisation in between). Forced on the CPU here: the same run gives the same metrics line for
-// line (clipping included, done on the device), and a divergence still stops, naming the first
-// non-finite step, before any checkpoint holds its weights.
+// line, bitwise (gradient accumulation and clipping included, the clipping done on the device), and
+// a divergence still stops, naming the first non-finite step, before any checkpoint holds its
+// weights; the Trainer then refuses to evaluate or checkpoint them.
 TEST(Trainer, StepNumbersReadBackAtLogPointsOnly) {
   fs::path data = make_dataset("deferred");
   auto run = [&](const std::string& dir, bool deferred, const std::string& yaml) {
@@ -519,7 +520,7 @@ TEST(Trainer, StepNumbersReadBackAtLogPointsOnly) {
     t.train();
   };
   std::string yaml = recipe_text(data, 24);
-  yaml.replace(yaml.find("log_every: 1}"), 13, "log_every: 5, clip_grad_norm: 0.5}");
+  yaml.replace(yaml.find("log_every: 1}"), 13, "log_every: 5, clip_grad_norm: 0.5, grad_accum: 3}");
   run("now", false, yaml);
   run("later", true, yaml);
   auto lines = [&](const std::string& dir) {
@@ -537,9 +538,9 @@ TEST(Trainer, StepNumbersReadBackAtLogPointsOnly) {
   ASSERT_EQ(now.size(), 5u);  // steps 5, 10, 15, 20, 24
   ASSERT_EQ(later.size(), now.size());
   for (size_t i = 0; i < now.size(); ++i) {
+    // Bitwise: the same sums in the same order (grad_accum 3 divides inexactly), the same clipping.
     for (const char* k : {"train/loss", "train/grad_norm", "train/infonce"})
-      EXPECT_NEAR(later[i].at(k).get<double>(), now[i].at(k).get<double>(), 1e-6 * std::abs(now[i].at(k).get<double>()))
-          << k << " at line " << i;
+      EXPECT_EQ(later[i].at(k).get<double>(), now[i].at(k).get<double>()) << k << " at line " << i;
   }
   // Divergence: found at the first read-back after it, named by its step; the checkpoint written at
   // each earlier step is whole, and none exists for the bad step or after it.
@@ -561,6 +562,16 @@ TEST(Trainer, StepNumbersReadBackAtLogPointsOnly) {
   EXPECT_FALSE(fs::exists(checkpoint_dir((data / "diverges").string(), bad_step))) << err;
   if (bad_step > 1) {
     EXPECT_TRUE(fs::exists(checkpoint_dir((data / "diverges").string(), bad_step - 1))) << err;
+  }
+  {  // a caller that catches the error cannot go on to use the spoiled weights
+    Config c = Config::parse(bad, "deferred.yaml");
+    Recipe r = Recipe::from(c);
+    r.eval_every = 0;
+    Trainer t(r, c, (data / "caught").string(), false);
+    t.set_defer_step_scalars(true);
+    EXPECT_THROW(t.train(), Error);
+    EXPECT_THROW(t.save_checkpoint(), Error);
+    EXPECT_THROW(t.evaluate(), Error);
   }
   fs::remove_all(data);
 }
