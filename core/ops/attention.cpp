@@ -6,6 +6,7 @@
 // fused q/k/v projection as it comes out of the GEMM, so its gradient lands in one buffer.
 #include <atomic>
 #include <cmath>
+#include <optional>
 #include "core/ops/common.h"
 #ifdef LOOM_WITH_CUDA
 #include "kernels/cuda/flash_attention.h"
@@ -110,6 +111,10 @@ Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const Attenti
 }
 
 
+double scale_of(const Tensor& q, const AttentionOptions& opt) {
+  return opt.scale.value_or(1.0 / std::sqrt(double(q.size(3))));
+}
+
 #ifdef LOOM_WITH_CUDA
 // The hand-written CUDA flash kernels (kernels/cuda/flash_attention.cu), when chosen
 // (kernels.attention: flash) and they take these tensors; an undefined tensor otherwise, and the
@@ -118,62 +123,114 @@ kernels::cuda::FlashTensor flash_tensor(const Tensor& t) {
   return {t.raw_data(), t.strides()[0], t.strides()[1], t.strides()[2]};
 }
 
-Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, double scale) {
-  if (!q.device().is_cuda() || attention_kernel() != AttentionKernel::flash) return Tensor();
-  if (q.dtype() != DType::bf16 && q.dtype() != DType::f16) return Tensor();
-  if (v.size(3) != q.size(3) || (opt.bias.defined() && opt.bias.requires_grad())) return Tensor();
-  for (const Tensor* t : {&q, &k, &v})
-    if (t->strides()[3] != 1 && t->size(3) > 1) return Tensor();
-  const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), Sk = k.size(2), D = q.size(3);
-  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
-  Tensor out = Tensor::empty({B, Sq, H, D}, q.dtype(), q.device()).permute({0, 2, 1, 3});
-  Tensor lse = Tensor::empty({B, H, Sq}, DType::f32, q.device());
+// One forward through the flash kernels, with what its backward needs.
+struct FlashRun {
   kernels::cuda::FlashParams p;
+  Tensor qd, kd, vd, out, lse, mask, bias;  // kept alive for the pointers in p
+};
+
+// The forward into `out` (a [B, H, Sq, D] view of fresh storage), or nothing when the kernels are
+// not chosen or do not take these tensors (the caller composes).
+// Whether the flash kernels are chosen and may take these tensors (the alignment rules are the
+// kernels' own, checked once the parameters are built).
+bool flash_may_apply(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
+  if (!q.device().is_cuda() || attention_kernel() != AttentionKernel::flash) return false;
+  if (q.dtype() != DType::bf16 && q.dtype() != DType::f16) return false;
+  if (v.size(3) != q.size(3) || (opt.bias.defined() && opt.bias.requires_grad())) return false;
+  for (const Tensor* t : {&q, &k, &v})
+    if (t->strides()[3] != 1 && t->size(3) > 1) return false;
+  return true;
+}
+
+std::optional<FlashRun> flash_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt,
+                                      double scale, const Tensor& out) {
+  if (!flash_may_apply(q, k, v, opt)) return std::nullopt;
+  FlashRun r;
+  const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), Sk = k.size(2), D = q.size(3);
+  r.qd = q.detach(), r.kd = k.detach(), r.vd = v.detach(), r.out = out.detach();
+  r.lse = Tensor::empty({B, H, Sq}, DType::f32, q.device());
+  kernels::cuda::FlashParams& p = r.p;
   p.dtype = q.dtype();
   p.B = B, p.H = H, p.Sq = Sq, p.Sk = Sk, p.D = D;
-  p.q = flash_tensor(qd), p.k = flash_tensor(kd), p.v = flash_tensor(vd), p.out = flash_tensor(out);
-  p.lse = lse.data_ptr<float>();
+  p.q = flash_tensor(r.qd), p.k = flash_tensor(r.kd), p.v = flash_tensor(r.vd), p.out = flash_tensor(r.out);
+  p.lse = r.lse.data_ptr<float>();
   p.scale = float(scale);
   p.causal = opt.causal;
-  Tensor mask = opt.key_padding_mask, bias = opt.bias.defined() ? opt.bias.detach() : Tensor();
-  if (mask.defined()) {
-    p.key_padding = static_cast<const uint8_t*>(mask.raw_data());
-    p.key_padding_stride_b = mask.strides()[0];
-    p.key_padding_stride_k = mask.strides()[1];
+  r.mask = opt.key_padding_mask;
+  r.bias = opt.bias.defined() ? opt.bias.detach() : Tensor();
+  if (r.mask.defined()) {
+    p.key_padding = static_cast<const uint8_t*>(r.mask.raw_data());
+    p.key_padding_stride_b = r.mask.strides()[0];
+    p.key_padding_stride_k = r.mask.strides()[1];
   }
-  if (bias.defined()) {
-    const kernels::View bv = broadcast_view(bias, {B, H, Sq, Sk});
+  if (r.bias.defined()) {
+    const kernels::View bv = broadcast_view(r.bias, {B, H, Sq, Sk});
     p.bias = bv.data;
     p.bias_stride_b = bv.strides[0], p.bias_stride_h = bv.strides[1], p.bias_stride_q = bv.strides[2], p.bias_stride_k = bv.strides[3];
   }
-  if (!kernels::cuda::flash_attention_supported(p, false)) return Tensor();
+  if (!kernels::cuda::flash_attention_supported(p, false)) return std::nullopt;
   (profiler::KernelScope("flash_attention_forward"),
    cuda_kernel("flash_attention_forward", [&] { kernels::cuda::flash_attention_forward(p); }));
-  return autograd::record("scaled_dot_product_attention", {q, k, v}, out, [p, qd, kd, vd, out = out.detach(), lse, mask, bias](const Tensor& g) {
-    kernels::cuda::FlashParams b = p;
-    // The kernels read dout rows as unit-stride: an expanded gradient (sum's backward) is not.
-    Tensor gd = g.size(3) <= 1 || g.strides()[3] == 1 ? g : g.contiguous();
+  return r;
+}
+
+// The backward of a flash forward for the output gradient g ([B, H, Sq, D]): dk and dv written into
+// the given views (fresh storage or slices of one packed gradient); dQ returned as the kernels add
+// it up, in f32.
+Tensor flash_backward(const FlashRun& r, const Tensor& g, const Tensor& dk, const Tensor& dv) {
+  kernels::cuda::FlashParams b = r.p;
+  // The kernels read dout rows as unit-stride: an expanded gradient (sum's backward) is not.
+  Tensor gd = g.size(3) <= 1 || g.strides()[3] == 1 ? g : g.contiguous();
+  b.dout = flash_tensor(gd);
+  Tensor dq_accum = Tensor::zeros({b.B, b.H, b.Sq, b.D}, DType::f32, gd.device());
+  Tensor delta = Tensor::empty({b.B, b.H, b.Sq}, DType::f32, gd.device());
+  b.dk = flash_tensor(dk), b.dv = flash_tensor(dv);
+  b.dq_accum = dq_accum.data_ptr<float>();
+  b.delta = delta.data_ptr<float>();
+  if (!kernels::cuda::flash_attention_supported(b, true)) {  // an odd gradient layout: rows made aligned
+    gd = g.contiguous();
     b.dout = flash_tensor(gd);
-    Tensor dq_accum = Tensor::zeros({p.B, p.H, p.Sq, p.D}, DType::f32, gd.device());
-    Tensor delta = Tensor::empty({p.B, p.H, p.Sq}, DType::f32, gd.device());
-    Tensor dk = Tensor::empty(kd.shape(), kd.dtype(), kd.device()), dv = Tensor::empty(vd.shape(), vd.dtype(), vd.device());
-    b.dk = flash_tensor(dk), b.dv = flash_tensor(dv);
-    b.dq_accum = dq_accum.data_ptr<float>();
-    b.delta = delta.data_ptr<float>();
-    if (!kernels::cuda::flash_attention_supported(b, true)) {  // an odd gradient layout: rows made aligned
-      gd = g.contiguous();
-      b.dout = flash_tensor(gd);
-    }
-    (profiler::KernelScope("flash_attention_backward"),
-     cuda_kernel("flash_attention_backward", [&] { kernels::cuda::flash_attention_backward(b); }));
-    return std::vector<Tensor>{dq_accum.to(qd.dtype()), dk, dv};
+  }
+  LOOM_CHECK(kernels::cuda::flash_attention_supported(b, true), "flash attention backward: the gradient buffers are not "
+             "aligned as the forward's were (dk ", dk.describe(), ", dv ", dv.describe(), ")");
+  (profiler::KernelScope("flash_attention_backward"),
+   cuda_kernel("flash_attention_backward", [&] { kernels::cuda::flash_attention_backward(b); }));
+  return dq_accum;
+}
+
+Tensor flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, double scale) {
+  if (!flash_may_apply(q, k, v, opt)) return Tensor();
+  Tensor out = Tensor::empty({q.size(0), q.size(2), q.size(1), q.size(3)}, q.dtype(), q.device()).permute({0, 2, 1, 3});
+  std::optional<FlashRun> run = flash_forward(q, k, v, opt, scale, out);
+  if (!run) return Tensor();
+  return autograd::record("scaled_dot_product_attention", {q, k, v}, out, [r = std::move(*run)](const Tensor& g) {
+    Tensor dk = Tensor::empty(r.kd.shape(), r.kd.dtype(), r.kd.device());
+    Tensor dv = Tensor::empty(r.vd.shape(), r.vd.dtype(), r.vd.device());
+    Tensor dq_accum = flash_backward(r, g, dk, dv);
+    return std::vector<Tensor>{dq_accum.to(r.qd.dtype()), dk, dv};
+  });
+}
+
+// self_attention_packed through the flash kernels: dK and dV written straight into their slices of
+// one [B, S, 3, H, D] gradient, dQ converted into the first.
+Tensor flash_packed(const Tensor& qkv, const AttentionOptions& opt) {
+  auto part = [](const Tensor& t, int64_t i) { return t.select(2, i).permute({0, 2, 1, 3}); };
+  const Tensor d = qkv.detach();
+  const Tensor q = part(d, 0), k = part(d, 1), v = part(d, 2);
+  if (!flash_may_apply(q, k, v, opt)) return Tensor();
+  validate(q, k, v, opt);
+  const int64_t B = qkv.size(0), S = qkv.size(1), H = qkv.size(3), Dh = qkv.size(4);
+  Tensor out = Tensor::empty({B, S, H, Dh}, qkv.dtype(), qkv.device());
+  std::optional<FlashRun> run = flash_forward(q, k, v, opt, scale_of(q, opt), out.permute({0, 2, 1, 3}));
+  if (!run) return Tensor();
+  return autograd::record("self_attention_packed", {qkv}, out, [r = std::move(*run), part](const Tensor& g) {
+    Tensor dqkv = Tensor::empty({r.p.B, r.p.Sq, 3, r.p.H, r.p.D}, r.qd.dtype(), r.qd.device());
+    Tensor dq_accum = flash_backward(r, g.permute({0, 2, 1, 3}), part(dqkv, 1), part(dqkv, 2));
+    LOOM_KERNEL(dqkv.device(), copy, dq_accum.view_desc(), part(dqkv, 0).view_desc());  // f32 -> the input dtype
+    return std::vector<Tensor>{dqkv};
   });
 }
 #endif
-
-double scale_of(const Tensor& q, const AttentionOptions& opt) {
-  return opt.scale.value_or(1.0 / std::sqrt(double(q.size(3))));
-}
 
 }  // namespace
 
@@ -223,6 +280,9 @@ Tensor self_attention_packed(const Tensor& qkv_in, const AttentionOptions& opt_i
     fail("self_attention_packed", "qkv must be [B, S, 3, H, D]", {{"qkv", qkv}});
   // [B, S, 3, H, D] -> q, k, v [B, H, S, D] (views)
   auto part = [](const Tensor& t, int64_t i) { return t.select(2, i).permute({0, 2, 1, 3}); };
+#ifdef LOOM_WITH_CUDA
+  if (Tensor o = flash_packed(qkv, opt); o.defined()) return o;
+#endif
   if (!fused_applies(qkv, opt)) {
     Tensor o = scaled_dot_product_attention(part(qkv, 0), part(qkv, 1), part(qkv, 2), opt);
     return o.permute({0, 2, 1, 3});
