@@ -111,10 +111,13 @@ TEST(TrainerCuda, Bf16LearnsAndItsCheckpointEvaluatesOnTheCpu) {
   const auto l = losses_of(data / "run");
   ASSERT_EQ(l.size(), 100u);
   EXPECT_LT((l[97] + l[98] + l[99]) / 3, 2.5);
-  // The checkpoint is device-free: evaluated on the CPU in f32 it gives about the same zero-shot.
+  // The checkpoint is device-free: evaluated on the CPU in f32 it gives about the same zero-shot,
+  // and `loom eval` of the GPU recipe (on the GPU, in bf16) what the trainer's evaluation gave.
   Config cc = Config::parse(recipe_text(data, 100, "cpu", "fp32"), "cpu.yaml");
   Metrics on_cpu = evaluate_recipe(Recipe::from(cc), (data / "run" / "checkpoints" / "latest").string());
   EXPECT_NEAR(on_cpu.at("eval/zeroshot_top1"), m.at("eval/zeroshot_top1"), 0.1);
+  Metrics on_gpu = evaluate_recipe(r, (data / "run" / "checkpoints" / "latest").string());
+  EXPECT_NEAR(on_gpu.at("eval/zeroshot_top1"), m.at("eval/zeroshot_top1"), 1e-9);
   fs::remove_all(data);
 }
 
