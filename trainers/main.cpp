@@ -255,13 +255,19 @@ int main(int argc, char** argv) {
       if (comm->rank() != 0) return 0;
       std::filesystem::remove_all(dir);
       std::cout << "loom bench " << r.name << ": " << sps << " samples/s (batch " << r.data.at(r.stages[0].data).batch_size << ", "
-                << a.steps << " steps; " << (a.in_memory ? "one batch in memory" : "batches from the loader")
-                << "; CPU f32 GEMM: " << kernels::cpu::sgemm_library() << ")\n";
+                << a.steps << " steps; " << (a.in_memory ? "one batch in memory" : "batches from the loader") << "; "
+                << (r.device == "cuda" ? str_cat("cuda ", r.precision, ", attention ", r.attention_kernel, ", gemm ",
+                                                 r.gemm_kernel)
+                                       : str_cat("CPU f32 GEMM: ", kernels::cpu::sgemm_library()))
+                << ")\n";
       std::cout << "  per step: " << times.step_ms << " ms, backward " << times.backward_ms << " ms";
       if (comm->world() > 1)
         std::cout << " (with the gradient all-reduce over " << comm->world() << " processes: " << times.comm_bytes
                   << " bytes in " << times.buckets << " buckets, " << times.comm_wait_ms << " ms waited for after backward"
                   << (r.overlap_comm ? "" : "; train.overlap_comm false") << ")";
+      if (times.peak_allocated > 0)
+        std::cout << "; GPU memory peak " << double(times.peak_allocated) / double(1 << 30) << " GiB allocated, "
+                  << double(times.peak_reserved) / double(1 << 30) << " GiB reserved";
       std::cout << "\n";
       if (a.profile) std::cout << "\n" << profile;
     }

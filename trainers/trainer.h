@@ -67,6 +67,7 @@ class Trainer {
   struct BenchTimes {
     double step_ms = 0, backward_ms = 0, comm_wait_ms = 0;
     int64_t comm_bytes = 0, buckets = 0;
+    size_t peak_allocated = 0, peak_reserved = 0;  // on a GPU: device memory over the timed steps
   };
   double bench(int64_t steps, int64_t warmup, std::string* profile = nullptr, BenchTimes* times = nullptr,
                bool in_memory = false);
