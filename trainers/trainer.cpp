@@ -568,12 +568,12 @@ void Trainer::deferred_step_end(double lr, const std::vector<Tensor>& readback, 
       Tensor factor = ops::where(ops::gt(norm, max), ops::rdiv(max, ops::add(norm, 1e-6)), Tensor::ones({1}, DType::f64, device_))
                           .reshape({});  // a scalar: the product keeps each gradient's shape (0-d ones too)
       std::map<DType, Tensor> factor_as;  // converted once per gradient dtype
-      for (const Tensor& p : params_) {
+      for (Tensor& p : params_) {
         Tensor g = p.grad();
         if (!g.defined()) continue;
         Tensor& f = factor_as[g.dtype()];
         if (!f.defined()) f = factor.to(g.dtype());
-        g.copy_(ops::mul(g, f));
+        p.set_grad(ops::mul(g, f));  // one pass: the scaled gradient replaces the old one
       }
     }
     pending_.push_back({step_ + 1, ops::cat({ops::stack(readback, 0), norm}, 0), part_names, task_type});

@@ -149,14 +149,13 @@ LOOM_HD inline float epilogue_value(float acc, float alpha, float beta, float c_
 
 }  // namespace mma_map
 
-// Pure host logic, the rules gemm_mma_supported applies before looking at the device (unit-tested
-// on CPU-only builds): dtype bf16 or f16; M, N, K >= 1; A, B, C non-null and 16-byte aligned;
-// A.ld, B.ld, ldc multiples of 8 and at least the stored row length (A: K, or M when transposed;
-// B: N, or K when transposed; C: N); bias null or 16-byte aligned; residual null or 16-byte aligned
-// with ld_residual a multiple of 8 and >= N; the tile count fits a 1-D grid (< 2^31).
-// Every layout (A.trans, B.trans) is accepted. C must not overlap A, B or bias (not checked).
-inline bool gemm_mma_layout_supported(DType dtype, int64_t M, int64_t N, int64_t K, GemmOperand A, GemmOperand B,
-                                      const void* C, int64_t ldc, const GemmEpilogue& e) {
+// The rules both hand-written GEMMs share, for a CTA tile of bm x bn (pure host logic): dtype bf16
+// or f16; M, N, K >= 1; A, B, C non-null and 16-byte aligned; A.ld, B.ld, ldc multiples of 8 and at
+// least the stored row length (A: K, or M when transposed; B: N, or K when transposed; C: N); bias
+// null or 16-byte aligned; residual null or 16-byte aligned with ld_residual a multiple of 8 and
+// >= N; the tile count fits a 1-D grid (< 2^31). C must not overlap A, B or bias (not checked).
+inline bool gemm_tile_rules(DType dtype, int64_t M, int64_t N, int64_t K, GemmOperand A, GemmOperand B, const void* C,
+                            int64_t ldc, const GemmEpilogue& e, int64_t bm, int64_t bn) {
   auto aligned = [](const void* p) { return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (dtype != DType::bf16 && dtype != DType::f16) return false;
   if (M < 1 || N < 1 || K < 1) return false;
@@ -165,9 +164,15 @@ inline bool gemm_mma_layout_supported(DType dtype, int64_t M, int64_t N, int64_t
   if (A.ld < (A.trans ? M : K) || B.ld < (B.trans ? K : N) || ldc < N) return false;
   if (e.bias != nullptr && !aligned(e.bias)) return false;
   if (e.residual != nullptr && (!aligned(e.residual) || e.ld_residual % 8 != 0 || e.ld_residual < N)) return false;
-  const int64_t m_tiles = (M + mma_map::kBM - 1) / mma_map::kBM, n_tiles = (N + mma_map::kBN - 1) / mma_map::kBN;
-  if (m_tiles > INT32_MAX / n_tiles) return false;  // blockIdx.x < 2^31
-  return true;
+  const int64_t m_tiles = (M + bm - 1) / bm, n_tiles = (N + bn - 1) / bn;
+  return m_tiles <= INT32_MAX / n_tiles;  // blockIdx.x < 2^31
+}
+
+// Pure host logic, the rules gemm_mma_supported applies before looking at the device (unit-tested
+// on CPU-only builds): gemm_tile_rules for its tile. Every layout (A.trans, B.trans) is accepted.
+inline bool gemm_mma_layout_supported(DType dtype, int64_t M, int64_t N, int64_t K, GemmOperand A, GemmOperand B,
+                                      const void* C, int64_t ldc, const GemmEpilogue& e) {
+  return gemm_tile_rules(dtype, M, N, K, A, B, C, ldc, e, mma_map::kBM, mma_map::kBN);
 }
 
 // gemm_mma_layout_supported, and the current device can run the kernel (an sm_80 or sm_90a image

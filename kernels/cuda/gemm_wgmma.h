@@ -163,30 +163,16 @@ LOOM_HD inline void cta_tile(int64_t pid, int64_t m_tiles, int64_t n_tiles, int6
 }  // namespace wgmma_map
 
 // Pure host logic, the rules gemm_wgmma_supported applies before looking at the device (unit-tested
-// on CPU-only builds):
-//  - dtype bf16 or f16; M, N, K >= 1 and each below 2^31 (TMA coordinates are signed 32-bit);
+// on CPU-only builds): gemm_tile_rules (gemm_mma.h) for its tile, and
+//  - M, N, K each below 2^31 (TMA coordinates are signed 32-bit);
 //  - layout: A not transposed and B transposed (the Linear forward) only;
-//  - A, B, C non-null and 16-byte aligned (TMA: 16-byte global address); A.ld, B.ld, ldc multiples of
-//    8 elements (TMA: row strides multiples of 16 bytes) and at least K, K, N; row strides below 2^40 B;
-//  - bias null or 16-byte aligned; residual null or 16-byte aligned with ld_residual a multiple of 8
-//    and >= N; the tile count fits a 1-D grid (< 2^31).
-// C must not overlap A, B or bias (not checked).
+//  - row strides below 2^40 bytes (the 16-byte alignment and ld multiples of 8 are TMA's needs too).
 inline bool gemm_wgmma_layout_supported(DType dtype, int64_t M, int64_t N, int64_t K, GemmOperand A, GemmOperand B,
                                         const void* C, int64_t ldc, const GemmEpilogue& e) {
-  auto aligned = [](const void* p) { return p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (dtype != DType::bf16 && dtype != DType::f16) return false;
-  if (M < 1 || N < 1 || K < 1 || M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return false;
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) return false;
   if (A.trans || !B.trans) return false;
-  if (!aligned(A.data) || !aligned(B.data) || !aligned(C)) return false;
-  if (A.ld % 8 != 0 || B.ld % 8 != 0 || ldc % 8 != 0) return false;
-  if (A.ld < K || B.ld < K || ldc < N) return false;
   if (A.ld >= (int64_t(1) << 39) || B.ld >= (int64_t(1) << 39)) return false;  // 2-byte elements: stride < 2^40 B
-  if (e.bias != nullptr && !aligned(e.bias)) return false;
-  if (e.residual != nullptr && (!aligned(e.residual) || e.ld_residual % 8 != 0 || e.ld_residual < N)) return false;
-  const int64_t m_tiles = (M + wgmma_map::kBM - 1) / wgmma_map::kBM;
-  const int64_t n_tiles = (N + wgmma_map::kBN - 1) / wgmma_map::kBN;
-  if (m_tiles > INT32_MAX / n_tiles) return false;  // blockIdx.x < 2^31
-  return true;
+  return gemm_tile_rules(dtype, M, N, K, A, B, C, ldc, e, wgmma_map::kBM, wgmma_map::kBN);
 }
 
 // gemm_wgmma_layout_supported, and the current device can run the kernel: compute capability exactly

@@ -20,22 +20,8 @@ namespace {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU"
 
 std::string recipe_text(const fs::path& data, int64_t steps, const std::string& device, const std::string& precision) {
-  const std::string d = data.string();
-  return "name: tiny\nseed: 3\n"
-         "model:\n  embed_dim: 16\n"
-         "  vision: {type: vit, image_size: 8, channels: 1, patch: 4, width: 32, layers: 1, heads: 2}\n"
-         "  text: {type: transformer, context: 8, width: 32, layers: 1, heads: 2}\n"
-         "tokenizer: {type: bpe, vocab_size: 64}\n"
-         "task: {type: contrastive, temperature_init: 0.1}\n"
-         "data:\n"
-         "  train: {manifest: " + d + "/train.jsonl, batch_size: 32, workers: 2}\n"
-         "  eval: {manifest: " + d + "/test.jsonl, batch_size: 64, workers: 1}\n"
-         "optim: {type: adamw, lr: 3.0e-3, weight_decay: 0.01, betas: [0.9, 0.98]}\n"
-         "schedule: {type: cosine, warmup_steps: 5}\n"
-         "train: {steps: " + std::to_string(steps) + ", checkpoint_every: 50, keep: 2, log_every: 1, device: " + device +
-         ", precision: " + precision + "}\n"
-         "eval:\n  zeroshot: {labels_from: " + d + "/classes.txt, templates: ['a {} picture']}\n"
-         "  retrieval: true\n";
+  return loom::testing::tiny_clip_recipe(
+      data, steps, "checkpoint_every: 50, keep: 2, log_every: 1, device: " + device + ", precision: " + precision);
 }
 
 }  // namespace

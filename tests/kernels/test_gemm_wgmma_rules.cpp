@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 #include "kernels/cuda/gemm_wgmma.h"
+#include "tests/kernels/gemm_check.h"
 #ifdef LOOM_GEMM_WGMMA_ON_CUDA
 #include <cuda_runtime.h>
 #include "kernels/cuda/cuda.h"
@@ -440,150 +441,13 @@ namespace {
 
 namespace kc = loom::kernels::cuda;
 
-uint16_t to_bits(DType t, float v) { return t == DType::bf16 ? bf16(v).bits : f16(v).bits; }
-double to_double(DType t, uint16_t bits) {
-  if (t == DType::bf16) {
-    bf16 x;
-    x.bits = bits;
-    return double(float(x));
-  }
-  f16 x;
-  x.bits = bits;
-  return double(float(x));
-}
-
-// A stored rows x cols matrix with leading dimension ld, (rows-1)*ld + cols elements; the gaps
-// between a row's end and the next row hold NaN.
-struct Matrix {
-  int64_t rows, cols, ld;
-  std::vector<uint16_t> v;
-};
-
-Matrix random_matrix(DType t, int64_t rows, int64_t cols, int64_t ld, std::mt19937& rng) {
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  Matrix m{rows, cols, ld, std::vector<uint16_t>(size_t((rows - 1) * ld + cols), to_bits(t, NAN))};
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      float x = u(rng);
-      if (to_double(t, to_bits(t, x)) == 0.0) x = 0.25f;  // never zeros
-      m.v[size_t(r * ld + c)] = to_bits(t, x);
-    }
-  return m;
-}
-
-int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
-
-struct DeviceBuffer {
-  void* p = nullptr;
-  size_t n = 0;
-  explicit DeviceBuffer(const std::vector<uint16_t>& host) : n(host.size() * 2) {
-    p = kc::device_malloc(n, kc::current_device());
-    kc::memcpy(p, host.data(), n, kc::CopyKind::host_to_device);
-  }
-  ~DeviceBuffer() { kc::device_free(p, kc::current_device()); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
-struct Case {
-  DType dtype = DType::bf16;
-  int64_t M = 0, N = 0, K = 0;
-  double alpha = 1, beta = 0;
-  bool bias = false, gelu = false, residual = false;
-  bool residual_is_c = false;
-  int64_t extra_ld = 0;
-  bool c_nan = false;
-};
-
-std::string describe(const Case& c) {
-  return std::string(loom::kernels::dtype_name(c.dtype)) + " M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) +
-         " K=" + std::to_string(c.K) + " alpha=" + std::to_string(c.alpha) + " beta=" + std::to_string(c.beta) +
-         (c.bias ? " bias" : "") + (c.gelu ? " gelu" : "") +
-         (c.residual ? (c.residual_is_c ? " residual=C" : " residual") : "") +
-         (c.extra_ld ? " extra_ld=" + std::to_string(c.extra_ld) : "");
-}
-
-// Runs gemm_wgmma on fresh random inputs (A [M][K], B [N][K]) and checks it against the double
-// reference, the padding of C (left alone) and, for beta == 0, that C's old contents were not read.
-void check(const Case& c, unsigned seed) {
-  SCOPED_TRACE(describe(c));
-  std::mt19937 rng(seed);
-  const DType t = c.dtype;
-  const Matrix A = random_matrix(t, c.M, c.K, round8(c.K) + c.extra_ld, rng);
-  const Matrix B = random_matrix(t, c.N, c.K, round8(c.K) + c.extra_ld, rng);
-  const int64_t ldc = round8(c.N) + c.extra_ld;
-  Matrix C = random_matrix(t, c.M, c.N, ldc, rng);
-  const uint16_t sentinel = to_bits(t, 12345.0f);
-  for (int64_t r = 0; r < c.M; ++r)
-    for (int64_t j = c.N; j < ldc && r * ldc + j < int64_t(C.v.size()); ++j) C.v[size_t(r * ldc + j)] = sentinel;
-  if (c.c_nan)
-    for (int64_t r = 0; r < c.M; ++r)
-      for (int64_t j = 0; j < c.N; ++j) C.v[size_t(r * ldc + j)] = to_bits(t, NAN);
-  const Matrix bias = random_matrix(t, 1, c.N, round8(c.N), rng);
-  const Matrix res = random_matrix(t, c.M, c.N, round8(c.N) + 8, rng);
-  const Matrix C_old = C;
-
-  {
-    DeviceBuffer a(A.v), b(B.v), cd(C.v), bd(bias.v), rd(res.v);
-    GemmEpilogue e;
-    e.alpha = c.alpha;
-    e.beta = c.beta;
-    e.gelu = c.gelu;
-    if (c.bias) e.bias = bd.p;
-    if (c.residual) {
-      e.residual = c.residual_is_c ? cd.p : rd.p;
-      e.ld_residual = c.residual_is_c ? ldc : res.ld;
-    }
-    const GemmOperand ga{a.p, false, A.ld}, gb{b.p, true, B.ld};
-    ASSERT_TRUE(kc::gemm_wgmma_supported(t, c.M, c.N, c.K, ga, gb, cd.p, ldc, e));
-    ASSERT_NO_THROW(kc::gemm_wgmma(t, c.M, c.N, c.K, ga, gb, cd.p, ldc, e));
-    kc::device_synchronize();
-    kc::memcpy(C.v.data(), cd.p, cd.n, kc::CopyKind::device_to_host);
-  }
-
-  const Matrix& R = c.residual_is_c ? C_old : res;
-  std::vector<double> ref(size_t(c.M * c.N));
-  double scale = 0;
-  for (int64_t i = 0; i < c.M; ++i)
-    for (int64_t j = 0; j < c.N; ++j) {
-      double s = 0;
-      for (int64_t k = 0; k < c.K; ++k)
-        s += to_double(t, A.v[size_t(i * A.ld + k)]) * to_double(t, B.v[size_t(j * B.ld + k)]);
-      double v = c.alpha * s;
-      if (c.beta != 0) v += c.beta * to_double(t, C_old.v[size_t(i * ldc + j)]);
-      if (c.bias) v += to_double(t, bias.v[size_t(j)]);
-      if (c.gelu) v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
-      if (c.residual) v += to_double(t, R.v[size_t(i * R.ld + j)]);
-      ref[size_t(i * c.N + j)] = v;
-      scale = std::max(scale, std::abs(v));
-    }
-  const double u = t == DType::bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
-  int64_t bad = 0;
-  for (int64_t i = 0; i < c.M; ++i)
-    for (int64_t j = 0; j < c.N; ++j) {
-      const double want = ref[size_t(i * c.N + j)], got = to_double(t, C.v[size_t(i * ldc + j)]);
-      const double tol = 2 * u * std::abs(want) + 1e-4 * scale, err = std::abs(got - want);
-      if (!(err <= tol) && bad++ < 5)
-        ADD_FAILURE() << "C[" << i << "][" << j << "] = " << got << ", reference " << want << " (tolerance " << tol << ")";
-    }
-  EXPECT_EQ(bad, 0) << "elements out of tolerance";
-  for (int64_t r = 0; r < c.M; ++r)
-    for (int64_t j = c.N; j < ldc && r * ldc + j < int64_t(C.v.size()); ++j)
-      ASSERT_EQ(C.v[size_t(r * ldc + j)], sentinel) << "padding C[" << r << "][" << j << "] was written";
-}
-
+using namespace loom::testing::gemm;
 constexpr DType kTypes[] = {DType::bf16, DType::f16};
-using Cases = std::vector<std::pair<Case, unsigned>>;
 
-void run_all(const Cases& cases) {
-  for (const auto& [c, seed] : cases) {
-    check(c, seed);
-    if (::testing::Test::HasFatalFailure()) return;
-  }
-}
+void run_all(const Cases& cases) { loom::testing::gemm::run_all(cases, on_cuda(kc::gemm_wgmma_supported, kc::gemm_wgmma)); }
 
 Case shape(DType t, int64_t M, int64_t N, int64_t K) {
-  Case c;
+  Case c;  // the layout gemm_wgmma takes: A [M][K], B [N][K]
   c.dtype = t, c.M = M, c.N = N, c.K = K;
   return c;
 }
