@@ -132,6 +132,33 @@ TEST(Distributed, ReducerSumsGradientsInBuckets) {
     for (float v : p.grad().to_vector<float>()) EXPECT_FLOAT_EQ(v, 9.0f) << name;
 }
 
+// Graphs may differ per rank (another task, data source or pair on each): a parameter only one rank's
+// graph reaches must still get the sum on both, or the replicas drift apart; one no rank reaches keeps
+// no gradient, as in one process.
+TEST(Distributed, ReducerSumsParametersOnlySomeRanksReach) {
+  Communicator& c = world();
+  std::vector<std::pair<std::string, Tensor>> params;
+  for (const char* n : {"a", "b", "unused"}) {
+    Tensor p = Tensor::ones({3});
+    p.set_requires_grad(true);
+    params.emplace_back(n, p);
+  }
+  for (bool overlap : {true, false}) {
+    for (auto& [_, p] : params) p.set_grad(Tensor());
+    distributed::GradReducer red(distributed::mpi(), params, 12, overlap);  // a bucket per parameter
+    red.arm();
+    // rank 0 reaches only a (gradient 2 per element), rank 1 only b (gradient 3)
+    const Tensor& reached = params[size_t(c.rank())].second;
+    ops::sum(ops::mul(reached, double(c.rank() + 2))).backward();
+    red.finish();
+    ASSERT_TRUE(params[0].second.grad().defined()) << "rank " << c.rank();
+    ASSERT_TRUE(params[1].second.grad().defined()) << "rank " << c.rank();
+    for (float v : params[0].second.grad().to_vector<float>()) EXPECT_FLOAT_EQ(v, 2.0f);
+    for (float v : params[1].second.grad().to_vector<float>()) EXPECT_FLOAT_EQ(v, 3.0f);
+    EXPECT_FALSE(params[2].second.grad().defined()) << "no rank reached it";
+  }
+}
+
 std::string recipe_text(const fs::path& data, int64_t steps, const std::string& task = "contrastive") {
   const std::string d = data.string();
   std::string r = "name: tiny_dp\nseed: 3\n"

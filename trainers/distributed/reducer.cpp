@@ -48,9 +48,11 @@ void GradReducer::plan() {
     bucket_of_[k] = int(buckets_.size() - 1);
     bytes += p.numel() * int64_t(dtype_size(p.dtype()));
   }
+  // After the gradients, one flag per member: 1 where this rank has a gradient for it. Summed with
+  // them, it says whether any rank had one (graphs may differ per rank: other tasks, sources, pairs).
   for (Bucket& b : buckets_) {
-    const int64_t n = b.offsets.back() + params_[b.members.back()].second.numel();
-    b.flat = Tensor::empty({n}, b.flat.dtype());
+    b.grads = b.offsets.back() + params_[b.members.back()].second.numel();
+    b.flat = Tensor::empty({b.grads + int64_t(b.members.size())}, b.flat.dtype());
   }
 }
 
@@ -85,6 +87,7 @@ void GradReducer::launch(Bucket& b) {
     char* dst = flat + size_t(b.offsets[m]) * esize;
     const size_t nbytes = size_t(p.numel()) * esize;
     Tensor g = p.grad();
+    set_flag(b, m, g.defined());
     if (!g.defined()) {
       std::memset(dst, 0, nbytes);
       continue;
@@ -110,17 +113,34 @@ void GradReducer::finish() {
     for (size_t m = 0; m < b.members.size(); ++m) {
       Tensor& p = params_[b.members[m]].second;
       Tensor g = p.grad();
+      // No rank's graph reached it: it stays without a gradient, as in one process (the optimizer skips it).
+      if (!any_flag(b, m)) continue;
       if (!g.defined() || !g.is_contiguous() || g.offset() != 0) {
-        // No gradient here (the graph did not reach it: zeros were sent), or one that is a view:
-        // the sum becomes a fresh gradient.
+        // No gradient on this rank (zeros were sent) while another rank has one, or one that is a
+        // view: the sum becomes a fresh gradient, so every replica takes the same step.
         Tensor fresh = Tensor::empty(p.shape(), p.dtype());
         std::memcpy(fresh.raw_data(), flat + size_t(b.offsets[m]) * esize, size_t(p.numel()) * esize);
-        if (g.defined() || seen_[b.members[m]]) p.set_grad(fresh);
+        p.set_grad(fresh);
         continue;
       }
       std::memcpy(g.raw_data(), flat + size_t(b.offsets[m]) * esize, size_t(p.numel()) * esize);
     }
   }
+}
+
+void GradReducer::set_flag(Bucket& b, size_t m, bool on) {
+  const int64_t at = b.grads + int64_t(m);
+  switch (b.flat.dtype()) {
+    case DType::f32: static_cast<float*>(b.flat.raw_data())[at] = on ? 1.0f : 0.0f; break;
+    case DType::f64: static_cast<double*>(b.flat.raw_data())[at] = on ? 1.0 : 0.0; break;
+    default: LOOM_CHECK(false, "GradReducer: parameters of dtype ", dtype_name(b.flat.dtype()), " are not reduced yet");
+  }
+}
+
+bool GradReducer::any_flag(const Bucket& b, size_t m) const {
+  const int64_t at = b.grads + int64_t(m);
+  if (b.flat.dtype() == DType::f32) return static_cast<const float*>(b.flat.raw_data())[at] > 0.5f;
+  return static_cast<const double*>(b.flat.raw_data())[at] > 0.5;
 }
 
 int64_t GradReducer::bytes_per_step() const {

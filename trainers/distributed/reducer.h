@@ -29,7 +29,8 @@ class GradReducer {
   // and arms the hooks. Backwards run while disarmed only accumulate.
   void arm();
   // After that backward: starts the buckets backward did not complete (parameters it gave no
-  // gradient count as zeros), waits for all, and writes the sums into .grad.
+  // gradient count as zeros), waits for all, and writes the sums into .grad of every parameter some
+  // rank has a gradient for (also where this rank has none); one no rank reached keeps none.
   void finish();
 
   size_t buckets() const { return buckets_.size(); }
@@ -40,12 +41,15 @@ class GradReducer {
   struct Bucket {
     std::vector<size_t> members;  // parameter indices
     std::vector<int64_t> offsets; // element offset of each member in `flat`
-    Tensor flat;
+    Tensor flat;        // the members' gradients, then one presence flag per member
+    int64_t grads = 0;  // elements of gradients in `flat` (the flags follow)
     size_t ready = 0;
     std::unique_ptr<Pending> pending;
     bool done = false;  // pending has completed (test() said so)
   };
   void on_gradient(size_t index);
+  void set_flag(Bucket& b, size_t member, bool has_gradient);
+  bool any_flag(const Bucket& b, size_t member) const;  // after the sum: some rank had a gradient
   void launch(Bucket& b);
   void plan();
 
