@@ -1,4 +1,5 @@
 #include "losses/contrastive.h"
+#include "core/autocast.h"
 
 #include <vector>
 
@@ -62,12 +63,16 @@ Tensor clip_loss(const Tensor& img_local, const Tensor& txt_local, const Tensor&
            {{"img_local", img_local}, {"img_all", img_all}, {"labels_local", labels_local}, {"labels_all", labels_all}});
   }
 
-  const DType dt = img_local.dtype();
-  Tensor ls = logit_scale.reshape({});
-  if (ls.dtype() != dt) ls = ls.to(dt);
+  // The similarities and the loss in f32 (f64 stays f64) whatever precision made the features: under
+  // bf16 autocast the logits' 8-bit mantissa would tie near negatives (a scale of 100 turns a bf16
+  // step of 2^-8 into 0.4 nats). Backward converts the gradient back to the features' dtype.
+  AutocastGuard f32_loss(std::nullopt);
+  const DType dt = img_local.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  auto as_dt = [dt](const Tensor& t) { return t.dtype() == dt ? t : t.to(dt); };
+  Tensor ls = as_dt(logit_scale.reshape({}));
   Tensor scale = ops::exp(ops::clamp(ls, std::nullopt, opt.max_logit_scale));
-  Tensor logits_img = ops::mul(ops::matmul(img_local, txt_all.transpose(0, 1)), scale);  // [n, N]
-  Tensor logits_txt = ops::mul(ops::matmul(txt_local, img_all.transpose(0, 1)), scale);  // [n, N]
+  Tensor logits_img = ops::mul(ops::matmul(as_dt(img_local), as_dt(txt_all).transpose(0, 1)), scale);  // [n, N]
+  Tensor logits_txt = ops::mul(ops::matmul(as_dt(txt_local), as_dt(img_all).transpose(0, 1)), scale);  // [n, N]
   Tensor li, lt;
   if (opt.same_label_positives) {
     Tensor q = label_targets(labels_local, labels_all, dt);

@@ -6,6 +6,8 @@
 #include <functional>
 #include <random>
 
+#include "core/autocast.h"
+#include "core/autograd.h"
 #include "core/safetensors.h"
 #include "losses/contrastive.h"
 
@@ -137,6 +139,32 @@ TEST(ClipLoss, MatchesReferenceSingleProcess) {
   o.max_logit_scale = 1.0;
   Tensor l = clip_loss(to_tensor(im), to_tensor(tx), Tensor::scalar(3.0, DType::f64), {}, o);
   EXPECT_NEAR(l.item<double>(), ref_clip(im, tx, im, tx, 0, 3.0, nullptr, nullptr, 1.0), 1e-12);
+}
+
+// Under bf16 autocast the features may arrive in bf16, and the similarity GEMM would be lowered to
+// bf16 too: the logits and the loss must still be computed in f32 (the bf16 features' exact values).
+TEST(ClipLoss, LogitsInF32UnderBf16Autocast) {
+  std::mt19937 rng(7);
+  const int64_t n = 64;
+  Mat im = random_unit_rows(n, 32, rng), tx = random_unit_rows(n, 32, rng);
+  // Near-duplicate texts: the negatives' similarities differ by less than a bf16 step.
+  for (int64_t i = 1; i < n; ++i) tx[size_t(i)] = tx[0], tx[size_t(i)][size_t(i % 32)] += 1e-3;
+  const Tensor ls = Tensor::scalar(std::log(100.0));
+  Tensor ib = to_tensor(im, DType::f32).to(DType::bf16), tb = to_tensor(tx, DType::f32).to(DType::bf16);
+  ib.set_requires_grad(true);
+  const double want = clip_loss(ib.to(DType::f32), tb.to(DType::f32), ls).item<double>();
+  Tensor got;
+  {
+    AutocastGuard bf16(DType::bf16);
+    got = clip_loss(ib, tb, ls);
+    Tensor got32 = clip_loss(ib.to(DType::f32), tb.to(DType::f32), ls);  // f32 features, autocast on
+    EXPECT_EQ(got32.item<double>(), want);
+  }
+  EXPECT_EQ(got.dtype(), DType::f32);
+  EXPECT_EQ(got.item<double>(), want);
+  got.backward();
+  ASSERT_TRUE(ib.grad().defined());
+  EXPECT_EQ(ib.grad().dtype(), DType::bf16);
 }
 
 TEST(ClipLoss, MatchesReferenceLocalAgainstGathered) {
