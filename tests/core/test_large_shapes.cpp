@@ -946,8 +946,9 @@ TEST(LargeThreads, FusedAttention) {
 // linear forward and backward at a transformer's shapes: the weight gradient is a GEMM with a
 // long inner dimension (2050 rows of tokens), which a GEMM library may split over threads. oneDNN's
 // sgemm does not (bitwise the same for any thread count); OpenBLAS 0.3.21 does (about two thirds of the
-// weight gradient's elements differ in the last bit between 1 and 2 threads), so with
-// LOOM_CPU_GEMM=openblas the weight gradient is only required to be close.
+// weight gradient's elements differ in the last bit between 1 and 2 threads), and on some CPUs (seen
+// on an AMD EPYC here, 2026-12-06) its partition of y and dx too, so with LOOM_CPU_GEMM=openblas the
+// GEMM outputs (and the bias gradient behind GELU) are only required to be close.
 TEST(LargeThreads, LinearForwardAndBackward) {
   const bool split_k = std::string(kernels::cpu::sgemm_library()) == "openblas";
   std::mt19937 rng(4242);
@@ -967,11 +968,18 @@ TEST(LargeThreads, LinearForwardAndBackward) {
   Out r1 = run(1);
   for (int t : kThreadCounts) {
     Out o = run(t);
-    EXPECT_TRUE(bitwise_equal(o.y, r1.y)) << "y, " << t << " threads";
-    EXPECT_TRUE(bitwise_equal(o.dx, r1.dx)) << "dx, " << t << " threads";
-    if (split_k) EXPECT_TRUE(all_close(o.dw, r1.dw, 1e-5)) << "dweight, " << t << " threads";
-    else EXPECT_TRUE(bitwise_equal(o.dw, r1.dw)) << "dweight, " << t << " threads";
-    EXPECT_TRUE(bitwise_equal(o.db, r1.db)) << "dbias, " << t << " threads";
+    if (split_k) {
+      EXPECT_TRUE(all_close(o.y, r1.y, 1e-5)) << "y, " << t << " threads";
+      EXPECT_TRUE(all_close(o.dx, r1.dx, 1e-5)) << "dx, " << t << " threads";
+      EXPECT_TRUE(all_close(o.dw, r1.dw, 1e-5)) << "dweight, " << t << " threads";
+      // the bias gradient passes through GELU' of the GEMM's pre-activation
+      EXPECT_TRUE(all_close(o.db, r1.db, 1e-5)) << "dbias, " << t << " threads";
+    } else {
+      EXPECT_TRUE(bitwise_equal(o.y, r1.y)) << "y, " << t << " threads";
+      EXPECT_TRUE(bitwise_equal(o.dx, r1.dx)) << "dx, " << t << " threads";
+      EXPECT_TRUE(bitwise_equal(o.dw, r1.dw)) << "dweight, " << t << " threads";
+      EXPECT_TRUE(bitwise_equal(o.db, r1.db)) << "dbias, " << t << " threads";
+    }
   }
   // And right, not merely reproducible.
   EXPECT_TRUE(close(r1.y, ref::linear(R(xv, xs), R(wv, ws), R(bv, {160}), ref::Act::gelu), tol_of(DType::f32)));
