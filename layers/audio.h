@@ -26,6 +26,7 @@ struct AudioTransformerConfig {
 class AudioTransformer : public ViT {
  public:
   AudioTransformer(const AudioTransformerConfig& c, Generator& gen);
+  EncoderInput input() const override { return {"audio", 1, config.height(), config.width_px(), 0}; }
   AudioTransformerConfig audio_config;
 };
 

@@ -1,35 +1,30 @@
 #include "layers/clap.h"
 
 namespace loom {
+namespace {
 
-Projection::Projection(int64_t in, int64_t out, bool mlp, Generator& gen) {
-  // Linear: CLIP's bias-free map, std in^-0.5. MLP: PyTorch's default Linear init, as LAION-CLAP's.
-  fc1 = mlp ? std::make_shared<Linear>(in, out, true, gen) : std::make_shared<Linear>(in, out, false, gen, std::pow(double(in), -0.5));
-  register_module("fc1", fc1);
-  if (mlp) {
-    fc2 = std::make_shared<Linear>(out, out, true, gen);
-    register_module("fc2", fc2);
-  }
-}
-
-Tensor Projection::forward(const Tensor& x) const {
-  if (!fc2) return fc1->forward(x);
-  return fc2->forward(ops::relu(fc1->forward(x)));
-}
-
-Clap::Clap(const ClapConfig& c, Generator& gen) : config(c) {
+TowerLayout clap_layout(const ClapConfig& c) {
   LOOM_CHECK(c.embed_dim > 0, "Clap: embed_dim must be positive, got ", c.embed_dim);
   LOOM_CHECK(c.init_temperature > 0, "Clap: init_temperature must be positive, got ", c.init_temperature);
   LOOM_CHECK(c.projection == "mlp" || c.projection == "linear", "Clap: projection must be mlp or linear, got ", c.projection);
-  audio = std::make_shared<AudioTransformer>(c.audio, gen);
-  register_module("audio", audio);
-  text = make_text_encoder(c.text, gen);
-  register_module("text", text);
-  audio_proj = std::make_shared<Projection>(c.audio.width, c.embed_dim, c.projection == "mlp", gen);
-  register_module("audio_proj", audio_proj);
-  text_proj = std::make_shared<Projection>(c.text.width, c.embed_dim, c.projection == "mlp", gen);
-  register_module("text_proj", text_proj);
-  logit_scale = register_parameter("logit_scale", Tensor::scalar(std::log(1.0 / c.init_temperature)));
+  const bool mlp = c.projection == "mlp";
+  auto head = [mlp](int64_t in, int64_t out, Generator& g) { return projection_head(in, out, mlp, g); };
+  TowerLayout l;
+  l.embed_dim = c.embed_dim;
+  l.towers.push_back({"audio", "audio", [c](Generator& g) { return std::make_shared<AudioTransformer>(c.audio, g); }, head});
+  l.towers.push_back({"text", "text", [c](Generator& g) { return make_text_encoder(c.text, g); }, head});
+  l.scales.push_back({"audio", "text", "logit_scale", c.init_temperature});
+  return l;
+}
+
+}  // namespace
+
+Clap::Clap(const ClapConfig& c, Generator& gen) : MultimodalModel(clap_layout(c), gen), config(c) {
+  audio = std::dynamic_pointer_cast<AudioTransformer>(tower_ptr("audio"));
+  text = std::dynamic_pointer_cast<TextEncoder>(tower_ptr("text"));
+  audio_proj = std::dynamic_pointer_cast<Projection>(head_ptr("audio"));
+  text_proj = std::dynamic_pointer_cast<Projection>(head_ptr("text"));
+  logit_scale = pair_logit_scale("audio", "text");
 }
 
 Tensor Clap::encode_audio(const Tensor& spec, Generator* drop_gen) const {

@@ -1,6 +1,7 @@
 // CLAP (LAION-CLAP, Wu et al. 2023): an audio tower and a text tower, each projected into a shared
-// embedding space, and a learnable log temperature. LAION-CLAP's projections are 2-layer MLPs with a
-// ReLU (projection: mlp); projection: linear gives CLIP's bias-free linear map.
+// embedding space, and a learnable log temperature — a MultimodalModel (layers/towers.h). LAION-CLAP's
+// projections are 2-layer MLPs with a ReLU (projection: mlp); projection: linear gives CLIP's bias-free
+// linear map (as the Projection's fc1).
 #pragma once
 #include <cmath>
 #include <memory>
@@ -8,6 +9,7 @@
 #include "layers/audio.h"
 #include "layers/bert.h"
 #include "layers/layers.h"
+#include "layers/towers.h"
 
 namespace loom {
 
@@ -19,17 +21,9 @@ struct ClapConfig {
   double init_temperature = 0.07;
 };
 
-// A tower's projection: Linear(width, d) [ReLU, Linear(d, d)].
-class Projection : public Module {
- public:
-  Projection(int64_t in, int64_t out, bool mlp, Generator& gen);
-  Tensor forward(const Tensor& x) const;
-  std::shared_ptr<Linear> fc1, fc2;  // fc2 null for linear
-};
-
-// Children "audio" (AudioTransformer), "text" (TextTransformer), "audio_proj", "text_proj"
+// Children "audio" (AudioTransformer), "text" (TextTransformer or Bert), "audio_proj", "text_proj"
 // (Projection); parameter "logit_scale" (f32 scalar, log(1 / init_temperature)).
-class Clap : public Module {
+class Clap : public MultimodalModel {
  public:
   Clap(const ClapConfig& c, Generator& gen);
   // spectrograms [B, 1, mel_bins, frames] -> L2-normalised [B, embed_dim].

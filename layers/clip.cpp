@@ -1,19 +1,27 @@
 #include "layers/clip.h"
 
 namespace loom {
+namespace {
 
-Clip::Clip(const ClipConfig& c, Generator& gen) : config(c) {
+TowerLayout clip_layout(const ClipConfig& c) {
   LOOM_CHECK(c.embed_dim > 0, "Clip: embed_dim must be positive, got ", c.embed_dim);
   LOOM_CHECK(c.init_temperature > 0, "Clip: init_temperature must be positive, got ", c.init_temperature);
-  visual = std::make_shared<ViT>(c.vision, gen);
-  register_module("visual", visual);
-  text = make_text_encoder(c.text, gen);
-  register_module("text", text);
-  visual_proj = std::make_shared<Linear>(c.vision.width, c.embed_dim, false, gen, std::pow(double(c.vision.width), -0.5));
-  register_module("visual_proj", visual_proj);
-  text_proj = std::make_shared<Linear>(c.text.width, c.embed_dim, false, gen, std::pow(double(c.text.width), -0.5));
-  register_module("text_proj", text_proj);
-  logit_scale = register_parameter("logit_scale", Tensor::scalar(std::log(1.0 / c.init_temperature)));
+  TowerLayout l;
+  l.embed_dim = c.embed_dim;
+  l.towers.push_back({"image", "visual", [c](Generator& g) { return std::make_shared<ViT>(c.vision, g); }, linear_head});
+  l.towers.push_back({"text", "text", [c](Generator& g) { return make_text_encoder(c.text, g); }, linear_head});
+  l.scales.push_back({"image", "text", "logit_scale", c.init_temperature});
+  return l;
+}
+
+}  // namespace
+
+Clip::Clip(const ClipConfig& c, Generator& gen) : MultimodalModel(clip_layout(c), gen), config(c) {
+  visual = std::dynamic_pointer_cast<ViT>(tower_ptr("image"));
+  text = std::dynamic_pointer_cast<TextEncoder>(tower_ptr("text"));
+  visual_proj = std::dynamic_pointer_cast<Linear>(head_ptr("image"));
+  text_proj = std::dynamic_pointer_cast<Linear>(head_ptr("text"));
+  logit_scale = pair_logit_scale("image", "text");
 }
 
 Tensor Clip::encode_image(const Tensor& images, Generator* drop_gen) const {

@@ -1,10 +1,12 @@
 // CLIP (Radford et al. 2021) in the open_clip layout: a ViT image tower and a causal text tower, each
-// projected without bias to a shared embedding space, and a learnable log temperature.
+// projected without bias to a shared embedding space, and a learnable log temperature — a
+// MultimodalModel (layers/towers.h) whose typed members the Hugging Face import and export use.
 #pragma once
 #include <cmath>
 #include <memory>
 #include "layers/bert.h"
 #include "layers/layers.h"
+#include "layers/towers.h"
 
 namespace loom {
 
@@ -15,9 +17,9 @@ struct ClipConfig {
   double init_temperature = 0.07;
 };
 
-// Children "visual" (ViT), "text" (TextTransformer), "visual_proj", "text_proj" (Linear, no bias,
-// std width^-0.5); parameter "logit_scale" (f32 scalar, log(1 / init_temperature)).
-class Clip : public Module {
+// Children "visual" (ViT, modality image), "text" (TextTransformer or Bert), "visual_proj",
+// "text_proj" (Linear, no bias, std width^-0.5); parameter "logit_scale" (f32 scalar, log(1 / init_temperature)).
+class Clip : public MultimodalModel {
  public:
   Clip(const ClipConfig& c, Generator& gen);
   // images [B, C, H, W] -> L2-normalised [B, embed_dim]. drop_gen drives drop-path (training only).

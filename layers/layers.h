@@ -25,6 +25,24 @@ class ModuleList : public Module {
   std::vector<std::shared_ptr<M>> items_;
 };
 
+// What an encoder reads: its batch key and the shape the loader must make for it.
+struct EncoderInput {
+  std::string kind;                             // the batch key: image | audio | text
+  int64_t channels = 0, height = 0, width = 0;  // image, audio: [B, channels, height, width]
+  int64_t context = 0;                          // text: token ids per row
+};
+
+// A tower's trunk: one modality's inputs -> one vector per example. ViT (image, and audio as the
+// AudioTransformer) and the text encoders are Encoders, so a model reaches any of them the same way
+// (layers/towers.h); a new tower type is a new subclass.
+class Encoder : public Module {
+ public:
+  // The pooled output [B, output_width()]; drop_gen drives drop-path (training only).
+  virtual Tensor encode(const Tensor& input, Generator* drop_gen = nullptr) const = 0;
+  virtual int64_t output_width() const = 0;
+  virtual EncoderInput input() const = 0;
+};
+
 class Linear : public Module {
  public:
   // weight [out, in] ~ N(0, std²) (std <= 0: PyTorch's default U(±1/√in)), bias zeros.
@@ -127,9 +145,12 @@ struct ViTConfig {
 //   x = forward_blocks(prepend_cls(tokens))    [B, 1+K, width], class token + its position, blocks, ln_post
 // forward_tokens() runs all of it on every patch. pos_embed row 0 is the class token's position, row
 // 1 + i patch i's (patches in row-major grid order, as patchify orders them).
-class ViT : public Module {
+class ViT : public Encoder {
  public:
   ViT(const ViTConfig& c, Generator& gen);
+  Tensor encode(const Tensor& images, Generator* drop_gen = nullptr) const override { return forward(images, drop_gen); }
+  int64_t output_width() const override { return config.width; }
+  EncoderInput input() const override { return {"image", config.channels, config.height(), config.width_px(), 0}; }
   Tensor forward_tokens(const Tensor& images, Generator* drop_gen = nullptr) const;  // [B, 1+N, width]
   Tensor forward(const Tensor& images, Generator* drop_gen = nullptr) const;         // class token [B, width]
   Tensor embed_patches(const Tensor& images) const;                                  // [B, N, width]
@@ -155,12 +176,22 @@ struct TextConfig {
   int64_t type_vocab_size = 2, pad_id = 0;
   double norm_eps = 1e-12;
   std::string pool = "cls";
+  // The end-of-text id a causal tower pools at when reached through Encoder::encode (the tokenizer's,
+  // set when the model is built; BERT ignores it).
+  int64_t eot_id = -1;
 };
 
 // A text tower: token ids -> one vector per text. The contrastive towers hold one of these.
-class TextEncoder : public Module {
+class TextEncoder : public Encoder {
  public:
   explicit TextEncoder(const TextConfig& c) : config(c) {}
+  // Pooled at config.eot_id (a causal tower), or as config.pool says (BERT).
+  Tensor encode(const Tensor& tokens, Generator* drop_gen = nullptr) const override {
+    (void)drop_gen;
+    return forward(tokens, config.eot_id);
+  }
+  int64_t output_width() const override { return config.width; }
+  EncoderInput input() const override { return {"text", 0, 0, 0, config.context}; }
   // tokens i64 [B, S] with S <= context -> [B, width]. A causal tower pools at the first eot_id of
   // each row; BERT pools as config.pool says and ignores eot_id.
   virtual Tensor forward(const Tensor& tokens, int64_t eot_id) const = 0;

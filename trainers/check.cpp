@@ -127,9 +127,9 @@ std::string check_recipe(const Recipe& r, const Config& c) {
     out << "\n";
   }
   if (r.has_probe) {
-    const InputTower in = input_tower(m, "eval.probe");
-    if (r.probe.blocks > int64_t(in.vit->blocks->size()))
-      c.fail("eval.probe.blocks", str_cat(r.probe.blocks, " is more than the tower's ", in.vit->blocks->size(), " blocks"));
+    const ViT& v = patch_tower(*run.model, default_patch_modality(r.model), "eval.probe");
+    if (r.probe.blocks > int64_t(v.blocks->size()))
+      c.fail("eval.probe.blocks", str_cat(r.probe.blocks, " is more than the tower's ", v.blocks->size(), " blocks"));
   }
   out << init_line;
   if (tokenizer_absent)

@@ -15,34 +15,46 @@ constexpr int64_t kBatch = 256;
 }
 
 Embedder::Embedder(const Recipe& r, const std::string& checkpoint) : recipe_(r), checkpoint_(checkpoint) {
-  LOOM_CHECK(r.needs_text(), "loom embed: model.type ", r.model.type, " has no text tower (use a clip or clap recipe)");
   const std::string tok = (fs::path(checkpoint) / "tokenizer.json").string();
-  LOOM_CHECK(fs::exists(tok), "loom embed: ", checkpoint, " has no tokenizer.json (is it a checkpoint directory?)");
-  run_ = Run::build(r, data::load_tokenizer(tok, r.tokenizer_type));
+  if (r.needs_text()) {
+    LOOM_CHECK(fs::exists(tok), "loom embed: ", checkpoint, " has no tokenizer.json (is it a checkpoint directory?)");
+    run_ = Run::build(r, data::load_tokenizer(tok, r.tokenizer_type));
+  } else {
+    run_ = Run::build(r, nullptr);
+  }
   load_weights(*run_.model, InitFrom{checkpoint, {}, true});
   run_.model->eval();
   towers_ = run_.tasks.back()->towers();
   LOOM_CHECK(towers_, "loom embed: the recipe's last stage is task ", r.stages.back().task.type,
-             ", not a two-tower contrastive task");
+             ", not a contrastive task (whose towers share an embedding space)");
 }
 
-const std::string& Embedder::input_kind() const { return towers_->key; }
+const std::vector<std::string>& Embedder::kinds() const { return towers_->modalities; }
 
-Tensor Embedder::embed_inputs(std::shared_ptr<const data::Manifest> m, std::vector<int64_t>* rows, bool progress) const {
+void Embedder::check_kind(const std::string& kind, const char* who) const {
+  const auto& k = kinds();
+  if (std::find(k.begin(), k.end(), kind) != k.end() && (kind != "text" || run_.tokenizer)) return;
+  std::string have;
+  for (const std::string& m : k) have += (have.empty() ? "" : ", ") + m;
+  throw Error(str_cat(who, ": this model embeds ", have, ", not ", kind));
+}
+
+Tensor Embedder::embed_inputs(std::shared_ptr<const data::Manifest> m, const std::string& kind, std::vector<int64_t>* rows,
+                              bool progress) const {
   // The evaluation data's transform / audio settings (the model saw inputs made this way).
   const DataSpec* spec = recipe_.find_data("eval") ? recipe_.find_data("eval") : recipe_.find_data("train");
   DataSpec d = *spec;
   d.rows = m;
   d.batch_size = std::min<int64_t>(kBatch, std::max<int64_t>(1, int64_t(m->rows.size())));
   data::LoaderConfig lc = loader_config(d, recipe_.seed, false);
-  towers_->configure(lc);
+  towers_->configure(lc, {kind});
   data::Loader loader(m, nullptr, lc);
   NoGradGuard ng;
   std::vector<Tensor> out;
   int64_t done = 0;
   while (auto b = loader.next()) {
     if (b->size() == 0) continue;
-    out.push_back(towers_->encode((*b)[towers_->key]));
+    out.push_back(run_.model->embed(kind, (*b)[kind]));
     if (rows) rows->insert(rows->end(), b->indices.begin(), b->indices.end());
     done += b->size();
     if (progress) std::cerr << "\rloom embed: " << done << "/" << m->rows.size() << std::flush;
@@ -53,34 +65,40 @@ Tensor Embedder::embed_inputs(std::shared_ptr<const data::Manifest> m, std::vect
   return ops::cat(out, 0);
 }
 
+namespace {
+const std::string& file_of(const data::Example& e, const std::string& kind) { return kind == "audio" ? e.audio : e.image; }
+}  // namespace
+
 Embeddings Embedder::embed_manifest(const std::string& manifest, std::string kind, bool progress) const {
   auto m = std::make_shared<const data::Manifest>(data::Manifest::load(manifest));
   LOOM_CHECK(!m->rows.empty(), manifest, ": the manifest is empty");
-  const std::string input = towers_->key;
-  bool has_input = false, has_text = false;
-  for (const data::Example& e : m->rows) {
-    has_input = has_input || !(input == "audio" ? e.audio : e.image).empty();
-    has_text = has_text || !e.text.empty();
+  auto has = [&](const std::string& k) {
+    for (const data::Example& e : m->rows)
+      if (!(k == "text" ? e.text : file_of(e, k)).empty()) return true;
+    return false;
+  };
+  if (kind.empty()) {  // the first of the model's other towers the manifest has, else text
+    for (const std::string& k : kinds())
+      if (k != "text" && has(k)) { kind = k; break; }
+    if (kind.empty()) kind = "text";
   }
-  if (kind.empty()) kind = has_input ? input : "text";
-  LOOM_CHECK(kind == input || kind == "text", "loom embed: --kind ", kind, " is not this model's (", input, " or text)");
+  check_kind(kind, "loom embed: --kind");
   Embeddings out;
   out.kind = kind;
   out.manifest = manifest;
   out.checkpoint = checkpoint_;
   out.recipe = recipe_.name;
-  if (kind == input) {
-    LOOM_CHECK(has_input, manifest, ": no row has an ", input);
-    out.vectors = embed_inputs(m, &out.rows, progress);
+  LOOM_CHECK(has(kind), manifest, ": no row has ", kind == "audio" ? "an " : "a ", kind);
+  if (kind != "text") {
+    out.vectors = embed_inputs(m, kind, &out.rows, progress);
     return out;
   }
-  LOOM_CHECK(has_text, manifest, ": no row has a text");
   NoGradGuard ng;
   std::vector<Tensor> parts;
   std::vector<std::string> texts;
   auto flush = [&] {
     if (texts.empty()) return;
-    parts.push_back(towers_->encode_text(run_.tokenizer->encode_batch(texts, towers_->context)));
+    parts.push_back(run_.model->embed("text", run_.tokenizer->encode_batch(texts, towers_->context())));
     texts.clear();
   };
   for (size_t i = 0; i < m->rows.size(); ++i) {
@@ -95,16 +113,16 @@ Embeddings Embedder::embed_manifest(const std::string& manifest, std::string kin
 }
 
 Tensor Embedder::embed_query(const std::string& kind, const std::string& value) const {
+  check_kind(kind, "loom retrieve");
   NoGradGuard ng;
-  if (kind == "text") return towers_->encode_text(run_.tokenizer->encode_batch({value}, towers_->context)).select(0, 0);
-  LOOM_CHECK(kind == towers_->key, "loom retrieve: this model embeds text and ", towers_->key, ", not ", kind);
+  if (kind == "text") return run_.model->embed("text", run_.tokenizer->encode_batch({value}, towers_->context())).select(0, 0);
   LOOM_CHECK(fs::exists(value), "loom retrieve: ", value, ": file not found");
   auto m = std::make_shared<data::Manifest>();
   m->path = value;
   data::Example e;
   (kind == "audio" ? e.audio : e.image) = value;
   m->rows.push_back(e);
-  return embed_inputs(m, nullptr, false).select(0, 0);
+  return embed_inputs(m, kind, nullptr, false).select(0, 0);
 }
 
 void save_embeddings(const std::string& path, const Embeddings& e) {

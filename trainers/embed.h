@@ -1,9 +1,10 @@
-// loom embed and loom retrieve: a trained two-tower model (CLIP, CLAP) turned into an index. embed
-// writes every row of a manifest through one tower into a safetensors file that FAISS, numpy or any
+// loom embed and loom retrieve: a trained contrastive model (CLIP, CLAP, an image-audio-text binding)
+// turned into an index. embed writes every row of a manifest through one tower into a safetensors file that FAISS, numpy or any
 // vector database reads as it is: "embeddings" f32 [N, E] (L2-normalised) and "rows" i64 [N] (the
 // manifest row of each; unreadable rows are skipped and absent), metadata {"kind", "manifest",
-// "recipe", "checkpoint"}. retrieve embeds one query (a text, an image or an audio file) with the other
-// tower and ranks the rows by cosine similarity, exactly (one matrix product).
+// "recipe", "checkpoint"}. retrieve embeds one query (a text, an image or an audio file) with its
+// tower, any of the model's (an audio query against an image index), and ranks the rows by cosine
+// similarity, exactly (one matrix product).
 #pragma once
 #include <memory>
 #include <string>
@@ -22,15 +23,17 @@ struct Embeddings {
 class Embedder {
  public:
   Embedder(const Recipe& r, const std::string& checkpoint);
-  // "image" / "audio" (the model's non-text side) or "text"; "" picks the non-text side when the
-  // manifest has it, else text.
+  // Any of kinds(); "" picks the first of the model's towers other than text that the manifest has,
+  // else text.
   Embeddings embed_manifest(const std::string& manifest, std::string kind, bool progress) const;
-  // One query: kind "text" (value is the text) or the non-text side (value is a file path). [E].
+  // One query: kind "text" (value is the text) or another tower's (value is a file path). [E].
   Tensor embed_query(const std::string& kind, const std::string& value) const;
-  const std::string& input_kind() const;  // "image" | "audio"
+  const std::vector<std::string>& kinds() const;  // the towers with heads: "image", "audio", "text"
 
  private:
-  Tensor embed_inputs(std::shared_ptr<const data::Manifest> m, std::vector<int64_t>* rows, bool progress) const;
+  void check_kind(const std::string& kind, const char* who) const;
+  Tensor embed_inputs(std::shared_ptr<const data::Manifest> m, const std::string& kind, std::vector<int64_t>* rows,
+                      bool progress) const;
   Recipe recipe_;
   std::string checkpoint_;
   Run run_;

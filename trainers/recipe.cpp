@@ -201,13 +201,14 @@ Recipe Recipe::from(const Config& c) {
   if (!c.has("data.train")) c.fail("data.train", "required key is missing" + c.near_miss("data.train"));
   for (const std::string& name : c.keys("data")) r.data[name] = read_data(c, name);
   // The audio tower fixes the mel bins; a data section that names others would be silently overridden.
-  if (r.model.type == "clap" || r.model.type == "ast")
-    for (const auto& [name, d] : r.data) {
-      const std::string k = str_cat("data.", name, ".audio.mel_bins");
-      if (c.has(k) && d.audio.fbank.num_mel_bins != r.model.clap.audio.mel_bins)
-        c.fail(k, str_cat(d.audio.fbank.num_mel_bins, " mel bins, but model.audio.mel_bins is ", r.model.clap.audio.mel_bins,
-                          " (the tower sets them; drop this key or make them equal)"));
-    }
+  for (const auto& [modality, t] : r.model.towers)
+    if (t.input.kind == "audio")
+      for (const auto& [name, d] : r.data) {
+        const std::string k = str_cat("data.", name, ".audio.mel_bins");
+        if (c.has(k) && d.audio.fbank.num_mel_bins != t.input.height)
+          c.fail(k, str_cat(d.audio.fbank.num_mel_bins, " mel bins, but the model's ", modality, " tower reads ", t.input.height,
+                            " (the tower sets them; drop this key or make them equal)"));
+      }
 
   // Optimizer and schedule at the top level are the defaults of every stage.
   const AdamWConfig optim = read_optim(c, "optim", AdamWConfig{});
@@ -224,7 +225,7 @@ Recipe Recipe::from(const Config& c) {
       if (c.keys(k).empty()) c.fail(k, "a stage is a mapping (name, task, data, steps, ...)");
       StageSpec s;
       s.key = k;
-      s.task = parse_task(c, k + ".task");
+      s.task = parse_task(c, k + ".task", r.model);
       s.name = c.str(k + ".name", str_cat(s.task.type, "_", i));
       if (!names.insert(s.name).second) c.fail(k + ".name", str_cat("two stages are named '", s.name, "'"));
       s.data = c.str(k + ".data", "train");
@@ -239,7 +240,7 @@ Recipe Recipe::from(const Config& c) {
   } else {
     StageSpec s;
     s.key = "task";
-    s.task = parse_task(c, "task", "contrastive");  // the default, as before tasks existed
+    s.task = parse_task(c, "task", r.model, "contrastive");  // the default, as before tasks existed
     s.name = s.task.type;
     s.eval_data = r.data.count("eval") ? "eval" : "";
     read_length(c, "train", s);
@@ -263,12 +264,15 @@ Recipe Recipe::from(const Config& c) {
     if (s.task.needs_eval_data && s.eval_data.empty()) c.fail("eval", "evaluation needs data.eval");
     if (s.task.needs_text && !r.model.has_text())
       c.fail(r.explicit_stages ? s.key + ".task.type" : "task.type",
-             str_cat("task ", s.task.type, " needs a text tower, and model.type ", r.model.type, " has none (use clip or clap)"));
+             str_cat("task ", s.task.type, " needs a text tower, and the model has none (its towers: ",
+                     r.model.describe_towers(), ")"));
   }
+  // The temperatures the model holds: one per pair, as the first task that contrasts it says.
   for (const StageSpec& s : r.stages)
-    if (s.task.temperature_init > 0) {
-      r.model.clip.init_temperature = r.model.clap.init_temperature = s.task.temperature_init;
-      break;
+    for (const PairTemperature& p : s.task.pairs) {
+      bool known = false;
+      for (const PairTemperature& q : r.model.pairs) known = known || (q.a == p.a && q.b == p.b) || (q.a == p.b && q.b == p.a);
+      if (!known) r.model.pairs.push_back(p);
     }
 
   r.tokenizer_type = c.choice("tokenizer.type", {"bpe", "wordpiece", "clip_bpe"}, "bpe");
@@ -291,7 +295,6 @@ Recipe Recipe::from(const Config& c) {
       }
     }
   }
-  r.model.clip.text.vocab_size = r.model.clap.text.vocab_size = r.vocab_size;
   if (r.tokenizer_type == "bpe" && r.needs_text() && r.tokenizer_train_on.empty()) {
     for (const StageSpec& s : r.stages)
       if (s.task.needs_text) {

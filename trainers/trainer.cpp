@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 #include "core/json_integer.h"
+#include "data/tokenizer.h"
 #include "trainers/checkpoint.h"
 #include "trainers/pretrained.h"
 #ifdef LOOM_WITH_CUDA
@@ -96,15 +97,15 @@ void use_recipe_kernels(const Recipe& r) {
   ops::set_gemm_kernel(r.gemm_kernel == "loom" ? ops::GemmKernel::loom : ops::GemmKernel::cublas);
 }
 
-Metrics probe_model(Module& model, const Recipe& r) {
+Metrics probe_model(MultimodalModel& model, const Recipe& r) {
   const bool was_training = model.is_training();
   model.eval();
-  const InputTower in = input_tower(model, "eval.probe");
-  const ViT& v = *in.vit;
+  const std::string modality = default_patch_modality(r.model);
+  const ViT& v = patch_tower(model, modality, "eval.probe");
   auto features_of = [&](const DataSpec& d, int64_t limit) {
     data::LoaderConfig lc = loader_config(d, r.seed, false);
-    in.configure(lc);
-    return extract_features(probe_features(v, r.probe), d, lc, limit, in.key);
+    configure_input(v.input(), lc);
+    return extract_features(probe_features(v, r.probe), d, lc, limit, modality);
   };
   FeatureSet train = features_of(*r.find_data(r.probe.train_data), r.probe.train_samples);
   FeatureSet test = features_of(*r.find_data("eval"), r.probe.test_samples);
@@ -120,13 +121,18 @@ Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, 
                distributed::Communicator* comm) {
   Run run;
   run.tokenizer = std::move(tokenizer);
-  ModelSpec spec = r.model;
+  // What the tokenizer fixes in the text towers: vocabulary, the padding id (BERT masks these keys)
+  // and the end of text (a causal tower pools there).
+  TowerContext ctx;
+  ctx.vocab_size = r.vocab_size;
+  ctx.eot_id = data::BpeTokenizer::eot_id;
   if (run.tokenizer) {
-    spec.clip.text.vocab_size = spec.clap.text.vocab_size = run.tokenizer->vocab_size();
-    spec.clip.text.pad_id = spec.clap.text.pad_id = run.tokenizer->pad_token();  // BERT masks these keys
+    ctx.vocab_size = run.tokenizer->vocab_size();
+    ctx.pad_id = run.tokenizer->pad_token();
+    ctx.eot_id = run.tokenizer->end_token();
   }
   Generator init_gen(r.seed);
-  run.model = spec.build(init_gen);
+  run.model = r.model.build(init_gen, ctx);
   if (before_tasks) before_tasks(*run.model);
   for (const StageSpec& s : r.stages) {
     TaskEnv env{*run.model, run.tokenizer.get(), r.seed, s.name, comm};

@@ -24,11 +24,12 @@ namespace loom {
 // built for every stage up front, so the model is whole (heads included) from the first step and
 // every checkpoint holds the same keys.
 struct Run {
-  std::shared_ptr<Module> model;
+  std::shared_ptr<MultimodalModel> model;
   std::unique_ptr<data::TextTokenizer> tokenizer;
   std::vector<std::unique_ptr<Task>> tasks;  // one per stage
   // Builds the model from the seed; `before_tasks` runs between the model and the tasks (init_from
-  // loads there, so tasks' new heads are not "missing" keys).
+  // loads there, so tasks' new heads are not "missing" keys). Without a tokenizer, text towers get
+  // the recipe's vocabulary size and loom's BPE ids.
   static Run build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer,
                    const std::function<void(Module&)>& before_tasks = {}, distributed::Communicator* comm = nullptr);
 };
@@ -75,7 +76,7 @@ class Trainer {
   int64_t step() const { return step_; }
   int64_t total_steps() const { return ends_.back(); }
   size_t stage() const { return stage_; }
-  Module& model() { return *run_.model; }
+  MultimodalModel& model() { return *run_.model; }
   Device device() const { return device_; }
   const Recipe& recipe() const { return recipe_; }
   const std::string& run_dir() const { return run_dir_; }

@@ -131,13 +131,14 @@ TEST(Clap, MismatchedPairsAndModelsAreClearErrors) {
     return std::string();
   };
   std::string e = error_of(base + "task: {type: contrastive, pairs: [[image, text]]}\n");
-  EXPECT_NE(e.find("batch key 'image'"), std::string::npos) << e;
+  EXPECT_NE(e.find("bad.yaml:10: task.pairs: pair [image, text]: the model has no image tower"), std::string::npos) << e;
   e = error_of(base + "task: {type: contrastive, pairs: [[audio, image]]}\n");
-  EXPECT_NE(e.find("expected [[image, text]] or [[audio, text]]"), std::string::npos) << e;
+  EXPECT_NE(e.find("task.pairs: pair [audio, image]: the model has no image tower (its towers: audio (ast), text "
+                   "(transformer))"), std::string::npos) << e;
   std::string bins = base + "task: {type: contrastive}\n";
   bins.replace(bins.find("duration: 0.5"), 13, "duration: 0.5, mel_bins: 64");
   e = error_of(bins);
-  EXPECT_NE(e.find("data.train.audio.mel_bins: 64 mel bins, but model.audio.mel_bins is 32"), std::string::npos) << e;
+  EXPECT_NE(e.find("data.train.audio.mel_bins: 64 mel bins, but the model's audio tower reads 32"), std::string::npos) << e;
   // Overlapping patches (AST's stride 10 of 16) serve CLAP, not MAE, which reconstructs patch by patch.
   std::string strided = base + "task: {type: contrastive}\n";
   strided.replace(strided.find("patch: 16"), 9, "patch: 16, stride: 10");

@@ -273,9 +273,10 @@ TEST(Trainer, InitFromWithRemapAndReport) {
   { Trainer t(r, c, (data / "run").string(), false); t.train(); }
   const std::string ck = (data / "run/checkpoints/latest").string();
   Generator g(99);
-  ClipConfig cfg = r.model.clip;
-  cfg.text.vocab_size = data::BpeTokenizer::load(ck + "/tokenizer.json").vocab_size();
-  Clip fresh(cfg, g);
+  TowerContext ctx;
+  ctx.vocab_size = data::BpeTokenizer::load(ck + "/tokenizer.json").vocab_size();
+  std::shared_ptr<MultimodalModel> model = r.model.build(g, ctx);
+  MultimodalModel& fresh = *model;
   LoadReport rep = load_weights(fresh, {ck, {}, true});
   EXPECT_TRUE(rep.missing.empty());
   auto saved = load_safetensors(ck + "/model.safetensors").tensors;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 
 namespace loom {
 namespace {
@@ -102,54 +103,76 @@ double map_at_10(const Tensor& sim, const std::function<bool(int64_t, int64_t)>&
   return total / double(std::max<int64_t>(1, n));
 }
 
-Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTokenizer& tok, const ClipEvalOptions& r,
+void ContrastiveTowers::configure(data::LoaderConfig& c, const std::vector<std::string>& which) const {
+  for (const std::string& m : which) configure_input(model->tower(m).input(), c);
+}
+
+int64_t ContrastiveTowers::context() const { return model->has_tower("text") ? model->tower("text").input().context : 0; }
+
+std::string ContrastiveTowers::letter(const std::string& modality) const {
+  for (const std::string& m : modalities)
+    if (m != modality && m[0] == modality[0]) return modality;  // two modalities share the letter: the name
+  return modality.substr(0, 1);
+}
+
+Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTokenizer* tok, const ClipEvalOptions& r,
                              const DataSpec& data, int64_t max_samples) {
   Metrics out;
-  Module& model = *towers.model;
+  MultimodalModel& model = *towers.model;
+  // The towers the data has (a clip-and-caption set evaluates one pair of an image-audio-text model).
+  const std::vector<std::string> have = data.provides();
+  std::vector<std::string> mods;
+  for (const std::string& m : towers.modalities)
+    if (std::find(have.begin(), have.end(), m) != have.end() && (m != "text" || tok)) mods.push_back(m);
+  const bool text = std::find(mods.begin(), mods.end(), "text") != mods.end();
+  std::vector<std::string> others;  // besides text
+  for (const std::string& m : mods)
+    if (m != "text") others.push_back(m);
+  LOOM_CHECK(!others.empty() || mods.size() >= 2, data.manifest, ": the evaluation data has none of the model's towers' inputs");
+
   const std::optional<DType> autocast = autocast_dtype();  // the towers encode in the caller's precision
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
   data::LoaderConfig lc = loader_config(data, 0, false);
-  towers.configure(lc);
-  data::Loader loader(data.rows, &tok, lc);
-  std::vector<Tensor> img_feats, txt_feats, labels;
-  std::vector<std::string> files, captions;  // per retrieval row
-  int64_t seen = 0, with_text = 0;
+  towers.configure(lc, mods);
+  data::Loader loader(data.rows, text ? tok : nullptr, lc);
+  std::map<std::string, std::vector<Tensor>> feats;
+  std::map<std::string, std::vector<std::string>> keys;  // per retrieval row: the file (or the caption)
+  std::vector<Tensor> labels;
+  int64_t seen = 0, kept = 0;  // kept: rows for retrieval
   const int64_t limit = max_samples > 0 ? max_samples : INT64_MAX;
   while (seen < limit) {
     auto b = loader.next();
     if (!b) break;
-    Tensor images = (*b)[towers.key], tokens = (*b)["text"], lab = (*b)["label"];
-    const int64_t take = std::min<int64_t>(images.size(0), limit - seen);
-    if (take < images.size(0)) {
-      images = images.narrow(0, 0, take);
-      tokens = tokens.narrow(0, 0, take);
-      lab = lab.narrow(0, 0, take);
-    }
+    const int64_t rows = b->size();
+    if (rows == 0) continue;
+    const int64_t take = std::min<int64_t>(rows, limit - seen);
+    auto first = [&](Tensor t) { return take < rows ? t.narrow(0, 0, take) : t; };
     // Inputs go where the model is; the features come back to the CPU in f32, where the metrics run.
     const Device dev = model.device();
-    auto host = [](const Tensor& f) { return f.to(DType::f32).to(Device::cpu()); };
-    img_feats.push_back(host(towers.encode(images.to(dev))));
-    labels.push_back(lab);
-    if (r.retrieval && with_text < r.retrieval_samples) {
-      txt_feats.push_back(host(towers.encode_text(tokens.to(dev))));
+    const bool retrieve = r.retrieval && kept < r.retrieval_samples;
+    for (const std::string& m : mods) {
+      if (m == "text" && !retrieve) continue;  // text rows only feed retrieval (zero-shot reads prompts)
+      feats[m].push_back(model.embed(m, first((*b)[m]).to(dev)).to(DType::f32).to(Device::cpu()));
+      if (!retrieve) continue;
       for (int64_t i = 0; i < take; ++i) {
         const data::Example& e = data.rows->rows[size_t(b->indices[size_t(i)])];
-        files.push_back(towers.key == "audio" ? e.audio : e.image);
-        captions.push_back(b->texts[size_t(i)]);
+        keys[m].push_back(m == "text" ? b->texts[size_t(i)] : m == "audio" ? e.audio : e.image);
       }
-      with_text += take;
     }
+    labels.push_back(first((*b)["label"]));
+    if (retrieve) kept += take;
     seen += take;
   }
   LOOM_CHECK(seen > 0, data.manifest, ": no evaluation examples could be read");
   // The metrics themselves in f32 on the CPU, whatever precision encoded the features (a bf16
   // similarity would tie near neighbours and bias every recall).
   AutocastGuard f32_metrics(std::nullopt);
-  Tensor img = ops::cat(img_feats, 0), lab = ops::cat(labels, 0);
+  Tensor lab = ops::cat(labels, 0);
 
   if (r.zeroshot) {
+    LOOM_CHECK(tok, "zero-shot evaluation needs the run's tokenizer");
     const auto classes = read_lines(r.zeroshot_labels);
     std::vector<Tensor> cls;
     for (const auto& name : classes) {
@@ -158,45 +181,55 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTo
       Tensor f;
       {
         AutocastGuard as_trained(autocast);  // the text tower computes as in training
-        f = towers.encode_text(tok.encode_batch(prompts, towers.context).to(model.device())).to(DType::f32).to(Device::cpu());
+        f = model.embed("text", tok->encode_batch(prompts, towers.context()).to(model.device())).to(DType::f32).to(Device::cpu());
       }
       cls.push_back(ops::l2_normalize(ops::mean(f, {0}), -1));
     }
-    Tensor weights = ops::stack(cls, 0);                        // [C, E]
-    Tensor logits = ops::matmul(img, weights.transpose(0, 1));  // [N, C]
-    const int64_t k = std::min<int64_t>(5, int64_t(classes.size()));
-    Tensor top = ops::topk(logits, k, -1).indices;
-    auto t = top.to_vector<int64_t>();
-    auto y = lab.to_vector<int64_t>();
-    int64_t top1 = 0, top5 = 0, counted = 0;
-    for (size_t i = 0; i < y.size(); ++i) {
-      if (y[i] < 0) continue;
-      ++counted;
-      top1 += t[i * size_t(k)] == y[i];
-      for (int64_t j = 0; j < k; ++j) top5 += t[i * size_t(k) + size_t(j)] == y[i];
+    Tensor weights = ops::stack(cls, 0);  // [C, E]
+    const auto y = lab.to_vector<int64_t>();
+    for (const std::string& m : others) {
+      Tensor logits = ops::matmul(ops::cat(feats[m], 0), weights.transpose(0, 1));  // [N, C]
+      const int64_t k = std::min<int64_t>(5, int64_t(classes.size()));
+      const auto t = ops::topk(logits, k, -1).indices.to_vector<int64_t>();
+      int64_t top1 = 0, top5 = 0, counted = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        if (y[i] < 0) continue;
+        ++counted;
+        top1 += t[i * size_t(k)] == y[i];
+        for (int64_t j = 0; j < k; ++j) top5 += t[i * size_t(k) + size_t(j)] == y[i];
+      }
+      LOOM_CHECK(counted > 0, data.manifest, ": zero-shot evaluation needs labels, and no example has one");
+      const std::string pre = others.size() == 1 ? "eval/zeroshot_" : "eval/" + m + "_zeroshot_";
+      out[pre + "top1"] = double(top1) / double(counted);
+      out[pre + "top5"] = double(top5) / double(counted);
     }
-    LOOM_CHECK(counted > 0, data.manifest, ": zero-shot evaluation needs labels, and no example has one");
-    out["eval/zeroshot_top1"] = double(top1) / double(counted);
-    out["eval/zeroshot_top5"] = double(top5) / double(counted);
   }
-  if (r.retrieval && !txt_feats.empty()) {
-    Tensor txt = ops::cat(txt_feats, 0);
-    const int64_t n = std::min<int64_t>(txt.size(0), r.retrieval_samples);
-    files.resize(size_t(n));
-    captions.resize(size_t(n));
-    const RetrievalTruth truth = RetrievalTruth::from(files, captions);
-    // One feature row per clip (its first row's), against every caption row.
-    Tensor clip_feats = ops::index_select(img.narrow(0, 0, n), 0, Tensor::from(truth.clip_rows, {truth.clips()}));
-    Tensor sim = ops::matmul(clip_feats, txt.narrow(0, 0, n).transpose(0, 1));  // [clips, captions]
-    auto x2t_right = [&](int64_t clip, int64_t row) { return truth.right(clip, row); };
-    auto t2x_right = [&](int64_t row, int64_t clip) { return truth.right(clip, row); };
-    const std::string x2t = "eval/" + towers.letter + "2t_", t2x = "eval/t2" + towers.letter + "_";
-    for (auto& [k, v] : recall_at(sim, x2t_right, x2t + "r")) out[k] = v;
-    Tensor sim_t = sim.transpose(0, 1).contiguous();
-    for (auto& [k, v] : recall_at(sim_t, t2x_right, t2x + "r")) out[k] = v;
-    out[x2t + "map10"] = map_at_10(sim, x2t_right);
-    out[t2x + "map10"] = map_at_10(sim_t, t2x_right);
-    out["eval/retrieval_clips"] = double(truth.clips());
+  if (r.retrieval && kept > 0) {
+    // Every pair: text second, the others in the model's order.
+    std::vector<std::pair<std::string, std::string>> pairs;
+    for (size_t i = 0; i < others.size(); ++i) {
+      for (size_t j = i + 1; j < others.size(); ++j) pairs.emplace_back(others[i], others[j]);
+      if (text) pairs.emplace_back(others[i], "text");
+    }
+    const int64_t n = std::min<int64_t>(kept, r.retrieval_samples);
+    for (const auto& [a, b] : pairs) {
+      std::vector<std::string> ka(keys[a].begin(), keys[a].begin() + n), kb(keys[b].begin(), keys[b].begin() + n);
+      const RetrievalTruth truth = RetrievalTruth::from(ka, kb);
+      // One feature row per clip of a (its first row's), against every row of b.
+      Tensor fa = ops::cat(feats[a], 0).narrow(0, 0, n), fb = ops::cat(feats[b], 0).narrow(0, 0, n);
+      Tensor clip_feats = ops::index_select(fa, 0, Tensor::from(truth.clip_rows, {truth.clips()}));
+      Tensor sim = ops::matmul(clip_feats, fb.transpose(0, 1));  // [clips, rows]
+      auto a2b_right = [&](int64_t clip, int64_t row) { return truth.right(clip, row); };
+      auto b2a_right = [&](int64_t row, int64_t clip) { return truth.right(clip, row); };
+      const std::string la = towers.letter(a), lb = towers.letter(b);
+      const std::string a2b = "eval/" + la + "2" + lb + "_", b2a = "eval/" + lb + "2" + la + "_";
+      for (auto& [k, v] : recall_at(sim, a2b_right, a2b + "r")) out[k] = v;
+      Tensor sim_t = sim.transpose(0, 1).contiguous();
+      for (auto& [k, v] : recall_at(sim_t, b2a_right, b2a + "r")) out[k] = v;
+      out[a2b + "map10"] = map_at_10(sim, a2b_right);
+      out[b2a + "map10"] = map_at_10(sim_t, b2a_right);
+      out[pairs.size() == 1 ? "eval/retrieval_clips" : a2b + "clips"] = double(truth.clips());
+    }
   }
   out["eval/samples"] = double(seen);
   model.train(was_training);

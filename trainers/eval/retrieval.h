@@ -1,8 +1,13 @@
-// Zero-shot classification and retrieval for a two-tower contrastive model (CLIP: image-text, CLAP:
-// audio-text) over a manifest. Names as in metrics.jsonl, with X the non-text side's letter (i for
-// images, a for audio): eval/zeroshot_top1, eval/zeroshot_top5, eval/X2t_r{1,5,10}, eval/t2X_r{1,5,10},
-// eval/X2t_map10, eval/t2X_map10, eval/samples. Retrieval queries every clip (X2t) against every
-// caption row, and every caption row (t2X) against every clip, with RetrievalTruth deciding hits.
+// Zero-shot classification and retrieval for a contrastive model over a manifest, for every pair of
+// its towers with heads that the evaluation data has (trained together or not). Names as in
+// metrics.jsonl, with X and Y the modalities' letters (i image, a audio, t text; another modality by
+// its name, as its first letter would clash):
+//   eval/X2Y_r{1,5,10}, eval/Y2X_r{1,5,10}, eval/X2Y_map10, eval/Y2X_map10 for each pair (text second,
+//   otherwise in the model's order); eval/retrieval_clips (one pair) or eval/X2Y_clips (several);
+//   eval/zeroshot_top1, eval/zeroshot_top5 (one modality besides text) or eval/<modality>_zeroshot_top1/5
+//   (several); eval/samples.
+// Retrieval queries every clip of X (rows naming the same file are one clip) against every row of Y,
+// and every row of Y against every clip, with RetrievalTruth deciding hits.
 #pragma once
 #include <functional>
 #include <string>
@@ -18,24 +23,25 @@ struct ClipEvalOptions {
   int64_t retrieval_samples = 1000;             // the first N evaluation pairs
 };
 
-// What evaluation needs of a two-tower model.
+// What evaluation and loom embed need of a contrastive model.
 struct ContrastiveTowers {
-  Module* model = nullptr;  // switched to eval mode for the evaluation
-  std::string key;          // the batch key of the non-text side: "image" | "audio"
-  std::string letter;       // "i" | "a" (metric names)
-  std::function<Tensor(const Tensor&)> encode;       // inputs -> L2-normalised [B, E]
-  std::function<Tensor(const Tensor&)> encode_text;  // token ids -> L2-normalised [B, E]
-  std::function<void(data::LoaderConfig&)> configure;  // the task's loader settings
-  int64_t context = 0;
+  MultimodalModel* model = nullptr;     // switched to eval mode for the evaluation
+  std::vector<std::string> modalities;  // the towers with heads into the shared space, in the model's order
+  // The loader settings of the given modalities' towers (those the data has).
+  void configure(data::LoaderConfig& c, const std::vector<std::string>& which) const;
+  int64_t context() const;  // the text tower's (0 without one)
+  std::string letter(const std::string& modality) const;  // i, a, t (metric names)
 };
 
-Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTokenizer& tok, const ClipEvalOptions& opt,
+// tok may be null when no evaluated modality is text and zero-shot is off.
+Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTokenizer* tok, const ClipEvalOptions& opt,
                              const DataSpec& data, int64_t max_samples);
 
 // Which captions are right for which clip (or image). Rows of the evaluation data that name the same
 // file are one clip (AudioCaps and Clotho list a clip once per caption), and a caption is right for
 // every clip it was written for — or, when captions repeat across clips (class prompts, canonical
-// captions), for every clip that carries the same text.
+// captions), for every clip that carries the same text. Between two modalities without text, the
+// "caption" is the other side's file: an image is right for the sounds of its rows.
 struct RetrievalTruth {
   std::vector<int64_t> clip_of;     // per row: the clip it belongs to (0..clips-1, by first appearance)
   std::vector<int64_t> caption_of;  // per row: its caption text's id

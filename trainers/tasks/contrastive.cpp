@@ -1,10 +1,12 @@
-// task.type: contrastive — CLIP's symmetric InfoNCE (or VSE++ triplet) over image-text pairs (model
-// clip) or audio-text pairs (model clap, LAION-CLAP), with open_clip's learnable temperature clamped
-// after every step; evaluated by zero-shot classification and retrieval.
+// task.type: contrastive — CLIP's symmetric InfoNCE (or VSE++ triplet) over any pairs of the model's
+// towers (task.pairs: [[image, text]] for CLIP, [[audio, text]] for CLAP, [[image, text], [image,
+// audio]] for ImageBind-style binding through an anchor), each pair with its own temperature: learnable
+// as open_clip's (clamped after every step; the model holds it) or fixed (temperature_fixed, as
+// CAV-MAE's). Each modality is encoded once per step, whatever number of pairs reads it. Evaluated by
+// zero-shot classification and retrieval over every pair and direction of the model's towers the
+// evaluation data has, trained together or not (emergent).
 #include <algorithm>
 #include <cmath>
-#include "layers/clap.h"
-#include "layers/clip.h"
 #include "losses/contrastive.h"
 #include "trainers/distributed/gather.h"
 #include "trainers/eval/retrieval.h"
@@ -15,38 +17,48 @@ namespace {
 
 struct ContrastiveSpec {
   std::string loss = "infonce";  // infonce | triplet
-  std::string pair = "image";    // the non-text side of pairs: image | audio
+  std::vector<PairTemperature> pairs;
   ContrastiveOptions options;
   double margin = 0.2;
   ClipEvalOptions eval;
 };
 
+struct Pair {
+  std::string a, b, part;  // part: the loss's name in metrics (train/<part>)
+  Tensor log_scale;        // the model's parameter (learnable), or a constant
+  bool learnable = true;
+};
+
 class ContrastiveTask : public Task {
  public:
-  ContrastiveTask(const ContrastiveSpec& s, TaskEnv& env) : s_(s), tok_(env.tokenizer), comm_(env.comm) {
+  ContrastiveTask(const ContrastiveSpec& s, TaskEnv& env) : s_(s), model_(env.model), comm_(env.comm) {
     if (comm_ && comm_->world() > 1 && s.loss == "triplet")
       throw Error("task.loss triplet is not supported across processes yet (its hardest negatives would be "
                   "this process's only); use infonce, or one process");
-    towers_.model = &env.model;
-    towers_.key = s.pair;
-    if (s.pair == "image") {
-      auto* m = dynamic_cast<Clip*>(&env.model);
-      if (!m) throw Error("task contrastive over [image, text] pairs needs model.type clip (an image and a text tower)");
-      bind(m, &Clip::encode_image, "i");
-    } else {
-      auto* m = dynamic_cast<Clap*>(&env.model);
-      if (!m) throw Error("task contrastive over [audio, text] pairs needs model.type clap (an audio and a text tower)");
-      bind(m, &Clap::encode_audio, "a");
+    for (const PairTemperature& p : s.pairs) {
+      for (const std::string& m : {p.a, p.b})
+        LOOM_CHECK(model_.has_head(m), "task contrastive over [", p.a, ", ", p.b, "] needs a ", m,
+                   " tower with a head into the shared space, and the model has none");
+      Pair q{p.a, p.b, s.pairs.size() == 1 ? "infonce" : p.a + "_" + p.b, {}, p.learnable};
+      if (p.learnable) {
+        q.log_scale = model_.pair_logit_scale(p.a, p.b);
+        LOOM_CHECK(q.log_scale.defined(), "task contrastive over [", p.a, ", ", p.b,
+                   "]: the model holds no temperature for this pair");
+      } else {
+        q.log_scale = Tensor::scalar(std::log(1.0 / p.init));
+      }
+      pairs_.push_back(q);
+      for (const std::string& m : {p.a, p.b})
+        if (std::find(encoded_.begin(), encoded_.end(), m) == encoded_.end()) encoded_.push_back(m);
     }
-    input_ = input_tower(env.model, "task contrastive");
-    towers_.encode = [this](const Tensor& x) { return encode_(x, nullptr); };
-    towers_.configure = [this](data::LoaderConfig& c) { configure(c); };
+    towers_.model = &model_;
+    for (const std::string& m : model_.modalities())
+      if (model_.has_head(m)) towers_.modalities.push_back(m);
   }
   int64_t min_batch() const override { return 2; }  // a pair needs at least one negative
   const ContrastiveTowers* towers() const override { return &towers_; }
   void configure(data::LoaderConfig& c) const override {
-    input_.configure(c);
-    c.context = towers_.context;
+    for (const std::string& m : encoded_) configure_input(model_.tower(m).input(), c);
   }
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
     Tensor labels;
@@ -55,73 +67,104 @@ class ContrastiveTask : public Task {
       for (int64_t y : labels.to_vector<int64_t>())
         LOOM_CHECK(y >= 0, "task.same_label_positives needs a label on every training example, and a row has none");
     }
-    Tensor x = encode_(b[s_.pair], &drop_gen);
-    Tensor txt = towers_.encode_text(b["text"]);
-    if (s_.loss == "triplet") return {{"triplet", triplet_loss(x, txt, s_.margin)}};
+    // Each modality once, in the order the pairs first name them (CLIP: image, then text).
+    std::map<std::string, Tensor> emb;
+    for (const std::string& m : encoded_) emb[m] = model_.embed(m, b[m], &drop_gen);
+    if (s_.loss == "triplet") return {{"triplet", triplet_loss(emb[pairs_[0].a], emb[pairs_[0].b], s_.margin)}};
+    std::vector<LossPart> out;
     if (comm_ && comm_->world() > 1) {
       // open_clip's gather_with_grad + local_loss: this rank's rows against every rank's columns.
-      const distributed::GatheredRows xs = distributed::gather_rows_with_grad(*comm_, x);
-      const distributed::GatheredRows ts = distributed::gather_rows_with_grad(*comm_, txt);
+      std::map<std::string, distributed::GatheredRows> all;
+      for (const std::string& m : encoded_) all[m] = distributed::gather_rows_with_grad(*comm_, emb[m]);
       Tensor labels_all;
       if (labels.defined()) labels_all = comm_->all_gather_rows(labels.contiguous());
-      return {{"infonce", clip_loss(x, txt, xs.all, ts.all, xs.offset, logit_scale_, labels, labels_all, s_.options)}};
+      for (const Pair& p : pairs_)
+        out.push_back({p.part, clip_loss(emb[p.a], emb[p.b], all[p.a].all, all[p.b].all, all[p.a].offset,
+                                         scale_on(p, emb[p.a].device()), labels, labels_all, s_.options)});
+      return out;
     }
-    return {{"infonce", clip_loss(x, txt, logit_scale_, labels, s_.options)}};
+    for (const Pair& p : pairs_)
+      out.push_back({p.part, clip_loss(emb[p.a], emb[p.b], scale_on(p, emb[p.a].device()), labels, s_.options)});
+    return out;
   }
   void after_step() override {  // open_clip clamps the learnable log-scale to [0, log max] after each step
     NoGradGuard ng;
-    logit_scale_.copy_(ops::clamp(logit_scale_, 0.0, s_.options.max_logit_scale));
+    for (Pair& p : pairs_)
+      if (p.learnable) p.log_scale.copy_(ops::clamp(p.log_scale, 0.0, s_.options.max_logit_scale));
   }
   Metrics train_metrics() const override {
-    return {{"train/logit_scale", double(std::exp(logit_scale_.item<float>()))}};
+    Metrics m;
+    for (const Pair& p : pairs_)
+      if (p.learnable)
+        m[pairs_.size() == 1 ? "train/logit_scale" : "train/logit_scale_" + p.part] = double(std::exp(p.log_scale.item<float>()));
+    return m;
   }
   bool evaluates() const override { return s_.eval.zeroshot || s_.eval.retrieval; }
   Metrics evaluate(const EvalEnv& env) override {
     if (!env.data || !evaluates()) return {};
-    return evaluate_contrastive(towers_, *tok_, s_.eval, *env.data, env.max_samples);
+    return evaluate_contrastive(towers_, env.tokenizer, s_.eval, *env.data, env.max_samples);
   }
 
  private:
-  // The towers of a two-tower model M (Clip or Clap): `encode` for the non-text side, `letter` for metric names.
-  template <class M>
-  void bind(M* m, Tensor (M::*encode)(const Tensor&, Generator*) const, const char* letter) {
-    encode_ = [m, encode](const Tensor& x, Generator* g) { return (m->*encode)(x, g); };
-    // The text tower pools at the tokenizer's end of text (a causal tower; BERT pools at [CLS]).
-    const int64_t eot = tok_ ? tok_->end_token() : data::BpeTokenizer::eot_id;
-    towers_.encode_text = [m, eot](const Tensor& t) { return m->encode_text(t, eot); };
-    towers_.context = m->config.text.context;
-    towers_.letter = letter;
-    logit_scale_ = m->logit_scale;
-  }
+  // A fixed scale is a host constant: it goes where the features are.
+  Tensor scale_on(const Pair& p, Device d) const { return p.learnable || p.log_scale.device() == d ? p.log_scale : p.log_scale.to(d); }
 
   ContrastiveSpec s_;
-  const data::TextTokenizer* tok_;
+  MultimodalModel& model_;
   distributed::Communicator* comm_;
-  std::function<Tensor(const Tensor&, Generator*)> encode_;
+  std::vector<Pair> pairs_;
+  std::vector<std::string> encoded_;  // the modalities the pairs read, in first-named order
   ContrastiveTowers towers_;
-  InputTower input_;
-  Tensor logit_scale_;  // the model's parameter (a shared handle)
 };
+
+// The pairs of task.pairs, or the model's one pair when it has exactly two towers with heads.
+std::vector<std::pair<std::string, std::string>> read_pairs(const Config& c, const std::string& k, const ModelSpec& model) {
+  std::vector<std::string> headed;
+  if (model.embed_dim > 0) headed = model.modalities();
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!c.has(k + ".pairs")) {
+    if (headed.size() != 2)
+      c.fail(k + ".pairs", str_cat("required with this model (its towers: ", model.describe_towers(),
+                                   "): a list of pairs of modalities, e.g. [[image, text], [image, audio]]"));
+    // CLIP and CLAP: the non-text side first, as their metric names (i2t, a2t) have it
+    if (headed[0] == "text") std::swap(headed[0], headed[1]);
+    return {{headed[0], headed[1]}};
+  }
+  YAML::Node p = c.node(k + ".pairs");
+  if (!p.IsSequence() || p.size() == 0) c.fail(k + ".pairs", "expected a list of pairs of modalities, e.g. [[image, text]]");
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (!p[i].IsSequence() || p[i].size() != 2 || !p[i][0].IsScalar() || !p[i][1].IsScalar())
+      c.fail(k + ".pairs", str_cat("pair ", i, " is not a pair of modalities like [image, text]"));
+    const std::string a = p[i][0].Scalar(), b = p[i][1].Scalar();
+    for (const std::string& m : {a, b})
+      if (!model.has(m))
+        c.fail(k + ".pairs", str_cat("pair [", a, ", ", b, "]: the model has no ", m, " tower (its towers: ",
+                                     model.describe_towers(), ")"));
+    if (model.embed_dim <= 0)
+      c.fail(k + ".pairs", str_cat("model.type ", model.type, " has no heads into a shared space to contrast in"));
+    if (a == b) c.fail(k + ".pairs", str_cat("pair [", a, ", ", b, "] contrasts a modality with itself"));
+    for (const auto& [x, y] : out)
+      if ((x == a && y == b) || (x == b && y == a)) c.fail(k + ".pairs", str_cat("pair [", a, ", ", b, "] is given twice"));
+    out.emplace_back(a, b);
+  }
+  return out;
+}
 
 }  // namespace
 
-TaskSpec parse_contrastive(const Config& c, const std::string& k) {
+TaskSpec parse_contrastive(const Config& c, const std::string& k, const ModelSpec& model) {
   ContrastiveSpec s;
-  if (c.has(k + ".pairs")) {  // one pair of modalities: [[image, text]] or [[audio, text]]
-    YAML::Node p = c.node(k + ".pairs");
-    const bool ok = p.IsSequence() && p.size() == 1 && p[0].IsSequence() && p[0].size() == 2 &&
-                    (p[0][0].as<std::string>("") == "image" || p[0][0].as<std::string>("") == "audio") &&
-                    p[0][1].as<std::string>("") == "text";
-    if (!ok) c.fail(k + ".pairs", "expected [[image, text]] or [[audio, text]] (one pair of modalities)");
-    s.pair = p[0][0].as<std::string>();
-  } else {
-    const std::string type = c.str("model.type", "clip");
-    s.pair = type == "clap" ? "audio" : "image";
-  }
+  const auto pairs = read_pairs(c, k, model);
   TaskSpec spec;
-  spec.temperature_init = c.f64(k + ".temperature_init", 0.07);
-  if (!(spec.temperature_init > 0)) c.fail(k + ".temperature_init", "must be > 0");
+  const bool fixed = c.has(k + ".temperature_fixed");
+  if (fixed && c.has(k + ".temperature_init"))
+    c.fail(k + ".temperature_fixed", "give temperature_init (learnable) or temperature_fixed, not both");
+  const std::string tkey = k + (fixed ? ".temperature_fixed" : ".temperature_init");
+  const double temperature = c.f64(tkey, 0.07);
+  if (!(temperature > 0)) c.fail(tkey, "must be > 0");
+  for (const auto& [a, b] : pairs) s.pairs.push_back({a, b, temperature, !fixed});
   s.loss = c.choice(k + ".loss", {"infonce", "triplet"}, "infonce");
+  if (s.loss == "triplet" && pairs.size() > 1) c.fail(k + ".loss", "triplet contrasts one pair; this task has several");
   s.options.same_label_positives = c.boolean(k + ".same_label_positives", false);
   const double max_scale = c.f64(k + ".max_logit_scale", 100.0);
   if (!(max_scale > 1.0)) c.fail(k + ".max_logit_scale", "must be > 1 (the scale is clamped to [1, max])");
@@ -130,6 +173,9 @@ TaskSpec parse_contrastive(const Config& c, const std::string& k) {
 
   // Evaluation settings are recipe-wide (eval.*); this task is the one that reads them.
   if (c.has("eval.zeroshot")) {
+    if (!model.has_text())
+      c.fail("eval.zeroshot", str_cat("zero-shot classification reads class prompts with a text tower, and the model has "
+                                      "none (its towers: ", model.describe_towers(), ")"));
     s.eval.zeroshot = true;
     s.eval.zeroshot_labels = c.existing_path("eval.zeroshot.labels_from");
     s.eval.zeroshot_templates = c.str_list("eval.zeroshot.templates", {"a photo of a {}."});
@@ -140,10 +186,13 @@ TaskSpec parse_contrastive(const Config& c, const std::string& k) {
   s.eval.retrieval_samples = c.i64("eval.retrieval_samples", 1000);
   if (s.eval.retrieval_samples < 1) c.fail("eval.retrieval_samples", "must be >= 1");
 
-  spec.needs_text = true;
+  spec.pairs = s.pairs;
   spec.needs_eval_data = s.eval.zeroshot || s.eval.retrieval;
-  spec.needs = s.options.same_label_positives ? std::vector<std::string>{s.pair, "text", "label"}
-                                              : std::vector<std::string>{s.pair, "text"};
+  for (const auto& [a, b] : pairs)
+    for (const std::string& m : {a, b})
+      if (std::find(spec.needs.begin(), spec.needs.end(), m) == spec.needs.end()) spec.needs.push_back(m);
+  spec.needs_text = std::find(spec.needs.begin(), spec.needs.end(), "text") != spec.needs.end() || s.eval.zeroshot;
+  if (s.options.same_label_positives) spec.needs.push_back("label");
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> { return std::make_unique<ContrastiveTask>(s, env); };
   return spec;
 }

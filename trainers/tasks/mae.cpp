@@ -28,18 +28,16 @@ struct MaeSpec {
   bool norm_pix_loss = true;
   MaeDecoderConfig decoder;
   int64_t reconstructions = 8;  // images in eval/recon_step_N.png (0: no picture)
+  std::string input;            // the modality (batch key) whose tower it trains: image | audio
+  bool spectrogram = false;     // the tower reads audio (pictures drawn as spectrograms)
 };
 
 class MaeTask : public Task {
  public:
   MaeTask(const MaeSpec& s, TaskEnv& env)
       : s_(s), mask_gen_(env.seed ^ kMaskSalt), eval_seed_(env.seed ^ kMaskSalt ^ 0xE7A1ull) {
-    input_ = input_tower(env.model, "task mae");
-    encoder_ = input_.vit;
+    encoder_ = &patch_tower(env.model, s.input, "task mae");
     const ViTConfig& v = encoder_->config;
-    LOOM_CHECK(!v.overlapping(), "task mae reconstructs each patch on its own, so it needs non-overlapping patches; the ",
-               input_.key, " tower has patch ", v.patch, " with stride ", v.stride, " (set model.", input_.key == "audio" ? "audio" : "vision",
-               ".stride to the patch, as AudioMAE does)");
     MaeDecoderConfig dc = s.decoder;
     dc.encoder_width = v.width;
     dc.grid_h = v.grid_h();
@@ -60,7 +58,7 @@ class MaeTask : public Task {
   }
   int64_t added_parameters() const { return added_; }
 
-  void configure(data::LoaderConfig& c) const override { input_.configure(c); }
+  void configure(data::LoaderConfig& c) const override { configure_input(encoder_->input(), c); }
 
   struct Pass { Tensor pred, target, mask, loss; };
   // The batch's rows are rows [offset, offset + B) of a global batch of `whole` (data parallelism):
@@ -83,7 +81,7 @@ class MaeTask : public Task {
   }
 
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
-    return {{"mae", run(b[input_.key], mask_gen_, &drop_gen, b.global_offset, b.global_size).loss}};
+    return {{"mae", run(b[s_.input], mask_gen_, &drop_gen, b.global_offset, b.global_size).loss}};
   }
 
   bool evaluates() const override { return true; }
@@ -103,7 +101,7 @@ class MaeTask : public Task {
     while (seen < limit) {
       auto b = loader.next();
       if (!b) break;
-      Tensor images = (*b)[input_.key].to(encoder_->device());
+      Tensor images = (*b)[s_.input].to(encoder_->device());
       if (images.size(0) > limit - seen) images = images.narrow(0, 0, limit - seen);
       Pass p = run(images, noise, nullptr);
       if (seen == 0 && s_.reconstructions > 0 && !env.run_dir.empty()) picture(images, p, *env.data, env);
@@ -148,7 +146,7 @@ class MaeTask : public Task {
     Tensor recon = ops::unpatchify(pred, v.patch, C, H, W);
     Tensor pasted = ops::unpatchify(ops::add(ops::mul(patches, keep), ops::mul(pred, mask)), v.patch, C, H, W);
     std::function<Tensor(const Tensor&)> show;
-    if (input_.key == "audio") {  // spectrograms: scaled by the originals' range to [0, 1], low frequencies at the bottom
+    if (s_.spectrogram) {  // spectrograms: scaled by the originals' range to [0, 1], low frequencies at the bottom
       const float lo = ops::neg(ops::amax(ops::neg(img))).item<float>(), hi = ops::amax(img).item<float>();
       const double scale = 1.0 / std::max(1e-6f, hi - lo);
       std::vector<int64_t> rows(static_cast<size_t>(H));
@@ -175,7 +173,6 @@ class MaeTask : public Task {
   }
 
   MaeSpec s_;
-  InputTower input_;
   ViT* encoder_ = nullptr;
   MaeDecoder* decoder_ = nullptr;
   int64_t added_ = 0;
@@ -185,10 +182,19 @@ class MaeTask : public Task {
 
 }  // namespace
 
-TaskSpec parse_mae(const Config& c, const std::string& k) {
+TaskSpec parse_mae(const Config& c, const std::string& k, const ModelSpec& model) {
   MaeSpec s;
-  const std::string model_type = c.str("model.type", "clip");
-  const bool audio = model_type == "ast" || model_type == "clap";
+  s.input = c.str(k + ".input", default_patch_modality(model));
+  const TowerSpec* tower = model.tower(s.input);
+  if (!tower || (tower->input.kind != "image" && tower->input.kind != "audio"))
+    c.fail(c.has(k + ".input") ? k + ".input" : k + ".type",
+           str_cat("task mae needs an image or audio tower", s.input.empty() ? std::string() : " '" + s.input + "'",
+                   ", and the model has: ", model.describe_towers()));
+  if (tower->overlapping_patches)
+    c.fail(k + ".type", str_cat("task mae reconstructs each patch on its own, so it needs non-overlapping patches; the ",
+                                s.input, " tower's patches overlap (set ", tower->key, ".stride to the patch, as AudioMAE does)"));
+  const bool audio = tower->input.kind == "audio";
+  s.spectrogram = audio;
   s.mask_ratio = c.f64(k + ".mask_ratio", audio ? 0.8 : 0.75);  // AudioMAE masks 80%, MAE 75%
   if (!(s.mask_ratio > 0 && s.mask_ratio < 1)) c.fail(k + ".mask_ratio", "must be in (0, 1)");
   s.masking = c.choice(k + ".masking", {"random", "time", "frequency"}, "random");
@@ -208,7 +214,7 @@ TaskSpec parse_mae(const Config& c, const std::string& k) {
   s.reconstructions = c.i64(k + ".reconstructions", 8);
   if (s.reconstructions < 0) c.fail(k + ".reconstructions", "must be >= 0");
   TaskSpec spec;
-  spec.needs = {audio ? "audio" : "image"};
+  spec.needs = {s.input};
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<MaeTask>(s, env);
     if (t->added_parameters() > 0)

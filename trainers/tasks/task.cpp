@@ -3,11 +3,11 @@
 
 namespace loom {
 
-TaskSpec parse_contrastive(const Config& c, const std::string& prefix);  // tasks/contrastive.cpp
-TaskSpec parse_mae(const Config& c, const std::string& prefix);          // tasks/mae.cpp
+TaskSpec parse_contrastive(const Config& c, const std::string& prefix, const ModelSpec& model);  // tasks/contrastive.cpp
+TaskSpec parse_mae(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mae.cpp
 
 namespace {
-using Parser = TaskSpec (*)(const Config&, const std::string&);
+using Parser = TaskSpec (*)(const Config&, const std::string&, const ModelSpec&);
 const std::vector<std::pair<std::string, Parser>>& registry() {
   static const std::vector<std::pair<std::string, Parser>> r = {{"contrastive", parse_contrastive}, {"mae", parse_mae}};
   return r;
@@ -20,13 +20,13 @@ std::vector<std::string> task_types() {
   return out;
 }
 
-TaskSpec parse_task(const Config& c, const std::string& prefix, const std::string& default_type) {
+TaskSpec parse_task(const Config& c, const std::string& prefix, const ModelSpec& model, const std::string& default_type) {
   if (default_type.empty() && !c.has(prefix + ".type"))
     c.fail(prefix + ".type", "required key is missing" + c.near_miss(prefix + ".type"));
   const std::string type = c.choice(prefix + ".type", task_types(), default_type);
   for (const auto& [name, parse] : registry())
     if (name == type) {
-      TaskSpec s = parse(c, prefix);
+      TaskSpec s = parse(c, prefix, model);
       s.type = type;
       return s;
     }
@@ -68,24 +68,37 @@ data::LoaderConfig loader_config(const DataSpec& d, uint64_t seed, bool train) {
   return c;
 }
 
-InputTower input_tower(Module& model, const std::string& task) {
-  if (auto v = std::dynamic_pointer_cast<ViT>(model.child("visual"))) return {v.get(), "image"};
-  if (auto a = std::dynamic_pointer_cast<AudioTransformer>(model.child("audio"))) return {a.get(), "audio"};
-  throw Error(str_cat(task, " needs an image tower 'visual' (a ViT) or an audio tower 'audio' (an AudioTransformer), "
-                      "and this model has neither"));
+void configure_input(const EncoderInput& in, data::LoaderConfig& c) {
+  if (in.kind == "text") {
+    c.context = in.context;
+  } else if (in.kind == "audio") {
+    c.audio.fbank.num_mel_bins = in.height;
+    c.audio.frames = in.width;
+  } else if (in.kind == "image") {
+    LOOM_CHECK(in.height == in.width, "the image transform makes square images, and the image tower is ", in.height, "x",
+               in.width);
+    c.channels = in.channels;
+    c.transform.size = in.height;
+  } else {
+    throw Error(str_cat("the loader makes no '", in.kind, "' inputs yet (image, audio and text)"));
+  }
 }
 
-void InputTower::configure(data::LoaderConfig& c) const {
-  const ViTConfig& v = vit->config;
-  if (key == "audio") {
-    c.audio.fbank.num_mel_bins = v.height();
-    c.audio.frames = v.width_px();
-    return;
+std::string default_patch_modality(const ModelSpec& model) {
+  for (const auto& [m, t] : model.towers)
+    if (t.input.kind == "image" || t.input.kind == "audio") return m;
+  return "";
+}
+
+ViT& patch_tower(MultimodalModel& model, const std::string& modality, const std::string& who) {
+  if (modality.empty() || !model.has_tower(modality)) {
+    std::string have;
+    for (const std::string& m : model.modalities()) have += (have.empty() ? "" : ", ") + m;
+    throw Error(str_cat(who, " needs an image or audio tower, and this model has: ", have));
   }
-  LOOM_CHECK(v.height() == v.width_px(), "the image transform makes square images, and the image tower is ", v.height(),
-             "x", v.width_px());
-  c.channels = v.channels;
-  c.transform.size = v.height();
+  auto* v = dynamic_cast<ViT*>(&model.tower(modality));
+  if (!v) throw Error(str_cat(who, " reads patch tokens, and the model's ", modality, " tower is not a ViT-style tower"));
+  return *v;
 }
 
 }  // namespace loom

@@ -15,8 +15,9 @@
 #include "data/loader.h"
 #include "data/text_tokenizer.h"
 #include "layers/audio.h"
-#include "layers/module.h"
+#include "layers/towers.h"
 #include "trainers/config.h"
+#include "trainers/models.h"
 
 namespace loom {
 namespace distributed { class Communicator; }
@@ -49,7 +50,7 @@ struct LossPart {
 
 // What a task is built from.
 struct TaskEnv {
-  Module& model;                        // the root model; a task may register heads on it
+  MultimodalModel& model;               // the root model (towers by modality); a task may register heads on it
   const data::TextTokenizer* tokenizer;  // null when no task of the recipe needs text
   uint64_t seed;
   std::string stage;                    // the stage's name
@@ -72,7 +73,7 @@ struct ContrastiveTowers;  // trainers/eval/retrieval.h
 class Task {
  public:
   virtual ~Task() = default;
-  // A two-tower task's encoders (loom embed, loom retrieve); null for other tasks.
+  // A contrastive task's towers (loom embed, loom retrieve); null for other tasks.
   virtual const ContrastiveTowers* towers() const { return nullptr; }
   // A batch smaller than this (on_error: skip can shrink one) is replaced by the next.
   virtual int64_t min_batch() const { return 1; }
@@ -91,7 +92,7 @@ struct TaskSpec {
   std::string type;
   bool needs_text = false;         // the run must have a tokenizer
   bool needs_eval_data = false;    // its evaluation settings ask for data (zero-shot, retrieval)
-  double temperature_init = 0.0;   // contrastive: the model's learnable temperature starts here
+  std::vector<PairTemperature> pairs;  // contrastive: the pairs whose temperatures the model holds
   std::vector<std::string> needs;  // the batch keys the task reads (checked against the data up front)
   std::function<std::unique_ptr<Task>(TaskEnv&)> build;
 };
@@ -99,29 +100,19 @@ struct TaskSpec {
 // Loader settings for `data` (training: shuffled, full batches, endless), before the task's configure().
 data::LoaderConfig loader_config(const DataSpec& data, uint64_t seed, bool train);
 
-// Reads the task section at `prefix` ("task", "stages.1.task") through its type's factory.
-// Without a type there, `default_type` (empty: the type is required).
-TaskSpec parse_task(const Config& c, const std::string& prefix, const std::string& default_type = "");
+// Reads the task section at `prefix` ("task", "stages.1.task") through its type's factory, checked
+// against the model's towers. Without a type there, `default_type` (empty: the type is required).
+TaskSpec parse_task(const Config& c, const std::string& prefix, const ModelSpec& model, const std::string& default_type = "");
 std::vector<std::string> task_types();
 
-// A tower of the root model by child name, as type M; throws loom::Error naming the task and what the
-// model lacks (e.g. "task mae needs an image tower 'visual' (a ViT); model.type text has none").
-template <class M>
-M& tower(Module& model, const std::string& name, const std::string& task, const char* what) {
-  auto m = std::dynamic_pointer_cast<M>(model.child(name));
-  if (!m) throw Error(str_cat("task ", task, " needs ", what, " '", name, "', and this model has none"));
-  return *m;
-}
+// Loader settings a tower's input fixes: channels and image size, mel bins and frames, or the text context.
+void configure_input(const EncoderInput& in, data::LoaderConfig& c);
 
-// The tower a task or a probe reads inputs with: the model's "visual" (a ViT over images, batch key
-// "image") or its "audio" (an AudioTransformer over spectrograms, batch key "audio").
-struct InputTower {
-  ViT* vit = nullptr;
-  std::string key;  // "image" | "audio"
-  // The loader settings the tower's input shape fixes: channels and image size, or mel bins and frames.
-  void configure(data::LoaderConfig& c) const;
-};
-// Throws loom::Error naming `task` when the model has neither tower.
-InputTower input_tower(Module& model, const std::string& task);
+// The modality a masked-patch task or a probe reads by default: the first image or audio tower of
+// the model ("image" for clip and vit, "audio" for clap and ast); empty when it has neither.
+std::string default_patch_modality(const ModelSpec& model);
+// The modality's tower as a ViT (image and audio towers are; AudioTransformer is a ViT); throws
+// loom::Error naming `who`, the modality and the model's towers otherwise.
+ViT& patch_tower(MultimodalModel& model, const std::string& modality, const std::string& who);
 
 }  // namespace loom

@@ -1,0 +1,105 @@
+#include "layers/towers.h"
+#include <cmath>
+
+namespace loom {
+
+Projection::Projection(int64_t in, int64_t out, bool mlp, Generator& gen) {
+  // Linear: CLIP's bias-free map, std in^-0.5. MLP: PyTorch's default Linear init, as LAION-CLAP's.
+  fc1 = mlp ? std::make_shared<Linear>(in, out, true, gen) : std::make_shared<Linear>(in, out, false, gen, std::pow(double(in), -0.5));
+  register_module("fc1", fc1);
+  if (mlp) {
+    fc2 = std::make_shared<Linear>(out, out, true, gen);
+    register_module("fc2", fc2);
+  }
+}
+
+Tensor Projection::forward(const Tensor& x) const {
+  if (!fc2) return fc1->forward(x);
+  return fc2->forward(ops::relu(fc1->forward(x)));
+}
+
+TowerHead linear_head(int64_t in, int64_t out, Generator& gen) {
+  auto l = std::make_shared<Linear>(in, out, false, gen, std::pow(double(in), -0.5));
+  const Linear* raw = l.get();  // owned by the model with the head
+  return {l, [raw](const Tensor& x) { return raw->forward(x); }};
+}
+
+TowerHead projection_head(int64_t in, int64_t out, bool mlp, Generator& gen) {
+  auto p = std::make_shared<Projection>(in, out, mlp, gen);
+  const Projection* raw = p.get();
+  return {p, [raw](const Tensor& x) { return raw->forward(x); }};
+}
+
+MultimodalModel::MultimodalModel(const TowerLayout& layout, Generator& gen) : embed_dim_(layout.embed_dim) {
+  LOOM_CHECK(!layout.towers.empty(), "a model needs at least one tower");
+  for (const TowerLayout::Tower& t : layout.towers) {
+    for (const Slot& s : slots_)
+      LOOM_CHECK(s.modality != t.modality, "two towers read modality '", t.modality, "'");
+    Slot s{t.modality, t.name, t.build(gen), {}};
+    LOOM_CHECK(s.tower, "the ", t.modality, " tower was not built");
+    register_module(t.name, s.tower);
+    slots_.push_back(std::move(s));
+  }
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const TowerLayout::Tower& t = layout.towers[i];
+    if (!t.head) continue;
+    LOOM_CHECK(embed_dim_ > 0, "the ", t.modality, " tower has a head, and the model's embed_dim is ", embed_dim_);
+    slots_[i].head = t.head(slots_[i].tower->output_width(), embed_dim_, gen);
+    register_module(t.name + "_proj", slots_[i].head.module);
+  }
+  for (const TowerLayout::Scale& sc : layout.scales) {
+    LOOM_CHECK(has_tower(sc.a) && has_tower(sc.b), "a temperature for pair [", sc.a, ", ", sc.b,
+               "], and the model has towers for: ", [&] {
+                 std::string o;
+                 for (const Slot& s : slots_) o += (o.empty() ? "" : ", ") + s.modality;
+                 return o;
+               }());
+    LOOM_CHECK(sc.init_temperature > 0, "the initial temperature of pair [", sc.a, ", ", sc.b, "] must be > 0, got ",
+               sc.init_temperature);
+    scales_.emplace_back(sc, register_parameter(sc.name, Tensor::scalar(std::log(1.0 / sc.init_temperature))));
+  }
+}
+
+std::vector<std::string> MultimodalModel::modalities() const {
+  std::vector<std::string> out;
+  for (const Slot& s : slots_) out.push_back(s.modality);
+  return out;
+}
+
+bool MultimodalModel::has_tower(const std::string& m) const {
+  for (const Slot& s : slots_)
+    if (s.modality == m) return true;
+  return false;
+}
+
+bool MultimodalModel::has_head(const std::string& m) const { return has_tower(m) && slot(m).head.module != nullptr; }
+
+const MultimodalModel::Slot& MultimodalModel::slot(const std::string& m) const {
+  for (const Slot& s : slots_)
+    if (s.modality == m) return s;
+  std::string have;
+  for (const Slot& s : slots_) have += (have.empty() ? "" : ", ") + s.modality;
+  throw Error(str_cat("the model has no ", m, " tower (its towers: ", have, ")"));
+}
+
+Encoder& MultimodalModel::tower(const std::string& m) const { return *slot(m).tower; }
+std::shared_ptr<Encoder> MultimodalModel::tower_ptr(const std::string& m) const { return slot(m).tower; }
+std::shared_ptr<Module> MultimodalModel::head_ptr(const std::string& m) const { return slot(m).head.module; }
+
+Tensor MultimodalModel::encode(const std::string& m, const Tensor& input, Generator* drop_gen) const {
+  return slot(m).tower->encode(input, drop_gen);
+}
+
+Tensor MultimodalModel::embed(const std::string& m, const Tensor& input, Generator* drop_gen) const {
+  const Slot& s = slot(m);
+  LOOM_CHECK(s.head.module, "the ", m, " tower has no head into a shared embedding space (set model.embed_dim)");
+  return ops::l2_normalize(s.head.project(s.tower->encode(input, drop_gen)), -1);
+}
+
+Tensor MultimodalModel::pair_logit_scale(const std::string& a, const std::string& b) const {
+  for (const auto& [sc, t] : scales_)
+    if ((sc.a == a && sc.b == b) || (sc.a == b && sc.b == a)) return t;
+  return {};
+}
+
+}  // namespace loom

@@ -1,0 +1,86 @@
+// A model as towers keyed by modality — ImageBind's layout (per-modality trunks, heads into one
+// space, a temperature per pair of modalities), written loom's way. Every model loom trains is one:
+// CLIP is {image: ViT, text: causal transformer} with linear heads and one temperature, CLAP
+// {audio, text} with MLP heads, a ViT or AST alone has one tower and no head, and an ImageBind-style
+// model binds image, text and audio. Tasks reach towers only through this interface, never by
+// casting to a family (trainers/models.h builds these from recipes).
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+#include "layers/layers.h"
+
+namespace loom {
+
+// A tower's projection: Linear(width, d) [ReLU, Linear(d, d)] (LAION-CLAP's with mlp; children fc1, fc2).
+class Projection : public Module {
+ public:
+  Projection(int64_t in, int64_t out, bool mlp, Generator& gen);
+  Tensor forward(const Tensor& x) const;
+  std::shared_ptr<Linear> fc1, fc2;  // fc2 null for linear
+};
+
+// A head into the shared space: the module registered as "<tower>_proj" and how it maps [B, width] to [B, E].
+struct TowerHead {
+  std::shared_ptr<Module> module;
+  std::function<Tensor(const Tensor&)> project;
+};
+// CLIP's head: a bias-free Linear (std in^-0.5), parameter "<tower>_proj.weight".
+TowerHead linear_head(int64_t in, int64_t out, Generator& gen);
+// A Projection (mlp or its fc1 alone, PyTorch's default init as LAION-CLAP's): "<tower>_proj.fc1.*".
+TowerHead projection_head(int64_t in, int64_t out, bool mlp, Generator& gen);
+
+struct TowerLayout {
+  struct Tower {
+    std::string modality;  // the batch key it reads: image | audio | text | ...
+    std::string name;      // its child name ("visual" in CLIP's layout; the modality in the general one)
+    std::function<std::shared_ptr<Encoder>(Generator&)> build;
+    // The head into the shared space (embed_dim wide), registered as name + "_proj"; null: none.
+    std::function<TowerHead(int64_t width, int64_t embed_dim, Generator&)> head;
+  };
+  // A learnable log temperature for a pair, the parameter `name`, log(1 / init_temperature) at first.
+  struct Scale {
+    std::string a, b, name;
+    double init_temperature = 0.07;
+  };
+  std::vector<Tower> towers;
+  int64_t embed_dim = 0;
+  std::vector<Scale> scales;
+};
+
+class MultimodalModel : public Module {
+ public:
+  // Built from `gen` in a fixed order: every tower in layout order, then every head, then the scales
+  // (CLIP's and CLAP's own order, so their weights are those of the same seed before this layer).
+  MultimodalModel(const TowerLayout& layout, Generator& gen);
+
+  std::vector<std::string> modalities() const;  // in layout order
+  bool has_tower(const std::string& modality) const;
+  bool has_head(const std::string& modality) const;  // projects into the shared space
+  // The modality's trunk; throws loom::Error naming the modality and the towers there are.
+  Encoder& tower(const std::string& modality) const;
+  std::shared_ptr<Encoder> tower_ptr(const std::string& modality) const;
+  std::shared_ptr<Module> head_ptr(const std::string& modality) const;  // null without a head
+  // The tower's pooled output [B, width].
+  Tensor encode(const std::string& modality, const Tensor& input, Generator* drop_gen = nullptr) const;
+  // Projected into the shared space and L2-normalised [B, embed_dim]; throws without a head.
+  Tensor embed(const std::string& modality, const Tensor& input, Generator* drop_gen = nullptr) const;
+  // The pair's learnable log scale (a handle onto the parameter, either order of a and b), or an
+  // undefined tensor when the model has none for it.
+  Tensor pair_logit_scale(const std::string& a, const std::string& b) const;
+  int64_t embed_dim() const { return embed_dim_; }
+
+ private:
+  struct Slot {
+    std::string modality, name;
+    std::shared_ptr<Encoder> tower;
+    TowerHead head;
+  };
+  const Slot& slot(const std::string& modality) const;
+  std::vector<Slot> slots_;
+  std::vector<std::pair<TowerLayout::Scale, Tensor>> scales_;
+  int64_t embed_dim_ = 0;
+};
+
+}  // namespace loom

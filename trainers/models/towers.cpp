@@ -1,0 +1,42 @@
+// model.type: towers (the general form; a recipe with model.towers) — one tower per modality, each of
+// any registered type, named by its modality ("image", "audio", "text"), a head each into
+// model.embed_dim ("<modality>_proj"; model.projection linear as CLIP's or mlp as LAION-CLAP's), and a
+// learnable temperature "logit_scale_<a>_<b>" per pair the contrastive tasks train with one.
+//   model:
+//     embed_dim: 64
+//     towers:
+//       image: {type: vit, image_size: 32, patch: 4, width: 128, layers: 4, heads: 4}
+//       text:  {type: transformer, context: 24, width: 128, layers: 2, heads: 4}
+//       audio: {type: ast, mel_bins: 64, frames: 240, patch: 16, width: 128, layers: 4, heads: 4}
+#include "trainers/models.h"
+
+namespace loom {
+
+ModelSpec read_towers_model(const Config& c) {
+  ModelSpec m;
+  const std::vector<std::string> names = c.keys("model.towers");
+  if (names.empty()) c.fail("model.towers", "expected a mapping of modality: {type: ..., ...} (e.g. image: {type: vit, ...})");
+  for (const std::string& modality : names) {
+    const std::string k = "model.towers." + modality;
+    const std::string fallback = modality == "image" ? "vit" : modality == "audio" ? "ast" : modality == "text" ? "transformer" : "";
+    m.towers.emplace_back(modality, read_tower(c, k, fallback, modality));
+  }
+  m.embed_dim = read_embed_dim(c);
+  const bool mlp = c.choice("model.projection", {"linear", "mlp"}, "linear") == "mlp";
+  m.make = [mlp](const ModelSpec& s, const TowerContext& ctx, Generator& gen) -> std::shared_ptr<MultimodalModel> {
+    TowerLayout l;
+    l.embed_dim = s.embed_dim;
+    for (const auto& [modality, t] : s.towers) {
+      auto head = mlp ? std::function<TowerHead(int64_t, int64_t, Generator&)>(
+                            [](int64_t in, int64_t out, Generator& g) { return projection_head(in, out, true, g); })
+                      : linear_head;
+      l.towers.push_back({modality, modality, [t, ctx](Generator& g) { return t.build(g, ctx); }, head});
+    }
+    for (const PairTemperature& p : s.pairs)
+      if (p.learnable) l.scales.push_back({p.a, p.b, str_cat("logit_scale_", p.a, "_", p.b), p.init});
+    return std::make_shared<MultimodalModel>(l, gen);
+  };
+  return m;
+}
+
+}  // namespace loom
