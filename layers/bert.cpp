@@ -26,9 +26,9 @@ Bert::Bert(const TextConfig& c, Generator& gen) : TextEncoder(c) {
   LOOM_CHECK(c.type_vocab_size >= 1, "Bert: type_vocab_size must be >= 1, got ", c.type_vocab_size);
   LOOM_CHECK(c.pad_id >= 0 && c.pad_id < c.vocab_size, "Bert: pad_id ", c.pad_id, " is outside the vocabulary of ",
              c.vocab_size);
-  token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02));
-  pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.02));
-  type_embedding = register_parameter("type_embedding", ops::mul(ops::randn({c.type_vocab_size, c.width}, gen), 0.02));
+  token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02), NoDecay);
+  pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.02), NoDecay);
+  type_embedding = register_parameter("type_embedding", ops::mul(ops::randn({c.type_vocab_size, c.width}, gen), 0.02), NoDecay);
   ln_embed = std::make_shared<LayerNorm>(c.width, c.norm_eps);
   register_module("ln_embed", ln_embed);
   layers = std::make_shared<ModuleList<BertLayer>>();

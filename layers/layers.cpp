@@ -38,12 +38,12 @@ Tensor drop_path(const Tensor& branch, double p, bool training, Generator* gen) 
 Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen, double std) {
   LOOM_CHECK(in > 0 && out > 0, "Linear: sizes must be positive, got in=", in, " out=", out);
   weight = register_parameter("weight", init_weight({out, in}, in, std, gen));
-  if (has_bias) bias = register_parameter("bias", Tensor::zeros({out}));
+  if (has_bias) bias = register_parameter("bias", Tensor::zeros({out}), NoDecay);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
-  weight = register_parameter("weight", Tensor::ones({dim}));
-  bias = register_parameter("bias", Tensor::zeros({dim}));
+  weight = register_parameter("weight", Tensor::ones({dim}), NoDecay);
+  bias = register_parameter("bias", Tensor::zeros({dim}), NoDecay);
 }
 
 Mlp::Mlp(int64_t dim, int64_t hidden, Generator& gen, double fc_std, double proj_std, std::string act_) : act(std::move(act_)) {
@@ -96,8 +96,8 @@ Block::Block(const BlockConfig& c, Generator& gen) : c_(c) {
   mlp = std::make_shared<Mlp>(c.width, int64_t(double(c.width) * c.mlp_ratio), gen, fc_std, proj_std, c.act);
   register_module("mlp", mlp);
   if (c.layer_scale_init > 0) {
-    ls1 = register_parameter("ls1", Tensor::full({c.width}, c.layer_scale_init));
-    ls2 = register_parameter("ls2", Tensor::full({c.width}, c.layer_scale_init));
+    ls1 = register_parameter("ls1", Tensor::full({c.width}, c.layer_scale_init), NoDecay);
+    ls2 = register_parameter("ls2", Tensor::full({c.width}, c.layer_scale_init), NoDecay);
   }
 }
 
@@ -182,9 +182,9 @@ ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
   patch_embed = std::make_shared<PatchEmbed>(c.channels, c.patch, c.width, gen, c.step(), c.patch_bias);
   register_module("patch_embed", patch_embed);
   const double scale = std::pow(double(c.width), -0.5);
-  cls_token = register_parameter("cls_token", ops::mul(ops::randn({c.width}, gen), scale));
+  cls_token = register_parameter("cls_token", ops::mul(ops::randn({c.width}, gen), scale), NoDecay);
   if (c.pos_embed == "learned")
-    pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({tokens, c.width}, gen), scale));
+    pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({tokens, c.width}, gen), scale), NoDecay);
   else if (c.pos_embed == "sincos")
     pos_embed = register_buffer("pos_embed", sincos_pos_embed_2d(c.width, c.grid_h(), c.grid_w(), true));
   else
@@ -256,8 +256,8 @@ std::vector<Tensor> ViT::block_outputs(const Tensor& images) const {
 // ---- TextTransformer ----
 
 TextTransformer::TextTransformer(const TextConfig& c, Generator& gen) : TextEncoder(c) {
-  token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02));
-  pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.01));
+  token_embedding = register_parameter("token_embedding", ops::mul(ops::randn({c.vocab_size, c.width}, gen), 0.02), NoDecay);
+  pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({c.context, c.width}, gen), 0.01), NoDecay);
   blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, 0.0, 0.0, gen, c.act);
   ln_final = std::make_shared<LayerNorm>(c.width);
   register_module("ln_final", ln_final);

@@ -54,11 +54,11 @@ MaeDecoder::MaeDecoder(const MaeDecoderConfig& c, Generator& gen) : config(c) {
   const int64_t n = c.grid_h * c.grid_w;
   embed = std::make_shared<Linear>(c.encoder_width, c.width, true, gen, -1.0);
   register_module("embed", embed);
-  mask_token = register_parameter("mask_token", ops::mul(ops::randn({c.width}, gen), 0.02));
+  mask_token = register_parameter("mask_token", ops::mul(ops::randn({c.width}, gen), 0.02), NoDecay);
   if (c.pos_embed == "sincos")
     pos_embed = register_buffer("pos_embed", sincos_pos_embed_2d(c.width, c.grid_h, c.grid_w, true));
   else if (c.pos_embed == "learned")
-    pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({1 + n, c.width}, gen), 0.02));
+    pos_embed = register_parameter("pos_embed", ops::mul(ops::randn({1 + n, c.width}, gen), 0.02), NoDecay);
   else
     throw Error(str_cat("MaeDecoder: pos_embed must be 'sincos' or 'learned', got '", c.pos_embed, "'"));
   blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, 0.0, 0.0, gen);

@@ -40,7 +40,7 @@ void Module::check_name(const std::string& name) const {
     throw Error(str_cat("Module: name '", name, "' is already registered"));
 }
 
-Tensor Module::register_parameter(const std::string& name, Tensor value) {
+Tensor Module::register_parameter(const std::string& name, Tensor value, Decay decay) {
   check_name(name);
   if (!value.defined()) throw Error(str_cat("Module: parameter '", name, "' is undefined"));
   if (!is_floating(value.dtype()))
@@ -49,6 +49,7 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
   Tensor p = value.detach().clone();
   p.set_requires_grad(true);
   params_.emplace_back(name, p);
+  if (decay == NoDecay) no_decay_.insert(name);
   return p;
 }
 
@@ -69,6 +70,14 @@ std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
   std::vector<std::pair<std::string, Tensor>> out;
   visit("", [&](const std::string& prefix, const Module& m) {
     for (const auto& [n, t] : m.params_) out.emplace_back(prefix + n, t);
+  });
+  return out;
+}
+
+std::set<std::string> Module::no_decay_parameters() const {
+  std::set<std::string> out;
+  visit("", [&](const std::string& prefix, const Module& m) {
+    for (const std::string& n : m.no_decay_) out.insert(prefix + n);
   });
   return out;
 }

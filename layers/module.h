@@ -5,6 +5,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,8 +28,11 @@ class Module {
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
 
-  // Registers a parameter (made a leaf that requires grad) and returns a handle to it.
-  Tensor register_parameter(const std::string& name, Tensor value);
+  // Registers a parameter (made a leaf that requires grad) and returns a handle to it. A module says
+  // here which of its parameters take weight decay: its weights do; norm gains, biases, tokens,
+  // embeddings and temperatures it registers with NoDecay do not (the recipe may override it, optim.groups).
+  enum Decay : bool { NoDecay = false, Decays = true };
+  Tensor register_parameter(const std::string& name, Tensor value, Decay decay = Decays);
   // Registers a non-trainable tensor that is saved in checkpoints (e.g. fixed position embeddings).
   Tensor register_buffer(const std::string& name, Tensor value);
   template <class M> M& register_module(const std::string& name, std::shared_ptr<M> child) {
@@ -42,6 +46,8 @@ class Module {
   bool has_child(const std::string& name) const { return child(name) != nullptr; }
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;  // dotted; own first, then children (as PyTorch)
+  // The dotted names of the parameters registered with NoDecay.
+  std::set<std::string> no_decay_parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   std::vector<Tensor> parameters() const;
   int64_t parameter_count() const;
@@ -76,6 +82,7 @@ class Module {
   void check_name(const std::string& name) const;
   template <class F> void visit(const std::string& prefix, F&& f) const;
   std::vector<std::pair<std::string, Tensor>> params_, buffers_;
+  std::set<std::string> no_decay_;  // of params_
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
 };

@@ -56,13 +56,19 @@ MultimodalModel::MultimodalModel(const TowerLayout& layout, Generator& gen) : em
                }());
     LOOM_CHECK(sc.init_temperature > 0, "the initial temperature of pair [", sc.a, ", ", sc.b, "] must be > 0, got ",
                sc.init_temperature);
-    scales_.emplace_back(sc, register_parameter(sc.name, Tensor::scalar(std::log(1.0 / sc.init_temperature))));
+    scales_.emplace_back(sc, register_parameter(sc.name, Tensor::scalar(std::log(1.0 / sc.init_temperature)), NoDecay));
   }
 }
 
 std::vector<std::string> MultimodalModel::modalities() const {
   std::vector<std::string> out;
   for (const Slot& s : slots_) out.push_back(s.modality);
+  return out;
+}
+
+std::vector<std::string> MultimodalModel::tower_names() const {
+  std::vector<std::string> out;
+  for (const Slot& s : slots_) out.push_back(s.name);
   return out;
 }
 

@@ -56,6 +56,7 @@ class MultimodalModel : public Module {
   MultimodalModel(const TowerLayout& layout, Generator& gen);
 
   std::vector<std::string> modalities() const;  // in layout order
+  std::vector<std::string> tower_names() const;  // their child names ("visual", "text"), in layout order
   bool has_tower(const std::string& modality) const;
   bool has_head(const std::string& modality) const;  // projects into the shared space
   // The modality's trunk; throws loom::Error naming the modality and the towers there are.

@@ -1,25 +1,52 @@
 // AdamW with decoupled weight decay (Loshchilov & Hutter), warmup + cosine/linear/constant
 // schedules, and global-norm gradient clipping. State is fp32 (f64 for f64 parameters).
 #pragma once
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "layers/module.h"
 
 namespace loom {
 
-struct AdamWConfig {
-  double lr = 1e-3, weight_decay = 0.05, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+// optim.groups[i]: the parameters whose names match one of `params` (globs; the first group that
+// matches a parameter is its group) train with lr × lr_scale and, where they decay, weight_decay.
+struct ParamGroup {
+  std::vector<std::string> params;
+  double lr_scale = 1.0;
+  std::optional<double> weight_decay;  // for those that decay; unset: the optimizer's
+  std::optional<bool> decay;           // set: overrides what the modules said (Module::NoDecay)
+  std::string key;                     // "optim.groups.0", for errors
 };
 
-// Parameters that get no weight decay, as open_clip and MAE do: biases, norm gains and every other
-// 1-D or 0-D tensor (LayerScale, the temperature), embeddings and position/class tokens.
-bool exclude_from_weight_decay(const std::string& name, const Tensor& param);
+struct AdamWConfig {
+  double lr = 1e-3, weight_decay = 0.05, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::vector<ParamGroup> groups;
+  // BEiT's and MAE fine-tuning's layer-wise lr decay over each tower's L blocks (1: off): block i
+  // trains with lr × layer_decay^(L - i), what comes before the blocks (patch and token embeddings,
+  // class token, positions) with layer_decay^(L + 1), the rest (final norms, heads, temperatures) with lr.
+  double layer_decay = 1.0;
+};
+
+// What one parameter trains with.
+struct ParamSetting {
+  double lr_scale = 1.0, weight_decay = 0.0;
+};
+// The setting of every parameter of `model` (in named_parameters order): weight decay where the
+// module registered it to decay, the groups' overrides, layer decay over the blocks of each child
+// named in `towers` ("<tower>.blocks.<i>." or "<tower>.layers.<i>.").
+std::vector<ParamSetting> parameter_settings(const Module& model, const std::vector<std::string>& towers, const AdamWConfig& c);
 
 class AdamW {
  public:
-  AdamW(std::vector<std::pair<std::string, Tensor>> named_params, AdamWConfig config);
+  // Without settings (tensors no module registered), the weight decay goes to tensors of 2 or more
+  // dimensions (weights), not to biases or gains.
+  AdamW(std::vector<std::pair<std::string, Tensor>> named_params, AdamWConfig config,
+        std::vector<ParamSetting> settings = {});
+  // The settings each parameter trains with, by name.
+  std::vector<std::pair<std::string, ParamSetting>> settings() const;
   // Params without a gradient (frozen, unused) are skipped; each parameter counts its own steps for
   // the bias correction, as PyTorch does, so one unfrozen mid-run starts its correction afresh.
   void step(double lr);
@@ -30,7 +57,7 @@ class AdamW {
   void load_state_dict(const TensorMap& state, int64_t steps, const std::string& source);
 
  private:
-  struct Slot { std::string name; Tensor param, m, v; bool decay; int64_t steps = 0; };
+  struct Slot { std::string name; Tensor param, m, v; ParamSetting setting; int64_t steps = 0; };
   std::vector<Slot> slots_;
   AdamWConfig c_;
   int64_t step_ = 0;

@@ -123,6 +123,29 @@ AdamWConfig read_optim(const Config& c, const std::string& k, const AdamWConfig&
   check_positive(c, k + ".lr", o.lr);
   check_positive(c, k + ".eps", o.eps);
   if (!(o.weight_decay >= 0)) c.fail(k + ".weight_decay", "must be >= 0");
+  o.layer_decay = c.f64(k + ".layer_decay", base.layer_decay);
+  if (!(o.layer_decay > 0 && o.layer_decay <= 1)) c.fail(k + ".layer_decay", "must be in (0, 1] (1: off)");
+  o.groups = base.groups;  // a stage keeps the recipe's groups unless it names its own
+  if (c.has(k + ".groups")) {
+    if (c.list_size(k + ".groups") == 0) c.fail(k + ".groups", "expected a list of {params: GLOB, lr_scale, weight_decay, decay}");
+    o.groups.clear();
+    for (size_t i = 0; i < c.list_size(k + ".groups"); ++i) {
+      const std::string g = str_cat(k, ".groups.", i);
+      ParamGroup pg;
+      pg.key = g;
+      if (!c.has(g + ".params")) c.fail(g + ".params", "required key is missing (a glob or a list of globs over parameter names)");
+      pg.params = c.node(g + ".params").IsScalar() ? std::vector<std::string>{c.str(g + ".params")} : c.str_list(g + ".params", {});
+      if (pg.params.empty()) c.fail(g + ".params", "give at least one pattern");
+      pg.lr_scale = c.f64(g + ".lr_scale", 1.0);
+      if (!(pg.lr_scale >= 0)) c.fail(g + ".lr_scale", "must be >= 0");
+      if (c.has(g + ".weight_decay")) {
+        pg.weight_decay = c.f64(g + ".weight_decay");
+        if (!(*pg.weight_decay >= 0)) c.fail(g + ".weight_decay", "must be >= 0");
+      }
+      if (c.has(g + ".decay")) pg.decay = c.boolean(g + ".decay", true);
+      o.groups.push_back(std::move(pg));
+    }
+  }
   return o;
 }
 

@@ -170,16 +170,19 @@ Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
 
 void check_freeze_patterns(const Module& model, const Recipe& r, const Config& c) {
   const auto params = model.named_parameters();
-  for (const StageSpec& s : r.stages)
+  auto check = [&](const std::string& key, const std::string& p) {
+    bool hit = false;
+    for (const auto& [name, _] : params) hit = hit || glob_match(p, name);
+    if (!hit)
+      c.fail(key, str_cat("pattern '", p, "' matches no parameter (names look like ",
+                          params.empty() ? std::string("-") : params.front().first, "; '*' matches any run of characters)"));
+  };
+  for (const StageSpec& s : r.stages) {
     for (const auto& [key, patterns] : {std::pair{".freeze", &s.freeze}, {".train_only", &s.train_only}})
-      for (const std::string& p : *patterns) {
-        bool hit = false;
-        for (const auto& [name, _] : params) hit = hit || glob_match(p, name);
-        if (!hit)
-          c.fail(s.key + key, str_cat("pattern '", p, "' matches no parameter (names look like ",
-                                      params.empty() ? std::string("-") : params.front().first,
-                                      "; '*' matches any run of characters)"));
-      }
+      for (const std::string& p : *patterns) check(s.key + key, p);
+    for (const ParamGroup& g : s.optim.groups)
+      for (const std::string& p : g.params) check(g.key + ".params", p);
+  }
 }
 
 // ---------------------------------------------------------------- trainer
@@ -288,12 +291,12 @@ Trainer::~Trainer() = default;
 void Trainer::enter_stage(size_t k, const Saved* saved) {
   stage_ = k;
   const StageSpec& s = recipe_.stages[k];
-  Module& m = *run_.model;
+  MultimodalModel& m = *run_.model;
   for (auto& [_, p] : m.named_parameters()) p.set_requires_grad(true);
   if (!s.train_only.empty()) m.train_only(s.train_only);
   if (!s.freeze.empty()) m.freeze(s.freeze);
   // Every parameter is in the optimizer: one frozen now keeps its slot and is skipped while frozen.
-  optim_ = std::make_unique<AdamW>(m.named_parameters(), s.optim);
+  optim_ = std::make_unique<AdamW>(m.named_parameters(), s.optim, parameter_settings(m, m.tower_names(), s.optim));
   if (saved) {
     const std::string path = (fs::path(checkpoint_dir(run_dir_, step_)) / "optimizer.safetensors").string();
     optim_->load_state_dict(saved->optimizer, saved->optimizer_steps, path);

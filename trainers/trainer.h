@@ -38,8 +38,8 @@ struct Run {
 // the model initialised from the seed when `checkpoint` is empty (a baseline).
 Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint);
 
-// Every stage's freeze and train_only pattern matches some parameter of `model`, or an error naming
-// the recipe key.
+// Every stage's freeze and train_only pattern and every optim.groups pattern matches some parameter
+// of `model`, or an error naming the recipe key.
 void check_freeze_patterns(const Module& model, const Recipe& r, const Config& c);
 
 class Trainer {
@@ -86,6 +86,7 @@ class Trainer {
   // points; with on_nonfinite: stop and one process) also on the CPU.
   void set_defer_step_scalars(bool on) { defer_scalars_ = on; }
   const distributed::GradReducer* reducer() const { return reducer_.get(); }
+  const AdamW& optimizer() const { return *optim_; }  // the current stage's
 
  private:
   struct Saved;  // what restore() read from a checkpoint

@@ -372,7 +372,7 @@ TEST(Schedule, WarmupThenCosineAndLinear) {
 TEST(AdamW, MatchesTheUpdateRuleByHand) {
   Tensor w = Tensor::from(std::vector<double>{1.0, -2.0, 0.5, 3.0}, {2, 2}).set_requires_grad();
   Tensor b = Tensor::from(std::vector<double>{0.1, 0.2}, {2}).set_requires_grad();
-  AdamW opt({{"fc.weight", w}, {"fc.bias", b}}, {0.1, 0.5, 0.9, 0.99, 1e-8});
+  AdamW opt({{"fc.weight", w}, {"fc.bias", b}}, {0.1, 0.5, 0.9, 0.99, 1e-8, {}, 1.0});
   std::vector<double> g = {0.3, -0.1, 0.2, 0.4};
   w.set_grad(Tensor::from(g, {2, 2}));
   b.set_grad(Tensor::from(std::vector<double>{1.0, -1.0}, {2}));
@@ -391,7 +391,7 @@ TEST(AdamW, BiasCorrectionCountsEachParametersOwnSteps) {
   // b is frozen (no gradient) for two steps, then trained: its first update is the step-1 Adam update.
   Tensor a = Tensor::from(std::vector<double>{1.0}, {1}).set_requires_grad();
   Tensor b = Tensor::from(std::vector<double>{1.0}, {1}).set_requires_grad();
-  AdamW opt({{"a", a}, {"b", b}}, {0.1, 0.0, 0.9, 0.99, 1e-8});
+  AdamW opt({{"a", a}, {"b", b}}, {0.1, 0.0, 0.9, 0.99, 1e-8, {}, 1.0});
   for (int i = 0; i < 2; ++i) {
     a.set_grad(Tensor::from(std::vector<double>{0.5}, {1}));
     opt.step(0.1);
