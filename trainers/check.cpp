@@ -104,7 +104,10 @@ std::string check_recipe(const Recipe& r, const Config& c) {
     {
       NoGradGuard ng;
       Generator drop(r.seed + 1);
-      parts = run.tasks[k]->forward(b, drop);
+      StepContext step;
+      step.step = k ? r.stages[k - 1].steps : 0;
+      step.stage_steps = std::max<int64_t>(1, s.steps);
+      parts = run.tasks[k]->forward(b, drop, step);
     }
     int64_t trainable = 0;
     for (auto& [_, p] : m.named_parameters()) p.set_requires_grad(true);

@@ -175,6 +175,30 @@ std::string join(const std::vector<std::string>& xs) {
   return out;
 }
 
+// `data: NAME` (default train) or `data: {NAME: weight, ...}`, each a section of data:.
+void read_sources(const Config& c, const std::string& k, const Recipe& r, StageSpec& s) {
+  s.sources.clear();
+  if (c.has(k) && c.node(k).IsMap()) {
+    const std::vector<std::string> names = c.keys(k);
+    if (names.empty()) c.fail(k, "expected a section name or a mapping of sections to weights");
+    double total = 0;
+    for (const std::string& n : names) {
+      const double w = c.f64(k + "." + n);
+      if (!(w >= 0) || !std::isfinite(w)) c.fail(k + "." + n, str_cat("a weight must be >= 0, got ", w));
+      total += w;
+      s.sources.push_back({n, w});
+    }
+    if (!(total > 0)) c.fail(k, "the weights of the sources must sum to a positive number");
+  } else {
+    s.sources.push_back({c.str(k, "train"), 1.0});
+  }
+  for (const StageSpec::Source& src : s.sources)
+    if (!r.find_data(src.name))
+      c.fail(s.sources.size() > 1 ? k + "." + src.name : k,
+             str_cat("no section data.", src.name, " (the recipe has: ", join(c.keys("data")), ")"));
+  s.data = s.sources.front().name;
+}
+
 ProbeOptions read_probe(const Config& c, const std::string& k) {
   ProbeOptions p;
   p.train_data = c.str(k + ".train_data", "train");
@@ -239,7 +263,8 @@ Recipe Recipe::from(const Config& c) {
   r.explicit_stages = c.has("stages");
   if (r.explicit_stages) {
     if (c.list_size("stages") == 0) c.fail("stages", "expected a list of stages");
-    if (c.has("task")) c.fail("task", "with stages:, each stage has its own task; move it into a stage");
+    for (const char* k : {"task", "tasks"})
+      if (c.has(k)) c.fail(k, "with stages:, each stage has its own task; move it into a stage");
     for (const char* k : {"train.steps", "train.epochs"})
       if (c.has(k)) c.fail(k, "with stages:, each stage sets its own steps or epochs");
     std::set<std::string> names;
@@ -248,10 +273,11 @@ Recipe Recipe::from(const Config& c) {
       if (c.keys(k).empty()) c.fail(k, "a stage is a mapping (name, task, data, steps, ...)");
       StageSpec s;
       s.key = k;
-      s.task = parse_task(c, k + ".task", r.model);
+      if (c.has(k + ".tasks") && c.has(k + ".task")) c.fail(k + ".tasks", "give task (one) or tasks (a list), not both");
+      s.task = c.has(k + ".tasks") ? parse_tasks(c, k + ".tasks", r.model) : parse_task(c, k + ".task", r.model);
       s.name = c.str(k + ".name", str_cat(s.task.type, "_", i));
       if (!names.insert(s.name).second) c.fail(k + ".name", str_cat("two stages are named '", s.name, "'"));
-      s.data = c.str(k + ".data", "train");
+      read_sources(c, k + ".data", r, s);
       s.eval_data = c.str(k + ".eval_data", r.data.count("eval") ? "eval" : "");
       read_length(c, k, s);
       s.optim = read_optim(c, k + ".optim", optim);
@@ -263,9 +289,16 @@ Recipe Recipe::from(const Config& c) {
   } else {
     StageSpec s;
     s.key = "task";
-    s.task = parse_task(c, "task", r.model, "contrastive");  // the default, as before tasks existed
+    if (c.has("tasks") && c.has("task")) c.fail("tasks", "give task (one) or tasks (a list), not both");
+    if (c.has("tasks")) {
+      s.key = "tasks";
+      s.task = parse_tasks(c, "tasks", r.model);
+    } else {
+      s.task = parse_task(c, "task", r.model, "contrastive");  // the default, as before tasks existed
+    }
     s.name = s.task.type;
     s.eval_data = r.data.count("eval") ? "eval" : "";
+    read_sources(c, "train.data", r, s);
     read_length(c, "train", s);
     s.optim = optim;
     s.schedule = schedule;
@@ -274,14 +307,41 @@ Recipe Recipe::from(const Config& c) {
 
   // Every stage's data exists and provides what its task needs.
   for (const StageSpec& s : r.stages) {
-    const std::string dkey = r.explicit_stages ? s.key + ".data" : "data.train.manifest";
-    const DataSpec* d = r.find_data(s.data);
-    if (!d) c.fail(dkey, str_cat("no section data.", s.data, " (the recipe has: ", join(c.keys("data")), ")"));
-    const std::vector<std::string> have = d->provides();
-    for (const std::string& need : s.task.needs)
-      if (std::find(have.begin(), have.end(), need) == have.end())
-        c.fail(dkey, str_cat("task ", s.task.type, " needs batch key '", need, "', but data.", s.data, " (", d->manifest,
-                             ") provides only: ", join(have)));
+    const std::string dkey = r.explicit_stages ? s.key + ".data" : c.has("train.data") ? "train.data" : "data.train.manifest";
+    if (s.sources.size() == 1) {
+      const DataSpec* d = r.find_data(s.data);
+      const std::vector<std::string> have = d->provides();
+      for (const std::string& need : s.task.needs)
+        if (std::find(have.begin(), have.end(), need) == have.end())
+          c.fail(dkey, str_cat("task ", s.task.type, " needs batch key '", need, "', but data.", s.data, " (", d->manifest,
+                               ") provides only: ", join(have)));
+    } else {
+      // Several sources: each must serve the task, and together they must serve all of it.
+      std::vector<std::vector<std::string>> serves = s.task.serves;
+      if (serves.empty()) serves = {s.task.needs};
+      std::vector<bool> served(serves.size(), false);
+      for (const StageSpec::Source& src : s.sources) {
+        const std::vector<std::string> have = r.find_data(src.name)->provides();
+        bool any = false;
+        for (size_t i = 0; i < serves.size(); ++i) {
+          bool all = true;
+          for (const std::string& k : serves[i]) all = all && std::find(have.begin(), have.end(), k) != have.end();
+          if (all) any = true;
+          if (all && src.weight > 0) served[i] = true;  // a source of weight 0 is never drawn
+        }
+        if (!any)
+          c.fail(dkey + "." + src.name, str_cat("task ", s.task.type, " cannot use data.", src.name, " (it provides ", join(have),
+                                                "; the task reads ", [&] {
+                                                  std::string o;
+                                                  for (const auto& keys : serves) o += (o.empty() ? "" : " or ") + join(keys);
+                                                  return o;
+                                                }(), ")"));
+      }
+      for (size_t i = 0; i < serves.size(); ++i)
+        if (!served[i])
+          c.fail(dkey, str_cat("no source of this stage with a weight above 0 provides ", join(serves[i]), ", which task ",
+                               s.task.type, " reads"));
+    }
     if (!s.eval_data.empty() && !r.find_data(s.eval_data))
       c.fail(s.key + ".eval_data", str_cat("no section data.", s.eval_data));
     if (s.task.needs_eval_data && s.eval_data.empty()) c.fail("eval", "evaluation needs data.eval");
@@ -319,12 +379,17 @@ Recipe Recipe::from(const Config& c) {
     }
   }
   if (r.tokenizer_type == "bpe" && r.needs_text() && r.tokenizer_train_on.empty()) {
-    for (const StageSpec& s : r.stages)
-      if (s.task.needs_text) {
-        r.tokenizer_train_on = r.data.at(s.data).manifest;
-        r.tokenizer_rows = r.data.at(s.data).rows;  // shards have no file to re-read
+    for (const StageSpec& s : r.stages) {
+      if (!s.task.needs_text) continue;
+      for (const StageSpec::Source& src : s.sources) {  // the first source with text
+        const std::vector<std::string> have = r.data.at(src.name).provides();
+        if (std::find(have.begin(), have.end(), "text") == have.end()) continue;
+        r.tokenizer_train_on = r.data.at(src.name).manifest;
+        r.tokenizer_rows = r.data.at(src.name).rows;  // shards have no file to re-read
         break;
       }
+      if (!r.tokenizer_train_on.empty()) break;
+    }
   }
 
   if (c.has("init_from")) {
@@ -371,6 +436,9 @@ Recipe Recipe::from(const Config& c) {
   // Epochs become steps: full batches per epoch of the stage's data, divided by grad_accum.
   for (StageSpec& s : r.stages)
     if (s.epochs > 0) {
+      if (s.sources.size() > 1)
+        c.fail(r.explicit_stages ? s.key + ".epochs" : "train.epochs",
+               "an epoch of several data sources is not one length; give steps");
       const DataSpec& d = r.data.at(s.data);
       if (!d.present) continue;  // --check without the data: the length stays unknown (steps 0)
       const int64_t per_epoch = int64_t(d.rows->rows.size()) / d.batch_size;

@@ -28,7 +28,14 @@ struct StageSpec {
   std::string name;
   std::string key;  // where it is in the recipe, for errors: "stages.1" (or "task" for the implicit stage)
   TaskSpec task;
-  std::string data = "train", eval_data;  // sections of data:; eval_data empty: no evaluation data
+  std::string data = "train", eval_data;  // sections of data: (data: the first source); eval_data empty: none
+  // The sections a step draws from: `data: NAME` is one; `data: {image_text: 0.5, image_audio: 0.5}`
+  // several, each step's batch from one of them, chosen with these weights from (seed, stage, step).
+  struct Source {
+    std::string name;
+    double weight = 1.0;
+  };
+  std::vector<Source> sources;
   int64_t steps = 0, epochs = 0;          // exactly one is set; epochs become steps once the data is known
   AdamWConfig optim;
   ScheduleConfig schedule;

@@ -190,7 +190,7 @@ struct Trainer::Saved {
   size_t stage = 0;
   int64_t optimizer_steps = 0;
   TensorMap optimizer;
-  data::LoaderPosition loader;
+  std::vector<data::LoaderPosition> loaders;  // per data source of the stage
 };
 
 Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, bool resume,
@@ -209,13 +209,14 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     config_.fail("train.device", str_cat("cuda with ", world, " processes: the trainer's data parallelism runs on the CPU "
                                          "(MPI) only so far; run one process per GPU once NCCL is wired into it"));
   if (world > 1)
-    for (const StageSpec& s : recipe_.stages) {
-      const int64_t bs = recipe_.data.at(s.data).batch_size;
-      if (bs % world != 0)
-        config_.fail(str_cat("data.", s.data, ".batch_size"),
-                     str_cat(bs, " is the global batch, and it does not split evenly over ", world,
-                             " processes (make it a multiple of ", world, ")"));
-    }
+    for (const StageSpec& s : recipe_.stages)
+      for (const StageSpec::Source& src : s.sources) {
+        const int64_t bs = recipe_.data.at(src.name).batch_size;
+        if (bs % world != 0)
+          config_.fail(str_cat("data.", src.name, ".batch_size"),
+                       str_cat(bs, " is the global batch, and it does not split evenly over ", world,
+                               " processes (make it a multiple of ", world, ")"));
+      }
   const fs::path ckdir = fs::path(run_dir_) / "checkpoints";
   // Only whole checkpoints count: a process killed while writing its first one leaves a .tmp-*
   // directory, which must not stop a fresh start (nor be resumed from).
@@ -302,20 +303,26 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
     optim_->load_state_dict(saved->optimizer, saved->optimizer_steps, path);
   }
   Task& task = *run_.tasks[k];
-  data::LoaderConfig lc = loader_config(recipe_.data.at(s.data), recipe_.seed, true);
-  task.configure(lc);
-  lc.shard = comm_->rank();
-  lc.shards = comm_->world();
   const bool text = std::find(s.task.needs.begin(), s.task.needs.end(), "text") != s.task.needs.end();
-  prefetched_.reset();  // never set across a stage's end; cleared for certain with the old loader
+  prefetched_.reset();  // never set across a stage's end; cleared for certain with the old loaders
   prefetch_error_ = nullptr;
-  loader_ = std::make_unique<data::Loader>(recipe_.data.at(s.data).rows, text ? run_.tokenizer.get() : nullptr, lc,
-                                           saved ? saved->loader : data::LoaderPosition{});
+  loaders_.clear();
+  for (size_t i = 0; i < s.sources.size(); ++i) {  // one loader per data source, each with its own position
+    const DataSpec& d = recipe_.data.at(s.sources[i].name);
+    data::LoaderConfig lc = loader_config(d, recipe_.seed, true);
+    task.configure(lc);
+    lc.shard = comm_->rank();
+    lc.shards = comm_->world();
+    const std::vector<std::string> have = d.provides();
+    const bool source_text = text && std::find(have.begin(), have.end(), "text") != have.end();
+    loaders_.push_back(std::make_unique<data::Loader>(d.rows, source_text ? run_.tokenizer.get() : nullptr, lc,
+                                                      saved && i < saved->loaders.size() ? saved->loaders[i] : data::LoaderPosition{}));
+  }
   if (recipe_.explicit_stages && leader()) {
     int64_t trainable = 0;
     for (const Tensor& p : m.parameters()) trainable += p.requires_grad() ? p.numel() : 0;
     std::cerr << "loom: stage " << k + 1 << "/" << recipe_.stages.size() << " '" << s.name << "': task " << s.task.type
-              << " on data." << s.data << ", steps " << (k ? ends_[k - 1] : 0) << ".." << ends_[k] << ", " << trainable
+              << " on data." << s.data << (s.sources.size() > 1 ? str_cat(" and ", s.sources.size() - 1, " more sources") : std::string()) << ", steps " << (k ? ends_[k - 1] : 0) << ".." << ends_[k] << ", " << trainable
               << " of " << m.parameter_count() << " parameters trainable\n";
   }
 }
@@ -323,7 +330,12 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
 void Trainer::save_checkpoint() {
   flush_step_scalars();  // a step found non-finite stops the run before its weights are written
   // A prefetched batch (or one whose read failed) is not yet consumed.
-  const auto pos = prefetched_ || prefetch_error_ ? prefetched_at_ : loader_->position();
+  std::vector<data::LoaderPosition> pos;
+  for (size_t i = 0; i < loaders_.size(); ++i)
+    pos.push_back((prefetched_ || prefetch_error_) && i == prefetched_source_ ? prefetched_at_ : loaders_[i]->position());
+  json positions = json::array();
+  for (size_t i = 0; i < pos.size(); ++i)
+    positions.push_back({{"source", recipe_.stages[stage_].sources[i].name}, {"epoch", pos[i].epoch}, {"batch", pos[i].batch}});
   json tasks = json::object();
   for (size_t k = 0; k < recipe_.stages.size(); ++k) tasks[recipe_.stages[k].name] = run_.tasks[k]->state();
   json st = {{"step", step_},
@@ -334,7 +346,8 @@ void Trainer::save_checkpoint() {
              {"skipped_steps", skipped_steps_},
              {"seed", recipe_.seed},
              {"drop_path_rng", {{"seed", drop_gen_.seed()}, {"offset", drop_gen_.offset()}}},
-             {"loader", {{"epoch", pos.epoch}, {"batch", pos.batch}}},
+             {"loader", {{"epoch", pos[0].epoch}, {"batch", pos[0].batch}}},  // the first source's
+             {"loaders", positions},
              {"tasks", tasks},
              {"recipe", resolved_yaml_}};
   if (leader()) {  // every rank holds the same weights and optimizer state
@@ -360,7 +373,12 @@ void Trainer::restore(const std::string& dir, Saved& out) {
     // (every rank draws the same count per step).
     drop_gen_.set_state(leader() ? json_uint64(st.at("drop_path_rng").at("seed"), "drop_path_rng.seed") : drop_gen_.seed(),
                         json_uint64(st.at("drop_path_rng").at("offset"), "drop_path_rng.offset"));
-    out.loader = {json_int64(st.at("loader").at("epoch"), "loader.epoch"), json_int64(st.at("loader").at("batch"), "loader.batch")};
+    out.loaders = {{json_int64(st.at("loader").at("epoch"), "loader.epoch"), json_int64(st.at("loader").at("batch"), "loader.batch")}};
+    if (st.contains("loaders")) {  // every source's (checkpoints before several sources have "loader" only)
+      out.loaders.clear();
+      for (const json& l : st.at("loaders"))
+        out.loaders.push_back({json_int64(l.at("epoch"), "loaders.epoch"), json_int64(l.at("batch"), "loaders.batch")});
+    }
     saved_recipe = st.at("recipe").get<std::string>();
     tasks = st.value("tasks", json::object());
     saved_world = int(json_int64_or(st, "world_size", 1, "trainer"));
@@ -406,7 +424,7 @@ data::Batch Trainer::next_batch() {
     b = std::move(*prefetched_);
     prefetched_.reset();
   } else {
-    b = *loader_->next();
+    b = *loaders_[source_at(step_)]->next();
     b.tensors = uploader_->upload(b.tensors);
   }
   uploader_->taken();
@@ -419,9 +437,10 @@ void Trainer::prefetch_next_batch() {
   if (!device_.is_cuda() || bench_batch_ || prefetched_ || prefetch_error_ || step_ + 1 >= ends_[stage_] ||
       step_ + 1 >= until_)
     return;
-  prefetched_at_ = loader_->position();
+  prefetched_source_ = source_at(step_ + 1);
+  prefetched_at_ = loaders_[prefetched_source_]->position();
   try {
-    data::Batch b = *loader_->next();
+    data::Batch b = *loaders_[prefetched_source_]->next();
     b.tensors = uploader_->upload(b.tensors);
     prefetched_ = std::move(b);
   } catch (...) {
@@ -434,6 +453,9 @@ void Trainer::prefetch_next_batch() {
 void Trainer::train_step(double lr) {
   Task& task = *run_.tasks[stage_];
   const StageSpec& stage = recipe_.stages[stage_];
+  step_context_.step = step_;
+  step_context_.stage_step = step_ - (stage_ ? ends_[stage_ - 1] : 0);
+  step_context_.stage_steps = stage.steps;
   optim_->zero_grad();
   const bool several = comm_->world() > 1;
   // Sums over ranks of a few numbers (batch sizes, loss values): one small all-reduce.
@@ -471,7 +493,8 @@ void Trainer::train_step(double lr) {
     Tensor loss;
     {
       AutocastGuard autocast(autocast_);  // forward only: backward runs in the dtypes forward chose
-      ps = task.forward(b, drop_gen_);
+      step_context_.shared.clear();  // what tasks share lives for one micro-batch
+      ps = task.forward(b, drop_gen_, step_context_);
       LOOM_CHECK(!ps.empty(), "task ", stage.task.type, " returned no loss");
       if (ps.size() == 1 && ps[0].weight == 1.0) {
         loss = ps[0].value;
@@ -544,12 +567,34 @@ void Trainer::train_step(double lr) {
     return skip_step(what);
   }
   if (recipe_.clip_grad_norm > 0) scale_grads_to(params_, norm, recipe_.clip_grad_norm);
-  for (auto& [k, v] : step_parts) window_.parts[k] += v;
-  window_.parts["train/grad_norm"] += norm;
+  for (auto& [k, v] : step_parts) window_.add_part(k, v);
+  window_.add_part("train/grad_norm", norm);
   window_.loss_sum += total / double(recipe_.grad_accum);
   ++window_.loss_steps;
+  window_.samples += recipe_.data.at(stage.sources[source_at(step_)].name).batch_size * recipe_.grad_accum;
   optim_->step(lr);
   task.after_step();
+}
+
+size_t Trainer::source_at(int64_t step) const {
+  const auto& sources = recipe_.stages[stage_].sources;
+  if (sources.size() == 1) return 0;
+  // splitmix64 of (seed, stage, step): a uniform draw in [0, 1) that needs no generator state.
+  uint64_t z = recipe_.seed * 0x9E3779B97F4A7C15ull + uint64_t(stage_ + 1) * 0xBF58476D1CE4E5B9ull + uint64_t(step) + 1;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  const double u = double(z >> 11) * 0x1.0p-53;
+  double total = 0;
+  for (const auto& src : sources) total += src.weight;
+  double at = 0;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    at += sources[i].weight / total;
+    if (u < at && sources[i].weight > 0) return i;
+  }
+  for (size_t i = sources.size(); i-- > 0;)  // rounding left u at the very top: the last with weight
+    if (sources[i].weight > 0) return i;
+  return 0;
 }
 
 void Trainer::synchronize_device() const {
@@ -585,7 +630,8 @@ void Trainer::deferred_step_end(double lr, const std::vector<Tensor>& readback, 
         p.set_grad(ops::mul(g, f));  // one pass: the scaled gradient replaces the old one
       }
     }
-    pending_.push_back({step_ + 1, ops::cat({ops::stack(readback, 0), norm}, 0), part_names, task_type});
+    pending_.push_back({step_ + 1, ops::cat({ops::stack(readback, 0), norm}, 0), part_names, task_type,
+                        recipe_.data.at(recipe_.stages[stage_].sources[source_at(step_)].name).batch_size * recipe_.grad_accum});
   }
   optim_->step(lr);
   task.after_step();
@@ -634,10 +680,11 @@ void Trainer::flush_step_scalars() {
                           "true names the op)");
       throw Error(diverged_);
     }
-    for (auto& [k, val] : step_parts) window_.parts[k] += val;
-    window_.parts["train/grad_norm"] += norm;
+    for (auto& [k, val] : step_parts) window_.add_part(k, val);
+    window_.add_part("train/grad_norm", norm);
     window_.loss_sum += total / double(G);
     ++window_.loss_steps;
+    window_.samples += p.samples;
   }
 }
 
@@ -678,7 +725,9 @@ void Trainer::train(int64_t stop_at) {
               << omp_get_max_threads() << " threads, run directory " << run_dir_ << "\n";
   // Examples skipped by every rank's loader (a collective: every rank calls it at the same steps).
   auto skipped_everywhere = [&] {
-    Tensor t = Tensor::from(std::vector<int64_t>{loader_->skipped()}, {1});
+    int64_t mine = 0;
+    for (const auto& l : loaders_) mine += l->skipped();
+    Tensor t = Tensor::from(std::vector<int64_t>{mine}, {1});
     comm_->all_reduce_sum(t);
     return t.to_vector<int64_t>()[0];
   };
@@ -707,12 +756,12 @@ void Trainer::train(int64_t stop_at) {
       flush_step_scalars();  // a GPU run's one synchronisation in log_every steps
       auto now = clock::now();
       const double secs = std::chrono::duration<double>(now - window).count();
-      const double sps = double(window_steps * recipe_.data.at(s.data).batch_size * recipe_.grad_accum) / std::max(secs, 1e-9);
+      const double sps = double(window_.samples) / std::max(secs, 1e-9);
       const double elapsed = std::chrono::duration<double>(now - t0).count();
       const double eta = elapsed / double(step_ - first) * double(total - step_);
       Metrics m{{"train/lr", lr}, {"train/samples_per_s", sps}};
       if (window_.loss_steps > 0) m["train/loss"] = window_.loss_sum / double(window_.loss_steps);
-      for (auto& [k, v] : window_.parts) m[k] = v / double(std::max<int64_t>(1, window_.loss_steps));
+      for (auto& [k, v] : window_.parts) m[k] = v / double(std::max<int64_t>(1, window_.part_steps[k]));
       if (skipped_steps_ > 0) m["train/skipped_steps"] = double(skipped_steps_);
       for (auto& [k, v] : run_.tasks[stage_]->train_metrics()) m[k] = v;
       const int64_t skipped = skipped_everywhere();
@@ -749,7 +798,7 @@ double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, Bench
   for (int64_t i = 0; i < warmup; ++i) train_step(s.optim.lr);
   if (in_memory) {
     bench_batch_ = next_batch();
-    loader_.reset();  // joins its workers: nothing else runs beside the timed steps
+    loaders_.clear();  // joins their workers: nothing else runs beside the timed steps
     train_step(s.optim.lr);  // one more warm-up, on the held batch
   }
   flush_step_scalars();  // the warm-up checked

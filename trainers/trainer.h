@@ -4,6 +4,7 @@
 // (trainers/tasks/task.h).
 #pragma once
 #include <exception>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -113,6 +114,10 @@ class Trainer {
   void prefetch_next_batch();
 
   bool leader() const { return comm_->rank() == 0; }  // writes, logs, evaluates
+  // The data source global step `step` of the current stage draws from: the only one, or one of
+  // several chosen with the stage's weights by a hash of (seed, stage, step) — the same on every
+  // rank and on resume.
+  size_t source_at(int64_t step) const;
 
   Recipe recipe_;
   Config config_;
@@ -128,11 +133,17 @@ class Trainer {
   std::unique_ptr<Uploader> uploader_;  // batches to device_ (pinned staging, a side stream, two slots)
   std::optional<data::Batch> prefetched_;  // the next step's first batch, already on device_
   data::LoaderPosition prefetched_at_;     // the loader's position before it (what a checkpoint saves)
-  std::unique_ptr<data::Loader> loader_;
+  std::vector<std::unique_ptr<data::Loader>> loaders_;  // one per data source of the stage
+  size_t prefetched_source_ = 0;                        // the source prefetched_ came from
   struct Window {  // the steps since the last log line
     double loss_sum = 0;
-    int64_t loss_steps = 0;
+    int64_t loss_steps = 0, samples = 0;
     Metrics parts;  // sums of train/<part> and train/grad_norm
+    std::map<std::string, int64_t> part_steps;  // steps each part was in (a source may not serve every part)
+    void add_part(const std::string& k, double v) {
+      parts[k] += v;
+      ++part_steps[k];
+    }
   };
   Window window_;
   struct PendingStep {  // a step whose numbers are still on the device
@@ -140,6 +151,7 @@ class Trainer {
     Tensor values;  // f64: per micro-batch [share·loss, share·parts...], then the gradient norm
     std::vector<std::string> part_names;
     std::string task_type;
+    int64_t samples = 0;  // the step's global batch (its source's)
   };
   std::vector<PendingStep> pending_;
   bool defer_scalars_ = false;  // set_defer_step_scalars
@@ -149,6 +161,7 @@ class Trainer {
   std::optional<data::Batch> bench_batch_;  // bench --in-memory: every step's batch (on device_), the loader stopped
   std::unique_ptr<AdamW> optim_;
   Generator drop_gen_;
+  StepContext step_context_;  // the step tasks compute, and what they share within a micro-batch
   double backward_s_ = 0;  // time in backward (and the gradient reduction), for bench
   int64_t skipped_steps_ = 0;  // steps skipped for a non-finite loss or gradient (this run's process)
   int64_t step_ = 0;

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include "core/autograd.h"
 #include "core/rng.h"
 #include "losses/contrastive.h"
@@ -166,13 +168,20 @@ std::string recipe_text(const fs::path& data, int64_t steps, const std::string& 
                   "  vision: {type: vit, image_size: 8, channels: 1, patch: 4, width: 32, layers: 1, heads: 2}\n"
                   "  text: {type: transformer, context: 8, width: 32, layers: 1, heads: 2}\n"
                   "tokenizer: {type: bpe, vocab_size: 64}\n";
-  r += task == "mae" ? "task: {type: mae, mask_ratio: 0.5, decoder: {width: 16, layers: 1, heads: 2}}\n"
-                     : "task: {type: contrastive, temperature_init: 0.1}\n";
-  r += "data:\n  train: {manifest: " + d + "/train.jsonl, batch_size: 32, workers: 1}\n"
-       "optim: {type: adamw, lr: 3.0e-3, weight_decay: 0.01, betas: [0.9, 0.98]}\n"
+  // "sources": two tasks (MAE and CLIP) on two sources, captioned images and images alone: a step
+  // drawn from the images trains MAE only, and leaves the text tower without gradients on every rank.
+  const bool sources = task == "sources";
+  if (task == "mae") r += "task: {type: mae, mask_ratio: 0.5, decoder: {width: 16, layers: 1, heads: 2}}\n";
+  else if (sources)
+    r += "tasks:\n  - {type: mae, mask_ratio: 0.5, decoder: {width: 16, layers: 1, heads: 2}}\n"
+         "  - {type: contrastive, temperature_init: 0.1, weight: 0.5}\n";
+  else r += "task: {type: contrastive, temperature_init: 0.1}\n";
+  r += "data:\n  train: {manifest: " + d + "/train.jsonl, batch_size: 32, workers: 1}\n";
+  if (sources) r += "  images: {manifest: " + d + "/images.jsonl, batch_size: 16, workers: 1}\n";
+  r += "optim: {type: adamw, lr: 3.0e-3, weight_decay: 0.01, betas: [0.9, 0.98]}\n"
        "schedule: {type: cosine, warmup_steps: 5}\n"
        "train: {steps: " + std::to_string(steps) + ", checkpoint_every: 10, keep: 3, log_every: 1, threads: 1, "
-       "clip_grad_norm: 1.0, grad_accum: 2, bucket_mb: 0.01}\n";
+       "clip_grad_norm: 1.0, grad_accum: 2, bucket_mb: 0.01" + (sources ? ", data: {train: 0.5, images: 0.5}" : "") + "}\n";
   return r;
 }
 
@@ -181,7 +190,16 @@ fs::path shared_dataset() {
   if (dir.empty()) {
     // One directory both ranks know (each rank's own scratch root has its pid in it).
     const fs::path shared = fs::temp_directory_path() / "loom_trainer_dp";
-    if (world().rank() == 0) loom::testing::make_dataset_in(shared);
+    if (world().rank() == 0) {
+      loom::testing::make_dataset_in(shared);
+      std::ifstream in(shared / "train.jsonl");
+      std::ofstream out(shared / "images.jsonl");  // the same images without captions
+      for (std::string line; std::getline(in, line);) {
+        nlohmann::json j = nlohmann::json::parse(line);
+        j.erase("text");
+        out << j.dump() << "\n";
+      }
+    }
     world().barrier();
     dir = shared;
   }
@@ -266,6 +284,9 @@ TEST(Distributed, TinyClipOnTwoRanksEqualsOneProcessAndResumesExactly) { check_a
 
 // MAE draws each example's mask from the global batch's noise, so two ranks mask as one process does.
 TEST(Distributed, TinyMaeOnTwoRanksEqualsOneProcessAndResumesExactly) { check_against_one_process("mae", 5e-6); }
+
+// Two tasks on two sources (steps of MAE alone and of MAE + CLIP): the same within the tolerance.
+TEST(Distributed, TwoTasksOnTwoSourcesOnTwoRanksEqualOneProcessAndResumeExactly) { check_against_one_process("sources", 5e-6); }
 
 TEST(Distributed, GlobalBatchMustSplitEvenly) {
   const fs::path data = shared_dataset();

@@ -31,6 +31,8 @@ fs::path make_scenes(const std::string& tag) {
   std::mt19937 rng(5);
   std::uniform_int_distribution<int> noise(0, 60);
   const double freqs[] = {200, 500, 1300, 3000};
+  // ImageBind's way: image-text and image-audio pairs from disjoint halves of the training scenes.
+  std::ofstream it(dir / "train_image_text.jsonl"), ia(dir / "train_image_audio.jsonl");
   for (const char* split : {"train", "test"}) {
     std::ofstream m(dir / (std::string(split) + ".jsonl"));
     const int n = std::string(split) == "train" ? 128 : 32;
@@ -51,6 +53,11 @@ fs::path make_scenes(const std::string& tag) {
       data::write_audio((dir / "media" / (stem + ".wav")).string(), wave, 1, 8000);
       m << R"({"image": "media/)" << stem << R"(.pgm", "audio": "media/)" << stem << R"(.wav", "text": "the )" << kSides[k]
         << R"( scene", "label": )" << k << "}\n";
+      if (std::string(split) == "test") continue;
+      if (i % 2 == 0)
+        it << R"({"image": "media/)" << stem << R"(.pgm", "text": "the )" << kSides[k] << R"( scene", "label": )" << k << "}\n";
+      else
+        ia << R"({"image": "media/)" << stem << R"(.pgm", "audio": "media/)" << stem << R"(.wav", "label": )" << k << "}\n";
     }
   }
   std::ofstream c(dir / "classes.txt");
@@ -262,4 +269,157 @@ TEST(Towers, ATowerTypeAndAFamilyAddedFromOutsideTrain) {
   EXPECT_LT(losses.back(), losses.front());
   const Metrics m = t.evaluate();
   EXPECT_GT(m.at("eval/zeroshot_top1"), 0.5);  // chance 0.25
+}
+
+// ---------------------------------------------------------------- several data sources in a stage
+namespace {
+
+// The binding recipe on two sources: image-text and image-audio pairs from disjoint scenes.
+std::string two_source_recipe(const fs::path& d, int64_t steps, const std::string& weights = "{it: 0.5, ia: 0.5}") {
+  std::string text = towers_recipe(d, "{type: contrastive, pairs: [[image, text], [image, audio]], temperature_init: 0.1}", steps);
+  const std::string a = "audio: {sample_rate: 8000, duration: 0.5, mean: -8.0, std: 5.0, mel_bins: 16}";
+  const std::string train = "  train: {manifest: " + d.string() + "/train.jsonl, batch_size: 32, workers: 1, " + a + "}\n";
+  text.replace(text.find(train), train.size(),
+               train + "  it: {manifest: " + d.string() + "/train_image_text.jsonl, batch_size: 16, workers: 1}\n"
+                       "  ia: {manifest: " + d.string() + "/train_image_audio.jsonl, batch_size: 16, workers: 2, " + a + "}\n");
+  text.replace(text.find("train: {steps: "), 8, "train: {data: " + weights + ", checkpoint_every: 4, keep: 0, ");
+  return text;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+TEST(Towers, TwoDataSourcesTrainTheirOwnPairsAndResumeBitwise) {
+  const fs::path d = make_scenes("sources");
+  Config c = Config::parse(two_source_recipe(d, 12), "two_sources.yaml");
+  Recipe r = Recipe::from(c);
+  ASSERT_EQ(r.stages[0].sources.size(), 2u);
+  { Trainer t(r, c, (d / "straight").string(), false); t.train(); }
+  {
+    Trainer t(r, c, (d / "resumed").string(), false);
+    t.train(6);  // mid-stage, between the sources' batches
+  }
+  { Trainer t(r, c, (d / "resumed").string(), true); t.train(); }
+  EXPECT_EQ(file_bytes(d / "straight/checkpoints/step_00000012/model.safetensors"),
+            file_bytes(d / "resumed/checkpoints/step_00000012/model.safetensors"));
+  EXPECT_EQ(file_bytes(d / "straight/checkpoints/step_00000012/optimizer.safetensors"),
+            file_bytes(d / "resumed/checkpoints/step_00000012/optimizer.safetensors"));
+  // Each step drew one source: its pair's loss alone, both pairs over the run, at about the weights.
+  int64_t it = 0, ia = 0;
+  for (const auto& j : metrics_of(d / "straight")) {
+    if (!j.contains("train/loss")) continue;
+    const bool has_it = j.contains("train/image_text"), has_ia = j.contains("train/image_audio");
+    it += has_it, ia += has_ia;
+  }
+  EXPECT_GT(it, 0);
+  EXPECT_GT(ia, 0);
+  // A step logged alone (log_every 1 below) holds exactly one pair; the weights decide how often.
+  Config c1 = Config::parse(two_source_recipe(d, 40, "{it: 0.8, ia: 0.2}") , "two_sources.yaml");
+  c1.apply_override("train.log_every=1");
+  c1.apply_override("train.checkpoint_every=0");
+  Recipe r1 = Recipe::from(c1);
+  { Trainer t(r1, c1, (d / "ratio").string(), false); t.train(); }
+  it = ia = 0;
+  for (const auto& j : metrics_of(d / "ratio")) {
+    if (!j.contains("train/loss")) continue;
+    EXPECT_NE(j.contains("train/image_text"), j.contains("train/image_audio")) << j.dump();
+    it += j.contains("train/image_text"), ia += j.contains("train/image_audio");
+  }
+  EXPECT_EQ(it + ia, 40);
+  EXPECT_GE(it, 24);  // 32 expected; a binomial(40, 0.8) is below 24 once in ~2000 seeds
+  EXPECT_GE(ia, 2);
+}
+
+TEST(Towers, DataSourcesATaskCannotUseAreRecipeErrors) {
+  const fs::path d = make_scenes("sources_errors");
+  auto error = [&](const std::string& text) {
+    return error_of([&] { Recipe::from(Config::parse(text, "two_sources.yaml")); });
+  };
+  std::string e = error(two_source_recipe(d, 4, "{it: 0.0, ia: 0.0}"));
+  EXPECT_NE(e.find("two_sources.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.data: the weights of the sources must sum to a positive number"), std::string::npos) << e;
+  e = error(two_source_recipe(d, 4, "{it: 1.0, nowhere: 1.0}"));
+  EXPECT_NE(e.find("train.data.nowhere: no section data.nowhere"), std::string::npos) << e;
+  e = error(two_source_recipe(d, 4, "{it: 1.0, ia: -1}"));
+  EXPECT_NE(e.find("train.data.ia: a weight must be >= 0"), std::string::npos) << e;
+  e = error(two_source_recipe(d, 4, "{it: 1.0, train: 0.0}"));  // train, never drawn, would serve it
+  EXPECT_NE(e.find("no source of this stage with a weight above 0 provides image, audio"), std::string::npos) << e;
+  // Only image-text sources: nothing serves [image, audio].
+  std::string text = two_source_recipe(d, 4, "{it: 0.5, it2: 0.5}");
+  text.insert(text.find("  ia: {"), "  it2: {manifest: " + d.string() + "/train_image_text.jsonl}\n");
+  e = error(text);
+  EXPECT_NE(e.find("no source of this stage with a weight above 0 provides image, audio"), std::string::npos) << e;
+  // A source that serves no pair: texts only.
+  {
+    std::ofstream t(d / "texts.jsonl");
+    t << R"({"text": "the top left scene"})" << "\n";
+  }
+  text = two_source_recipe(d, 4, "{it: 0.5, ia: 0.4, texts: 0.1}");
+  text.insert(text.find("  ia: {"), "  texts: {manifest: " + d.string() + "/texts.jsonl}\n");
+  e = error(text);
+  EXPECT_NE(e.find("train.data.texts: task contrastive cannot use data.texts (it provides label, text; the task reads "
+                   "image, text or image, audio)"), std::string::npos) << e;
+  e = error(two_source_recipe(d, 4).replace(two_source_recipe(d, 4).find("steps: 4"), 8, "epochs: 1"));
+  EXPECT_NE(e.find("give steps"), std::string::npos) << e;
+}
+
+// ---------------------------------------------------------------- several tasks in a stage
+TEST(Towers, TwoTasksInAStageAddTheirWeightedLosses) {
+  const fs::path d = make_scenes("two_tasks");
+  std::string text = towers_recipe(d, "{type: contrastive}", 3);
+  text.replace(text.find("task: {type: contrastive}\n"), 26,
+               "tasks:\n  - {type: mae, input: image, mask_ratio: 0.5, decoder: {width: 16, layers: 1, heads: 2}}\n"
+               "  - {type: contrastive, pairs: [[image, audio]], temperature_fixed: 0.05, weight: 0.01}\n");
+  text.replace(text.find("log_every: 5"), 12, "log_every: 1");
+  Config c = Config::parse(text, "two_tasks.yaml");
+  Recipe r = Recipe::from(c);
+  EXPECT_EQ(r.stages[0].task.type, "mae+contrastive");
+  { Trainer t(r, c, (d / "run").string(), false); t.train(); }
+  const auto m = metrics_of(d / "run");
+  ASSERT_FALSE(m.empty());
+  const auto& first = m.front();
+  ASSERT_TRUE(first.contains("train/mae") && first.contains("train/infonce")) << first.dump();
+  // Parts are logged unweighted; the step's loss is their weighted sum.
+  EXPECT_NEAR(first["train/loss"].get<double>(), first["train/mae"].get<double>() + 0.01 * first["train/infonce"].get<double>(), 1e-5);
+  bool evaluated_both = false;
+  for (const auto& j : m) evaluated_both = evaluated_both || (j.contains("eval/mae_loss") && j.contains("eval/a2i_r1"));
+  EXPECT_TRUE(evaluated_both);
+
+  auto error = [&](const std::string& tasks) {
+    std::string t2 = text;
+    t2.replace(t2.find("tasks:\n"), t2.find("data:\n") - t2.find("tasks:\n"), tasks);
+    return error_of([&] { Recipe::from(Config::parse(t2, "two_tasks.yaml")); });
+  };
+  std::string e = error("tasks:\n  - {type: contrastive, pairs: [[image, text]]}\n  - {type: contrastive, pairs: [[image, audio]]}\n");
+  EXPECT_NE(e.find("tasks.1.type: the stage already has a contrastive task"), std::string::npos) << e;
+  e = error("tasks:\n  - {type: mae, weight: -1}\n");
+  EXPECT_NE(e.find("tasks.0.weight: must be >= 0"), std::string::npos) << e;
+  e = error("task: {type: mae}\ntasks:\n  - {type: mae}\n");
+  EXPECT_NE(e.find("not both"), std::string::npos) << e;
+  e = error("tasks: []\n");
+  EXPECT_NE(e.find("tasks: expected a list of tasks"), std::string::npos) << e;
+}
+
+// The issue's case: two sources (image-text, image-audio) and two tasks (MAE on every batch's images,
+// contrastive on the pair each batch holds), stopped mid-stage and resumed: bitwise the straight run.
+TEST(Towers, TwoSourcesAndTwoTasksResumeBitwise) {
+  const fs::path d = make_scenes("sources_tasks");
+  std::string text = two_source_recipe(d, 10);
+  text.replace(text.find("task: {type: contrastive"), 6,
+               "tasks:\n  - {type: mae, input: image, mask_ratio: 0.5, decoder: {width: 16, layers: 1, heads: 2}}\n  - ");
+  Config c = Config::parse(text, "sources_tasks.yaml");
+  Recipe r = Recipe::from(c);
+  ASSERT_EQ(r.stages[0].task.type, "mae+contrastive");
+  { Trainer t(r, c, (d / "straight").string(), false); t.train(); }
+  { Trainer t(r, c, (d / "resumed").string(), false); t.train(5); }
+  { Trainer t(r, c, (d / "resumed").string(), true); t.train(); }
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_EQ(file_bytes(d / "straight/checkpoints/step_00000010" / f), file_bytes(d / "resumed/checkpoints/step_00000010" / f)) << f;
+  int64_t with_mae = 0;
+  for (const auto& j : metrics_of(d / "straight")) with_mae += j.contains("train/mae");
+  EXPECT_GT(with_mae, 0);
 }

@@ -60,31 +60,38 @@ class ContrastiveTask : public Task {
   void configure(data::LoaderConfig& c) const override {
     for (const std::string& m : encoded_) configure_input(model_.tower(m).input(), c);
   }
-  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
+  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
     Tensor labels;
     if (s_.options.same_label_positives) {
       labels = b["label"];
       for (int64_t y : labels.to_vector<int64_t>())
         LOOM_CHECK(y >= 0, "task.same_label_positives needs a label on every training example, and a row has none");
     }
-    // Each modality once, in the order the pairs first name them (CLIP: image, then text).
+    // The pairs this batch holds (a stage's sources may each serve some), each modality encoded
+    // once, in the order the pairs first name them (CLIP: image, then text).
+    std::vector<const Pair*> present;
     std::map<std::string, Tensor> emb;
-    for (const std::string& m : encoded_) emb[m] = model_.embed(m, b[m], &drop_gen);
+    for (const Pair& p : pairs_)
+      if (b.has(p.a) && b.has(p.b)) present.push_back(&p);
+    LOOM_CHECK(!present.empty(), "task contrastive: a batch with ", b.keys(), " holds none of its pairs");
+    for (const std::string& m : encoded_)
+      for (const Pair* p : present)
+        if ((p->a == m || p->b == m) && !emb.count(m)) emb[m] = model_.embed(m, b[m], &drop_gen);
     if (s_.loss == "triplet") return {{"triplet", triplet_loss(emb[pairs_[0].a], emb[pairs_[0].b], s_.margin)}};
     std::vector<LossPart> out;
     if (comm_ && comm_->world() > 1) {
       // open_clip's gather_with_grad + local_loss: this rank's rows against every rank's columns.
       std::map<std::string, distributed::GatheredRows> all;
-      for (const std::string& m : encoded_) all[m] = distributed::gather_rows_with_grad(*comm_, emb[m]);
+      for (const auto& [m, e] : emb) all[m] = distributed::gather_rows_with_grad(*comm_, e);
       Tensor labels_all;
       if (labels.defined()) labels_all = comm_->all_gather_rows(labels.contiguous());
-      for (const Pair& p : pairs_)
-        out.push_back({p.part, clip_loss(emb[p.a], emb[p.b], all[p.a].all, all[p.b].all, all[p.a].offset,
-                                         scale_on(p, emb[p.a].device()), labels, labels_all, s_.options)});
+      for (const Pair* p : present)
+        out.push_back({p->part, clip_loss(emb[p->a], emb[p->b], all[p->a].all, all[p->b].all, all[p->a].offset,
+                                          scale_on(*p, emb[p->a].device()), labels, labels_all, s_.options)});
       return out;
     }
-    for (const Pair& p : pairs_)
-      out.push_back({p.part, clip_loss(emb[p.a], emb[p.b], scale_on(p, emb[p.a].device()), labels, s_.options)});
+    for (const Pair* p : present)
+      out.push_back({p->part, clip_loss(emb[p->a], emb[p->b], scale_on(*p, emb[p->a].device()), labels, s_.options)});
     return out;
   }
   void after_step() override {  // open_clip clamps the learnable log-scale to [0, log max] after each step
@@ -192,6 +199,10 @@ TaskSpec parse_contrastive(const Config& c, const std::string& k, const ModelSpe
     for (const std::string& m : {a, b})
       if (std::find(spec.needs.begin(), spec.needs.end(), m) == spec.needs.end()) spec.needs.push_back(m);
   spec.needs_text = std::find(spec.needs.begin(), spec.needs.end(), "text") != spec.needs.end() || s.eval.zeroshot;
+  for (const auto& [a, b] : pairs) {  // with several sources, each serves the pairs whose two modalities it has
+    spec.serves.push_back({a, b});
+    if (s.options.same_label_positives) spec.serves.back().push_back("label");
+  }
   if (s.options.same_label_positives) spec.needs.push_back("label");
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> { return std::make_unique<ContrastiveTask>(s, env); };
   return spec;

@@ -80,7 +80,7 @@ class MaeTask : public Task {
     return p;
   }
 
-  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen) override {
+  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
     return {{"mae", run(b[s_.input], mask_gen_, &drop_gen, b.global_offset, b.global_size).loss}};
   }
 

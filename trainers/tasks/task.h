@@ -70,6 +70,17 @@ struct EvalEnv {
 
 struct ContrastiveTowers;  // trainers/eval/retrieval.h
 
+// What a task knows of the step it computes (for schedules, EMA teachers, ratios), and what the tasks
+// of one stage share within a micro-batch: a task that computes something another may reuse (encoded
+// tokens) puts it in `shared` under a name both agree on.
+struct StepContext {
+  int64_t step = 0;         // the global step, from 0
+  int64_t stage_step = 0;   // the step within the stage, from 0
+  int64_t stage_steps = 1;  // the stage's length
+  double progress() const { return double(stage_step) / double(std::max<int64_t>(1, stage_steps)); }  // in [0, 1)
+  std::map<std::string, Tensor> shared;  // cleared before every micro-batch
+};
+
 class Task {
  public:
   virtual ~Task() = default;
@@ -79,7 +90,7 @@ class Task {
   virtual int64_t min_batch() const { return 1; }
   // Loader settings that depend on the model: channels, image size, text context.
   virtual void configure(data::LoaderConfig& c) const = 0;
-  virtual std::vector<LossPart> forward(const data::Batch& batch, Generator& drop_gen) = 0;
+  virtual std::vector<LossPart> forward(const data::Batch& batch, Generator& drop_gen, StepContext& step) = 0;
   virtual void after_step() {}                       // e.g. the logit-scale clamp
   virtual Metrics train_metrics() const { return {}; }  // logged with the loss (train/logit_scale)
   virtual bool evaluates() const { return false; }   // evaluate() has something to report
@@ -94,6 +105,9 @@ struct TaskSpec {
   bool needs_eval_data = false;    // its evaluation settings ask for data (zero-shot, retrieval)
   std::vector<PairTemperature> pairs;  // contrastive: the pairs whose temperatures the model holds
   std::vector<std::string> needs;  // the batch keys the task reads (checked against the data up front)
+  // With several data sources in a stage: the sets of keys any one of which lets a batch serve the
+  // task (contrastive: each pair's two modalities); empty: `needs`, all of them.
+  std::vector<std::vector<std::string>> serves;
   std::function<std::unique_ptr<Task>(TaskEnv&)> build;
 };
 
@@ -103,6 +117,11 @@ data::LoaderConfig loader_config(const DataSpec& data, uint64_t seed, bool train
 // Reads the task section at `prefix` ("task", "stages.1.task") through its type's factory, checked
 // against the model's towers. Without a type there, `default_type` (empty: the type is required).
 TaskSpec parse_task(const Config& c, const std::string& prefix, const ModelSpec& model, const std::string& default_type = "");
+// Several weighted tasks in one stage (`tasks: [{type: mae, ...}, {type: contrastive, weight: 0.01, ...}]`
+// at `prefix`): one task whose losses are every task's parts, each times its task's `weight`, for the
+// tasks the batch serves (a stage's sources may each serve some); they share the step's StepContext.
+// Type "mae+contrastive" (tasks/multi.cpp).
+TaskSpec parse_tasks(const Config& c, const std::string& prefix, const ModelSpec& model);
 std::vector<std::string> task_types();
 
 // Loader settings a tower's input fixes: channels and image size, mel bins and frames, or the text context.
