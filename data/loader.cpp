@@ -87,7 +87,6 @@ Loader::Loader(std::shared_ptr<const Manifest> manifest, const TextTokenizer* to
              " of ", config_.shards, " does not exist");
   LOOM_CHECK(config_.channels >= 1 && config_.channels <= 4, "Loader: channels must be 1..4, got ", config_.channels);
   LOOM_CHECK(!tokenizer_ || config_.context >= 2, "Loader: context must be >= 2 (sot and eot), got ", config_.context);
-  config_.transform.validate(config_.channels);
   LOOM_CHECK(n > 0, mp, ": manifest has no rows");
   batches_per_epoch_ = config_.drop_last ? n / config_.batch_size : (n + config_.batch_size - 1) / config_.batch_size;
   LOOM_CHECK(batches_per_epoch_ > 0, mp, ": ", n, " rows make no full batch of ", config_.batch_size,
@@ -97,9 +96,10 @@ Loader::Loader(std::shared_ptr<const Manifest> manifest, const TextTokenizer* to
   start_ = start.epoch * batches_per_epoch_ + start.batch;
   total_ = config_.repeat ? std::numeric_limits<int64_t>::max() : batches_per_epoch_ - start.batch;
   for (const Example& ex : manifest_->rows) {
-    has_images_ = has_images_ || !ex.image.empty();
-    has_audio_ = has_audio_ || !ex.audio.empty();
+    has_images_ = has_images_ || (config_.read_images && !ex.image.empty());
+    has_audio_ = has_audio_ || (config_.read_audio && !ex.audio.empty());
   }
+  if (has_images_) config_.transform.validate(config_.channels);
   if (has_audio_) {
     config_.audio.validate();
     config_.audio.fbank.sample_rate = config_.audio.sample_rate;

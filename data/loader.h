@@ -62,6 +62,9 @@ struct LoaderConfig {
   // skip: a corrupt/missing image is dropped from its batch (the batch gets smaller), counted, and
   // logged once to stderr with its path; fail: next() throws loom::Error naming the path.
   std::string on_error = "skip";
+  // Whether the batches hold the manifest's images and audio (false: rows' files of that kind are
+  // not read, for a task that does not use them).
+  bool read_images = true, read_audio = true;
   ImageTransform transform;
   int64_t channels = 1;
   int64_t context = 16;

@@ -84,4 +84,60 @@ Tensor MaeDecoder::forward(const Tensor& x, const Tensor& ids_restore, Generator
   return pred->forward(norm->forward(h)).narrow(1, 1, N);
 }
 
+JointMaeDecoder::JointMaeDecoder(const JointMaeDecoderConfig& c, Generator& gen) : config(c) {
+  LOOM_CHECK(c.width > 0 && c.heads > 0 && c.width % c.heads == 0 && c.width % 4 == 0, "JointMaeDecoder: heads ", c.heads,
+             " must divide width ", c.width, ", and the width must be divisible by 4 (sin-cos positions)");
+  LOOM_CHECK(c.parts.size() >= 2, "JointMaeDecoder: at least two modalities, got ", c.parts.size());
+  embed = std::make_shared<Linear>(c.encoder_width, c.width, true, gen, -1.0);
+  register_module("embed", embed);
+  mask_token = register_parameter("mask_token", ops::mul(ops::randn({c.width}, gen), 0.02), NoDecay);
+  for (const auto& p : c.parts) {
+    pos.push_back(register_buffer("pos_" + p.modality, sincos_pos_embed_2d(c.width, p.grid_h, p.grid_w, false)));
+    types.push_back(register_parameter("type_" + p.modality, ops::mul(ops::randn({c.width}, gen), 0.02), NoDecay));
+  }
+  blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, 0.0, 0.0, gen);
+  norm = std::make_shared<LayerNorm>(c.width);
+  register_module("norm", norm);
+  for (const auto& p : c.parts) {
+    preds.push_back(std::make_shared<Linear>(c.width, p.patch_dim, true, gen, -1.0));
+    register_module("pred_" + p.modality, preds.back());
+  }
+}
+
+std::vector<Tensor> JointMaeDecoder::forward(const std::vector<Tensor>& latents, const std::vector<Tensor>& ids_restore,
+                                             Generator* drop_gen) const {
+  const size_t M = config.parts.size();
+  LOOM_CHECK(latents.size() == M && ids_restore.size() == M, "JointMaeDecoder: ", M, " modalities, given ", latents.size(),
+             " latents and ", ids_restore.size(), " orders");
+  const int64_t D = config.width;
+  std::vector<Tensor> seq;
+  std::vector<int64_t> lengths;
+  for (size_t i = 0; i < M; ++i) {
+    const auto& part = config.parts[i];
+    const int64_t N = part.grid_h * part.grid_w;
+    const Tensor& x = latents[i];
+    if (x.dim() != 3 || x.size(2) != config.encoder_width || x.size(1) < 1 || x.size(1) > N || ids_restore[i].dim() != 2 ||
+        ids_restore[i].size(0) != x.size(0) || ids_restore[i].size(1) != N)
+      throw OpError(str_cat("JointMaeDecoder: the ", part.modality, " latents must be [B, K, ", config.encoder_width,
+                            "] with 1 <= K <= ", N, " and ids_restore [B, ", N, "], got ", x.describe(), " and ",
+                            ids_restore[i].describe()));
+    const int64_t B = x.size(0), K = x.size(1);
+    Tensor y = embed->forward(x);  // [B, K, D]
+    Tensor shuffled = ops::cat({y, mask_token.reshape({1, 1, D}).expand({B, N - K, D})}, 1);
+    Tensor tokens = ops::gather(shuffled, 1, ids_restore[i].reshape({B, N, 1}).expand({B, N, D}).contiguous());
+    seq.push_back(ops::add(ops::add(tokens, pos[i]), types[i]));
+    lengths.push_back(N);
+  }
+  Tensor h = ops::cat(seq, 1);
+  for (size_t b = 0; b < blocks->size(); ++b) h = (*blocks)[b].forward(h, {}, drop_gen);
+  h = norm->forward(h);
+  std::vector<Tensor> out;
+  int64_t at = 0;
+  for (size_t i = 0; i < M; ++i) {
+    out.push_back(preds[i]->forward(h.narrow(1, at, lengths[i])));
+    at += lengths[i];
+  }
+  return out;
+}
+
 }  // namespace loom

@@ -3,6 +3,8 @@
 // the encoder's visible tokens plus a shared mask token.
 #pragma once
 #include <memory>
+#include <string>
+#include <vector>
 #include "layers/layers.h"
 
 namespace loom {
@@ -49,6 +51,37 @@ class MaeDecoder : public Module {
   std::shared_ptr<ModuleList<Block>> blocks;
   std::shared_ptr<LayerNorm> norm;
   MaeDecoderConfig config;
+};
+
+// CAV-MAE's decoder (Gong et al. 2023): one decoder over every modality's tokens. Each modality's
+// visible latents are embedded to the decoder width, completed with the shared mask token and put
+// back in patch order, given their own fixed 2-D sin-cos positions and a learned modality-type
+// embedding; the blocks run over the concatenation; a prediction head per modality.
+struct JointMaeDecoderConfig {
+  int64_t encoder_width = 128, width = 64, layers = 2, heads = 4;
+  double mlp_ratio = 4.0;
+  struct Part {
+    std::string modality;
+    int64_t grid_h = 0, grid_w = 0, patch_dim = 0;
+  };
+  std::vector<Part> parts;
+};
+
+// Children "embed", "blocks", "norm", "pred_<m>"; parameters "mask_token", "type_<m>"; buffers "pos_<m>".
+class JointMaeDecoder : public Module {
+ public:
+  JointMaeDecoder(const JointMaeDecoderConfig& c, Generator& gen);
+  // latents[i] [B, K_i, encoder_width] (the visible patches, no class token), ids_restore[i] [B, N_i]
+  // -> predicted patches [B, N_i, patch_dim_i] for each part.
+  std::vector<Tensor> forward(const std::vector<Tensor>& latents, const std::vector<Tensor>& ids_restore,
+                              Generator* drop_gen = nullptr) const;
+  std::shared_ptr<Linear> embed;
+  Tensor mask_token;
+  std::vector<Tensor> pos, types;
+  std::shared_ptr<ModuleList<Block>> blocks;
+  std::shared_ptr<LayerNorm> norm;
+  std::vector<std::shared_ptr<Linear>> preds;
+  JointMaeDecoderConfig config;
 };
 
 }  // namespace loom

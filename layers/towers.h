@@ -31,6 +31,29 @@ TowerHead linear_head(int64_t in, int64_t out, Generator& gen);
 // A Projection (mlp or its fc1 alone, PyTorch's default init as LAION-CLAP's): "<tower>_proj.fc1.*".
 TowerHead projection_head(int64_t in, int64_t out, bool mlp, Generator& gen);
 
+// Joint (fusion) layers over several towers' tokens, CAV-MAE's shared layers: pre-LN blocks over the
+// concatenated tokens of `over` (each with a learned modality-type embedding "type_<m>" added first),
+// then "norm" for the fused sequence, or a modality's own "norm_<m>" when it passes alone (CAV-MAE's
+// contrastive path). The towers must be ViT-style and of this width.
+class JointLayers : public Module {
+ public:
+  JointLayers(const std::vector<std::string>& over, int64_t width, int64_t heads, double mlp_ratio, int64_t layers,
+              Generator& gen);
+  // tokens[i] [B, T_i, width] of over[i] -> each one's tokens after the blocks over all of them.
+  std::vector<Tensor> forward(const std::vector<Tensor>& tokens, Generator* drop_gen = nullptr) const;
+  // One modality's tokens alone through the blocks and its own norm.
+  Tensor forward_one(const std::string& modality, const Tensor& tokens, Generator* drop_gen = nullptr) const;
+  bool covers(const std::string& modality) const;
+  std::vector<std::string> over;
+  std::shared_ptr<ModuleList<Block>> blocks;
+  std::shared_ptr<LayerNorm> norm;
+  std::vector<std::shared_ptr<LayerNorm>> norms;  // per over[i]
+  std::vector<Tensor> types;                      // per over[i], [width]
+
+ private:
+  size_t index(const std::string& modality) const;
+};
+
 struct TowerLayout {
   struct Tower {
     std::string modality;  // the batch key it reads: image | audio | text | ...
@@ -44,9 +67,16 @@ struct TowerLayout {
     std::string a, b, name;
     double init_temperature = 0.07;
   };
+  // Joint layers "joint" over some towers (layers 0: none), built after the heads.
+  struct Joint {
+    std::vector<std::string> over;
+    int64_t layers = 0, heads = 4;
+    double mlp_ratio = 4.0;
+  };
   std::vector<Tower> towers;
   int64_t embed_dim = 0;
   std::vector<Scale> scales;
+  Joint joint;
 };
 
 class MultimodalModel : public Module {
@@ -65,8 +95,14 @@ class MultimodalModel : public Module {
   std::shared_ptr<Module> head_ptr(const std::string& modality) const;  // null without a head
   // The tower's pooled output [B, width].
   Tensor encode(const std::string& modality, const Tensor& input, Generator* drop_gen = nullptr) const;
-  // Projected into the shared space and L2-normalised [B, embed_dim]; throws without a head.
+  // Projected into the shared space and L2-normalised [B, embed_dim]; throws without a head. A tower
+  // under joint layers is pooled as CAV-MAE pools it: its tokens through the joint layers alone,
+  // averaged over the patch tokens.
   Tensor embed(const std::string& modality, const Tensor& input, Generator* drop_gen = nullptr) const;
+  // The same from a ViT-style tower's output tokens [B, 1+K, width] (class token first; K may be the
+  // visible patches of a masked pass, so a task can reuse what another encoded).
+  Tensor embed_tokens(const std::string& modality, const Tensor& tokens, Generator* drop_gen = nullptr) const;
+  const JointLayers* joint() const { return joint_.get(); }
   // The pair's learnable log scale (a handle onto the parameter, either order of a and b), or an
   // undefined tensor when the model has none for it.
   Tensor pair_logit_scale(const std::string& a, const std::string& b) const;
@@ -81,6 +117,7 @@ class MultimodalModel : public Module {
   const Slot& slot(const std::string& modality) const;
   std::vector<Slot> slots_;
   std::vector<std::pair<TowerLayout::Scale, Tensor>> scales_;
+  std::shared_ptr<JointLayers> joint_;
   int64_t embed_dim_ = 0;
 };
 

@@ -83,7 +83,7 @@ std::string check_recipe(const Recipe& r, const Config& c) {
     const DataSpec& d = r.data.at(s.data);
     data::LoaderConfig lc = loader_config(d, r.seed, true);
     run.tasks[k]->configure(lc);
-    lc.transform.validate(lc.channels);
+    if (std::find(s.task.needs.begin(), s.task.needs.end(), "image") != s.task.needs.end()) lc.transform.validate(lc.channels);
     if (d.present && int64_t(d.rows->rows.size()) < d.batch_size)
       c.fail(str_cat("data.", s.data, ".batch_size"),
              str_cat(d.manifest, " has ", d.rows->rows.size(), " rows, too few for one batch of ", d.batch_size));

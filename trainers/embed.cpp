@@ -48,6 +48,8 @@ Tensor Embedder::embed_inputs(std::shared_ptr<const data::Manifest> m, const std
   d.batch_size = std::min<int64_t>(kBatch, std::max<int64_t>(1, int64_t(m->rows.size())));
   data::LoaderConfig lc = loader_config(d, recipe_.seed, false);
   towers_->configure(lc, {kind});
+  lc.read_images = kind == "image";
+  lc.read_audio = kind == "audio";
   data::Loader loader(m, nullptr, lc);
   NoGradGuard ng;
   std::vector<Tensor> out;

@@ -6,7 +6,8 @@
 //   vit     an image tower "visual" alone (MAE pretraining, linear probes)           (models/vit.cpp)
 //   ast     an audio tower "audio" alone (AudioMAE)                                  (models/ast.cpp)
 //   towers  the general form: model.towers.<modality> of any tower type, a head each into
-//           model.embed_dim, a temperature per contrastive pair (ImageBind-style binding) (models/towers.cpp)
+//           model.embed_dim, a temperature per contrastive pair (ImageBind-style binding), optional
+//           joint layers over several towers' tokens (model.joint, CAV-MAE) (models/towers.cpp)
 // A recipe with model.towers and no model.type is of type towers. Tasks may add heads of their own.
 #pragma once
 #include <functional>
@@ -33,6 +34,7 @@ struct ModelSpec {
   int64_t embed_dim = 0;                                   // the shared space the heads map to; 0: none
   // Set when the recipe is read, from its contrastive tasks: the pairs the model needs temperatures for.
   std::vector<PairTemperature> pairs;
+  std::vector<std::string> joint_over;  // the towers under joint layers (model.joint.over); empty: none
   // The family's builder (the same seed gives the same weights).
   std::function<std::shared_ptr<MultimodalModel>(const ModelSpec&, const TowerContext&, Generator&)> make;
 

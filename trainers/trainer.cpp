@@ -105,6 +105,8 @@ Metrics probe_model(MultimodalModel& model, const Recipe& r) {
   auto features_of = [&](const DataSpec& d, int64_t limit) {
     data::LoaderConfig lc = loader_config(d, r.seed, false);
     configure_input(v.input(), lc);
+    lc.read_images = modality == "image";
+    lc.read_audio = modality == "audio";
     return extract_features(probe_features(v, r.probe), d, lc, limit, modality);
   };
   FeatureSet train = features_of(*r.find_data(r.probe.train_data), r.probe.train_samples);
@@ -147,9 +149,7 @@ Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
     if (!checkpoint.empty()) {
       tok = data::load_tokenizer((fs::path(checkpoint) / "tokenizer.json").string(), r.tokenizer_type);
     } else {
-      LOOM_CHECK(r.tokenizer_type != "bpe", "loom eval: this recipe's model reads text, and its tokenizer is trained "
-                 "with the run: give --checkpoint DIR");
-      tok = make_tokenizer(r);
+      tok = make_tokenizer(r);  // loom's BPE is trained as a run would train it (deterministic from its text)
     }
   }
   Run run = Run::build(r, std::move(tok));
@@ -311,6 +311,9 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
     const DataSpec& d = recipe_.data.at(s.sources[i].name);
     data::LoaderConfig lc = loader_config(d, recipe_.seed, true);
     task.configure(lc);
+    // Only what the task reads is decoded (a model's other towers' files in a shared manifest are not).
+    lc.read_images = std::find(s.task.needs.begin(), s.task.needs.end(), "image") != s.task.needs.end();
+    lc.read_audio = std::find(s.task.needs.begin(), s.task.needs.end(), "audio") != s.task.needs.end();
     lc.shard = comm_->rank();
     lc.shards = comm_->world();
     const std::vector<std::string> have = d.provides();

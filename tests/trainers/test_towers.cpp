@@ -423,3 +423,83 @@ TEST(Towers, TwoSourcesAndTwoTasksResumeBitwise) {
   for (const auto& j : metrics_of(d / "straight")) with_mae += j.contains("train/mae");
   EXPECT_GT(with_mae, 0);
 }
+
+// ---------------------------------------------------------------- CAV-MAE: joint layers, joint MAE
+namespace {
+
+std::string cavmae_recipe(const fs::path& d, int64_t steps, const std::string& weights = "1.0, 0.01") {
+  const auto comma = weights.find(',');
+  const std::string a = "audio: {sample_rate: 8000, duration: 0.5, mean: -8.0, std: 5.0, mel_bins: 16}";
+  return "name: tiny_cavmae\nseed: 6\n"
+         "model:\n  embed_dim: 16\n  towers:\n"
+         "    audio: {type: ast, mel_bins: 16, frames: 48, patch: 8, width: 32, layers: 1, heads: 2}\n"
+         "    image: {type: vit, image_size: 8, channels: 1, patch: 4, width: 32, layers: 1, heads: 2}\n"
+         "  joint: {layers: 1, over: [audio, image], heads: 2}\n"
+         "tasks:\n"
+         "  - {type: mae, inputs: [audio, image], weight: " + weights.substr(0, comma) +
+         ", decoder: {width: 16, layers: 1, heads: 2}}\n"
+         "  - {type: contrastive, pairs: [[audio, image]], temperature_fixed: 0.05, weight:" + weights.substr(comma + 1) + "}\n"
+         "data:\n"
+         "  train: {manifest: " + d.string() + "/train.jsonl, batch_size: 32, workers: 1, " + a + "}\n"
+         "  eval: {manifest: " + d.string() + "/test.jsonl, batch_size: 32, workers: 1, " + a + "}\n"
+         "optim: {type: adamw, lr: 3.0e-3, weight_decay: 0.01}\n"
+         "train: {steps: " + std::to_string(steps) + ", log_every: 1, threads: 2}\n"
+         "eval: {every: " + std::to_string(steps) + ", retrieval: true}\n";
+}
+
+}  // namespace
+
+TEST(Towers, CavMaeReconstructsBothModalitiesThroughJointLayers) {
+  const fs::path d = make_scenes("cavmae");
+  Config c = Config::parse(cavmae_recipe(d, 6), "tiny_cavmae.yaml");
+  Recipe r = Recipe::from(c);
+  EXPECT_EQ(r.model.joint_over, (std::vector<std::string>{"audio", "image"}));
+  {
+    Trainer t(r, c, (d / "run").string(), false);
+    const auto sd = t.model().state_dict();
+    for (const char* k : {"joint.blocks.0.attn.qkv.weight", "joint.type_audio", "joint.norm.weight", "joint.norm_image.weight",
+                          "mae_decoder.pred_audio.weight", "mae_decoder.pred_image.weight", "mae_decoder.pos_audio",
+                          "mae_decoder.type_image", "mae_decoder.mask_token"})
+      EXPECT_TRUE(sd.count(k)) << k;
+    EXPECT_EQ(sd.at("mae_decoder.pred_audio.weight").size(0), 8 * 8);  // an 8x8 spectrogram patch
+    EXPECT_EQ(sd.at("mae_decoder.pred_image.weight").size(0), 4 * 4);
+    t.train();
+  }
+  const auto m = metrics_of(d / "run");
+  const auto& first = m.front();
+  for (const char* k : {"train/mae_audio", "train/mae_image", "train/infonce"}) EXPECT_TRUE(first.contains(k)) << k;
+  EXPECT_NEAR(first["train/loss"].get<double>(),
+              first["train/mae_audio"].get<double>() + first["train/mae_image"].get<double>() + 0.01 * first["train/infonce"].get<double>(),
+              1e-5);
+  nlohmann::json ev;
+  for (const auto& j : m) if (j.contains("eval/samples")) ev = j;
+  for (const char* k : {"eval/mae_loss_audio", "eval/mae_loss_image", "eval/a2i_r5", "eval/i2a_r5"}) EXPECT_TRUE(ev.contains(k)) << k;
+  EXPECT_TRUE(fs::exists(d / "run/eval/recon_audio_step_6.png"));
+  EXPECT_TRUE(fs::exists(d / "run/eval/recon_image_step_6.png"));
+  // The contrastive loss reads the MAE's masked pass (shared tokens); with the MAE off (weight 0) it
+  // encodes the whole inputs, so its first loss differs.
+  Config off = Config::parse(cavmae_recipe(d, 1, "0.0, 1.0"), "tiny_cavmae.yaml");
+  { Trainer t(Recipe::from(off), off, (d / "off").string(), false); t.train(); }
+  const auto m_off = metrics_of(d / "off");
+  ASSERT_TRUE(m_off.front().contains("train/infonce"));
+  EXPECT_FALSE(m_off.front().contains("train/mae_audio"));
+  EXPECT_NE(m_off.front()["train/infonce"].get<double>(), first["train/infonce"].get<double>());
+}
+
+TEST(Towers, JointLayerRecipeErrors) {
+  const fs::path d = make_scenes("cavmae_errors");
+  auto error = [&](std::string text, const std::string& from, const std::string& to) {
+    text.replace(text.find(from), from.size(), to);
+    return error_of([&] { Recipe::from(Config::parse(text, "tiny_cavmae.yaml")); });
+  };
+  const std::string base = cavmae_recipe(d, 2);
+  std::string e = error(base, "over: [audio, image]", "over: [audio, video]");
+  EXPECT_NE(e.find("model.joint.over: the model has no video tower"), std::string::npos) << e;
+  e = error(base, "image: {type: vit, image_size: 8, channels: 1, patch: 4, width: 32,",
+            "image: {type: vit, image_size: 8, channels: 1, patch: 4, width: 16,");
+  EXPECT_NE(e.find("of one width"), std::string::npos) << e;
+  e = error(base, "  joint: {layers: 1, over: [audio, image], heads: 2}\n", "");
+  EXPECT_NE(e.find("tasks.0.inputs: joint masked autoencoding needs joint layers over its inputs"), std::string::npos) << e;
+  e = error(base, "inputs: [audio, image]", "inputs: [audio]");
+  EXPECT_NE(e.find("at least two inputs"), std::string::npos) << e;
+}

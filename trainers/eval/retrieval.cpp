@@ -136,6 +136,8 @@ Metrics evaluate_contrastive(const ContrastiveTowers& towers, const data::TextTo
   NoGradGuard ng;
   data::LoaderConfig lc = loader_config(data, 0, false);
   towers.configure(lc, mods);
+  lc.read_images = std::find(mods.begin(), mods.end(), "image") != mods.end();
+  lc.read_audio = std::find(mods.begin(), mods.end(), "audio") != mods.end();
   data::Loader loader(data.rows, text ? tok : nullptr, lc);
   std::map<std::string, std::vector<Tensor>> feats;
   std::map<std::string, std::vector<std::string>> keys;  // per retrieval row: the file (or the caption)

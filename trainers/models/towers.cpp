@@ -8,6 +8,8 @@
 //       image: {type: vit, image_size: 32, patch: 4, width: 128, layers: 4, heads: 4}
 //       text:  {type: transformer, context: 24, width: 128, layers: 2, heads: 4}
 //       audio: {type: ast, mel_bins: 64, frames: 240, patch: 16, width: 128, layers: 4, heads: 4}
+//     joint: {layers: 1, over: [audio, image], heads: 4}   # CAV-MAE's shared layers (optional)
+#include <algorithm>
 #include "trainers/models.h"
 
 namespace loom {
@@ -23,9 +25,35 @@ ModelSpec read_towers_model(const Config& c) {
   }
   m.embed_dim = read_embed_dim(c);
   const bool mlp = c.choice("model.projection", {"linear", "mlp"}, "linear") == "mlp";
-  m.make = [mlp](const ModelSpec& s, const TowerContext& ctx, Generator& gen) -> std::shared_ptr<MultimodalModel> {
+  TowerLayout::Joint joint;
+  if (c.has("model.joint")) {
+    joint.layers = c.i64("model.joint.layers", 1);
+    if (joint.layers < 1) c.fail("model.joint.layers", "must be >= 1");
+    joint.over = c.str_list("model.joint.over", {});
+    if (joint.over.size() < 2) c.fail("model.joint.over", "name at least two towers, e.g. [audio, image]");
+    int64_t width = 0;
+    for (const std::string& o : joint.over) {
+      const TowerSpec* t = m.tower(o);
+      if (!t) c.fail("model.joint.over", str_cat("the model has no ", o, " tower (its towers: ", m.describe_towers(), ")"));
+      if (t->input.kind != "image" && t->input.kind != "audio")
+        c.fail("model.joint.over", str_cat("joint layers read patch tokens; the ", o, " tower reads ", t->input.kind));
+      if (width != 0 && t->width != width)
+        c.fail("model.joint.over", str_cat("the towers under joint layers must be of one width; ", o, " is ", t->width,
+                                           " wide, the first ", width));
+      width = t->width;
+      if (std::count(joint.over.begin(), joint.over.end(), o) > 1) c.fail("model.joint.over", str_cat(o, " is named twice"));
+    }
+    joint.heads = c.i64("model.joint.heads", 4);
+    if (joint.heads < 1 || width % joint.heads != 0)
+      c.fail("model.joint.heads", str_cat("heads ", joint.heads, " does not divide the towers' width ", width));
+    joint.mlp_ratio = c.f64("model.joint.mlp_ratio", 4.0);
+    if (!(joint.mlp_ratio > 0)) c.fail("model.joint.mlp_ratio", "must be > 0");
+    m.joint_over = joint.over;
+  }
+  m.make = [mlp, joint](const ModelSpec& s, const TowerContext& ctx, Generator& gen) -> std::shared_ptr<MultimodalModel> {
     TowerLayout l;
     l.embed_dim = s.embed_dim;
+    l.joint = joint;
     for (const auto& [modality, t] : s.towers) {
       auto head = mlp ? std::function<TowerHead(int64_t, int64_t, Generator&)>(
                             [](int64_t in, int64_t out, Generator& g) { return projection_head(in, out, true, g); })

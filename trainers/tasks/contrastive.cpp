@@ -60,7 +60,7 @@ class ContrastiveTask : public Task {
   void configure(data::LoaderConfig& c) const override {
     for (const std::string& m : encoded_) configure_input(model_.tower(m).input(), c);
   }
-  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
+  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext& step) override {
     Tensor labels;
     if (s_.options.same_label_positives) {
       labels = b["label"];
@@ -76,7 +76,11 @@ class ContrastiveTask : public Task {
     LOOM_CHECK(!present.empty(), "task contrastive: a batch with ", b.keys(), " holds none of its pairs");
     for (const std::string& m : encoded_)
       for (const Pair* p : present)
-        if ((p->a == m || p->b == m) && !emb.count(m)) emb[m] = model_.embed(m, b[m], &drop_gen);
+        if ((p->a == m || p->b == m) && !emb.count(m)) {
+          // A task before this one in the stage encoded the tower already (CAV-MAE: joint MAE's masked pass).
+          auto shared = step.shared.find(m + ".tokens");
+          emb[m] = shared != step.shared.end() ? model_.embed_tokens(m, shared->second, &drop_gen) : model_.embed(m, b[m], &drop_gen);
+        }
     if (s_.loss == "triplet") return {{"triplet", triplet_loss(emb[pairs_[0].a], emb[pairs_[0].b], s_.margin)}};
     std::vector<LossPart> out;
     if (comm_ && comm_->world() > 1) {

@@ -35,7 +35,7 @@ class MultiTask : public Task {
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext& step) override {
     std::vector<LossPart> out;
     for (const Member& m : members_) {
-      if (!serves(m, b)) continue;
+      if (m.weight == 0 || !serves(m, b)) continue;  // weight 0: off in training (an ablation), still evaluated
       for (LossPart& p : m.task->forward(b, drop_gen, step)) {
         for (const LossPart& q : out)
           LOOM_CHECK(q.name != p.name, "two tasks of the stage both log a loss '", p.name,
