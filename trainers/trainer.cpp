@@ -307,6 +307,8 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
   prefetched_.reset();  // never set across a stage's end; cleared for certain with the old loaders
   prefetch_error_ = nullptr;
   loaders_.clear();
+  LOOM_CHECK(!saved || saved->loaders.size() == s.sources.size(), "the checkpoint holds ", saved ? saved->loaders.size() : 0,
+             " data positions for stage '", s.name, "', which reads ", s.sources.size(), " sources");
   for (size_t i = 0; i < s.sources.size(); ++i) {  // one loader per data source, each with its own position
     const DataSpec& d = recipe_.data.at(s.sources[i].name);
     data::LoaderConfig lc = loader_config(d, recipe_.seed, true);
@@ -319,13 +321,15 @@ void Trainer::enter_stage(size_t k, const Saved* saved) {
     const std::vector<std::string> have = d.provides();
     const bool source_text = text && std::find(have.begin(), have.end(), "text") != have.end();
     loaders_.push_back(std::make_unique<data::Loader>(d.rows, source_text ? run_.tokenizer.get() : nullptr, lc,
-                                                      saved && i < saved->loaders.size() ? saved->loaders[i] : data::LoaderPosition{}));
+                                                      saved ? saved->loaders[i] : data::LoaderPosition{}));
   }
   if (recipe_.explicit_stages && leader()) {
     int64_t trainable = 0;
     for (const Tensor& p : m.parameters()) trainable += p.requires_grad() ? p.numel() : 0;
     std::cerr << "loom: stage " << k + 1 << "/" << recipe_.stages.size() << " '" << s.name << "': task " << s.task.type
-              << " on data." << s.data << (s.sources.size() > 1 ? str_cat(" and ", s.sources.size() - 1, " more sources") : std::string()) << ", steps " << (k ? ends_[k - 1] : 0) << ".." << ends_[k] << ", " << trainable
+              << " on data." << s.data
+              << (s.sources.size() > 1 ? str_cat(" and ", s.sources.size() - 1, " more sources") : std::string()) << ", steps "
+              << (k ? ends_[k - 1] : 0) << ".." << ends_[k] << ", " << trainable
               << " of " << m.parameter_count() << " parameters trainable\n";
   }
 }

@@ -1,5 +1,5 @@
 // task.type: mae — masked autoencoding (He et al. 2021; AudioMAE, Huang et al. 2022, on spectrograms)
-// on the model's image tower "visual" or audio tower "audio": random (or time / frequency structured,
+// on the model's image or audio tower (task.input; the first by default): random (or time / frequency structured,
 // task.masking) masking by argsort of noise per sample, the encoder on the visible patches (plus the class
 // token) only, a decoder of its own width and depth ("mae_decoder", added to the model), MSE over the
 // masked patches with norm_pix_loss. Evaluated by the loss on held-out images and a picture
@@ -33,6 +33,16 @@ struct MaeSpec {
   // Joint MAE (CAV-MAE): several inputs under the model's joint layers, one shared decoder.
   std::vector<std::string> inputs;
 };
+
+// The masking stream's place in a checkpoint's task state (resume draws the masks it would have drawn).
+nlohmann::json mask_rng_state(const Generator& g) { return {{"mask_rng", {{"seed", g.seed()}, {"offset", g.offset()}}}}; }
+void load_mask_rng(Generator& g, const nlohmann::json& st, const std::string& source) {
+  try {
+    g.set_state(json_uint64(st.at("mask_rng").at("seed"), "mask_rng.seed"), json_uint64(st.at("mask_rng").at("offset"), "mask_rng.offset"));
+  } catch (const std::exception& e) {
+    throw Error(str_cat(source, ": mae task state: ", e.what()));
+  }
+}
 
 // Rows of [original | masked | reconstruction | reconstruction + visible], upscaled for viewing, to `path`.
 void draw_reconstruction(const Tensor& images, const Tensor& pred_patches, const Tensor& mask_, const ViTConfig& v,
@@ -164,17 +174,8 @@ class MaeTask : public Task {
     return {{"eval/mae_loss", sum / double(seen)}, {"eval/samples", double(seen)}};
   }
 
-  nlohmann::json state() const override {
-    return {{"mask_rng", {{"seed", mask_gen_.seed()}, {"offset", mask_gen_.offset()}}}};
-  }
-  void load_state(const nlohmann::json& st, const std::string& source) override {
-    try {
-      mask_gen_.set_state(json_uint64(st.at("mask_rng").at("seed"), "mask_rng.seed"),
-                          json_uint64(st.at("mask_rng").at("offset"), "mask_rng.offset"));
-    } catch (const std::exception& e) {
-      throw Error(str_cat(source, ": mae task state: ", e.what()));
-    }
-  }
+  nlohmann::json state() const override { return mask_rng_state(mask_gen_); }
+  void load_state(const nlohmann::json& st, const std::string& source) override { load_mask_rng(mask_gen_, st, source); }
 
  private:
   void picture(const Tensor& images, const Pass& p, const DataSpec& data, const EvalEnv& env) const {
@@ -308,17 +309,8 @@ class JointMaeTask : public Task {
     return out;
   }
 
-  nlohmann::json state() const override {
-    return {{"mask_rng", {{"seed", mask_gen_.seed()}, {"offset", mask_gen_.offset()}}}};
-  }
-  void load_state(const nlohmann::json& st, const std::string& source) override {
-    try {
-      mask_gen_.set_state(json_uint64(st.at("mask_rng").at("seed"), "mask_rng.seed"),
-                          json_uint64(st.at("mask_rng").at("offset"), "mask_rng.offset"));
-    } catch (const std::exception& e) {
-      throw Error(str_cat(source, ": mae task state: ", e.what()));
-    }
-  }
+  nlohmann::json state() const override { return mask_rng_state(mask_gen_); }
+  void load_state(const nlohmann::json& st, const std::string& source) override { load_mask_rng(mask_gen_, st, source); }
 
  private:
   static std::string join_names(const std::vector<std::string>& xs) {
