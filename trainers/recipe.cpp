@@ -346,16 +346,19 @@ Recipe Recipe::from(const Config& c) {
       c.fail(s.key + ".eval_data", str_cat("no section data.", s.eval_data));
     if (s.task.needs_eval_data && s.eval_data.empty()) c.fail("eval", "evaluation needs data.eval");
     if (s.task.needs_text && !r.model.has_text())
-      c.fail(r.explicit_stages ? s.key + ".task.type" : "task.type",
+      c.fail(r.explicit_stages ? s.key + ".task.type" : s.key + ".type",
              str_cat("task ", s.task.type, " needs a text tower, and the model has none (its towers: ",
                      r.model.describe_towers(), ")"));
   }
-  // The temperatures the model holds: one per pair, as the first task that contrasts it says.
+  // The temperatures the model holds: one per pair, learnable when any task learns it, starting where
+  // the first task that learns it says.
   for (const StageSpec& s : r.stages)
     for (const PairTemperature& p : s.task.pairs) {
-      bool known = false;
-      for (const PairTemperature& q : r.model.pairs) known = known || (q.a == p.a && q.b == p.b) || (q.a == p.b && q.b == p.a);
+      PairTemperature* known = nullptr;
+      for (PairTemperature& q : r.model.pairs)
+        if ((q.a == p.a && q.b == p.b) || (q.a == p.b && q.b == p.a)) known = &q;
       if (!known) r.model.pairs.push_back(p);
+      else if (p.learnable && !known->learnable) *known = p;
     }
 
   r.tokenizer_type = c.choice("tokenizer.type", {"bpe", "wordpiece", "clip_bpe"}, "bpe");

@@ -503,3 +503,22 @@ TEST(Towers, JointLayerRecipeErrors) {
   e = error(base, "inputs: [audio, image]", "inputs: [audio]");
   EXPECT_NE(e.find("at least two inputs"), std::string::npos) << e;
 }
+
+// A pair fixed in one stage and learned in another: the model holds the learnable temperature, from
+// the stage that learns it.
+TEST(Towers, APairLearnedInAnyStageHasItsTemperature) {
+  const fs::path d = make_scenes("stage_temperatures");
+  std::string text = towers_recipe(d, "{type: contrastive}", 2);
+  text.replace(text.find("task: {type: contrastive}\n"), 26,
+               "stages:\n"
+               "  - {name: fixed, steps: 1, task: {type: contrastive, pairs: [[image, audio]], temperature_fixed: 0.05}}\n"
+               "  - {name: learned, steps: 1, task: {type: contrastive, pairs: [[audio, image]], temperature_init: 0.1}}\n");
+  text.replace(text.find("train: {steps: 2, "), 18, "train: {");
+  text.erase(text.find("eval:\n"));
+  Recipe r = Recipe::from(Config::parse(text, "stages.yaml"));
+  ASSERT_EQ(r.model.pairs.size(), 1u);
+  EXPECT_TRUE(r.model.pairs[0].learnable);
+  EXPECT_DOUBLE_EQ(r.model.pairs[0].init, 0.1);
+  Generator g(1);
+  EXPECT_TRUE(r.model.build(g)->pair_logit_scale("image", "audio").defined());
+}
