@@ -236,8 +236,8 @@ ModelSpec read_pixel_clip(const Config& c) {
   m.make = [](const ModelSpec& s, const TowerContext& ctx, Generator& gen) -> std::shared_ptr<MultimodalModel> {
     TowerLayout l;
     l.embed_dim = s.embed_dim;
-    for (const auto& [modality, t] : s.towers)
-      l.towers.push_back({modality, modality, [t, ctx](Generator& g) { return t.build(g, ctx); },
+    for (const auto& [modality, spec] : s.towers)
+      l.towers.push_back({modality, modality, [t = spec, ctx](Generator& g) { return t.build(g, ctx); },
                           [](int64_t in, int64_t out, Generator& g) { return projection_head(in, out, true, g); }});
     const PairTemperature p = s.pair("image", "text");
     l.scales.push_back({"image", "text", "logit_scale", p.init});

@@ -54,7 +54,8 @@ ModelSpec read_towers_model(const Config& c) {
     TowerLayout l;
     l.embed_dim = s.embed_dim;
     l.joint = joint;
-    for (const auto& [modality, t] : s.towers) {
+    for (const auto& [modality, spec] : s.towers) {
+      const TowerSpec t = spec;  // a named copy: clang before 16 cannot capture a structured binding
       auto head = mlp ? std::function<TowerHead(int64_t, int64_t, Generator&)>(
                             [](int64_t in, int64_t out, Generator& g) { return projection_head(in, out, true, g); })
                       : linear_head;
