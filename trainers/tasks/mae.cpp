@@ -44,6 +44,22 @@ void load_mask_rng(Generator& g, const nlohmann::json& st, const std::string& so
   }
 }
 
+// The model's "mae_decoder": the one an earlier stage added (a second MAE stage continues with it;
+// `same` checks it is the decoder this stage describes), or a new one from `config`, drawn from its own
+// stream so the model's other weights do not depend on it. `added`: its parameters when new.
+template <class Decoder, class Config_, class Same>
+Decoder* find_or_add_decoder(TaskEnv& env, const Config_& config, int64_t& added, Same same) {
+  if (auto existing = std::dynamic_pointer_cast<Decoder>(env.model.child("mae_decoder"))) {
+    LOOM_CHECK(same(existing->config), "stage ", env.stage, ": its mae decoder differs from the one an earlier stage added to the model");
+    return existing.get();
+  }
+  LOOM_CHECK(!env.model.has_child("mae_decoder"), "task mae: the model already has a child 'mae_decoder' of another kind");
+  Generator gen(env.seed ^ kDecoderSalt);
+  auto d = std::make_shared<Decoder>(config, gen);
+  added = d->parameter_count();
+  return &env.model.register_module("mae_decoder", d);
+}
+
 // Rows of [original | masked | reconstruction | reconstruction + visible], upscaled for viewing, to `path`.
 void draw_reconstruction(const Tensor& images, const Tensor& pred_patches, const Tensor& mask_, const ViTConfig& v,
                        bool norm_pix_loss, bool spectrogram, const data::ImageTransform& transform, int64_t count,
@@ -101,18 +117,9 @@ class MaeTask : public Task {
     dc.grid_h = v.grid_h();
     dc.grid_w = v.grid_w();
     dc.patch_dim = v.patch * v.patch * v.channels;
-    if (auto existing = std::dynamic_pointer_cast<MaeDecoder>(env.model.child("mae_decoder"))) {
-      decoder_ = existing.get();  // a second MAE stage continues with the same decoder
-      const auto& e = decoder_->config;
-      LOOM_CHECK(e.width == dc.width && e.layers == dc.layers && e.heads == dc.heads && e.patch_dim == dc.patch_dim,
-                 "stage ", env.stage, ": its mae decoder differs from the one an earlier stage added to the model");
-    } else {
-      LOOM_CHECK(!env.model.has_child("mae_decoder"), "task mae: the model already has a child 'mae_decoder'");
-      Generator gen(env.seed ^ kDecoderSalt);
-      auto d = std::make_shared<MaeDecoder>(dc, gen);
-      decoder_ = &env.model.register_module("mae_decoder", d);
-      added_ = d->parameter_count();
-    }
+    decoder_ = find_or_add_decoder<MaeDecoder>(env, dc, added_, [&](const MaeDecoderConfig& e) {
+      return e.width == dc.width && e.layers == dc.layers && e.heads == dc.heads && e.patch_dim == dc.patch_dim;
+    });
   }
   int64_t added_parameters() const { return added_; }
 
@@ -212,15 +219,12 @@ class JointMaeTask : public Task {
       dc.encoder_width = v->config.width;
       dc.parts.push_back({m, v->config.grid_h(), v->config.grid_w(), v->config.patch * v->config.patch * v->config.channels});
     }
-    if (auto existing = std::dynamic_pointer_cast<JointMaeDecoder>(env.model.child("mae_decoder"))) {
-      decoder_ = existing.get();
-    } else {
-      LOOM_CHECK(!env.model.has_child("mae_decoder"), "task mae: the model already has a child 'mae_decoder'");
-      Generator gen(env.seed ^ kDecoderSalt);
-      auto d = std::make_shared<JointMaeDecoder>(dc, gen);
-      decoder_ = &env.model.register_module("mae_decoder", d);
-      added_ = d->parameter_count();
-    }
+    decoder_ = find_or_add_decoder<JointMaeDecoder>(env, dc, added_, [&](const JointMaeDecoderConfig& e) {
+      bool same = e.width == dc.width && e.layers == dc.layers && e.heads == dc.heads && e.parts.size() == dc.parts.size();
+      for (size_t i = 0; same && i < e.parts.size(); ++i)
+        same = e.parts[i].modality == dc.parts[i].modality && e.parts[i].patch_dim == dc.parts[i].patch_dim;
+      return same;
+    });
   }
   int64_t added_parameters() const { return added_; }
   void configure(data::LoaderConfig& c) const override {
