@@ -81,6 +81,9 @@ class ContrastiveTask : public Task {
           auto shared = step.shared.find(m + ".tokens");
           emb[m] = shared != step.shared.end() ? model_.embed_tokens(m, shared->second, &drop_gen) : model_.embed(m, b[m], &drop_gen);
         }
+    // A fixed temperature is a host constant: it moves to the features' device once, not every step.
+    for (Pair& p : pairs_)
+      if (!p.learnable && p.log_scale.device() != emb.begin()->second.device()) p.log_scale = p.log_scale.to(emb.begin()->second.device());
     if (s_.loss == "triplet") return {{"triplet", triplet_loss(emb[pairs_[0].a], emb[pairs_[0].b], s_.margin)}};
     std::vector<LossPart> out;
     if (comm_ && comm_->world() > 1) {
@@ -91,11 +94,11 @@ class ContrastiveTask : public Task {
       if (labels.defined()) labels_all = comm_->all_gather_rows(labels.contiguous());
       for (const Pair* p : present)
         out.push_back({p->part, clip_loss(emb[p->a], emb[p->b], all[p->a].all, all[p->b].all, all[p->a].offset,
-                                          scale_on(*p, emb[p->a].device()), labels, labels_all, s_.options)});
+                                          p->log_scale, labels, labels_all, s_.options)});
       return out;
     }
     for (const Pair* p : present)
-      out.push_back({p->part, clip_loss(emb[p->a], emb[p->b], scale_on(*p, emb[p->a].device()), labels, s_.options)});
+      out.push_back({p->part, clip_loss(emb[p->a], emb[p->b], p->log_scale, labels, s_.options)});
     return out;
   }
   void after_step() override {  // open_clip clamps the learnable log-scale to [0, log max] after each step
@@ -117,9 +120,6 @@ class ContrastiveTask : public Task {
   }
 
  private:
-  // A fixed scale is a host constant: it goes where the features are.
-  Tensor scale_on(const Pair& p, Device d) const { return p.learnable || p.log_scale.device() == d ? p.log_scale : p.log_scale.to(d); }
-
   ContrastiveSpec s_;
   MultimodalModel& model_;
   distributed::Communicator* comm_;
