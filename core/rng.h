@@ -2,8 +2,13 @@
 // [offset, offset + n) and advances the offset, so results do not depend on thread count or device.
 #pragma once
 #include <cstdint>
+#include "kernels/common/philox.h"
 
 namespace loom {
+
+// One Philox block, the same function on the CPU and in CUDA kernels; data/ draws from it through core.
+using kernels::Philox4;
+using kernels::philox4x32;
 
 class Generator {
  public:

@@ -2,7 +2,7 @@
 // results do not depend on thread scheduling or machine. Internal to data/.
 #pragma once
 #include <cstdint>
-#include "kernels/common/philox.h"
+#include "core/rng.h"
 
 namespace loom::data::detail {
 
@@ -20,7 +20,7 @@ struct Stream {
   uint64_t key, next = 0;
   explicit Stream(uint64_t k) : key(k) {}
   uint64_t bits64() {
-    kernels::Philox4 r = kernels::philox4x32(next++, key);
+    Philox4 r = philox4x32(next++, key);
     return (uint64_t(r.v[0]) << 32) | r.v[1];
   }
   double uniform() { return double(bits64() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1), 53 bits

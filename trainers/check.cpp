@@ -5,7 +5,7 @@
 #include <sstream>
 #include "core/autograd.h"
 #include "trainers/pretrained.h"
-#include "trainers/trainer.h"
+#include "trainers/run.h"
 
 namespace loom {
 namespace {

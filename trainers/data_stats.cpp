@@ -1,6 +1,6 @@
 #include "trainers/data_stats.h"
 #include <cmath>
-#include "trainers/trainer.h"
+#include "trainers/run.h"
 
 namespace loom {
 

@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 #include <vector>
-#include "trainers/trainer.h"
+#include "trainers/run.h"
 
 namespace loom {
 

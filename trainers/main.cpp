@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 #include "data/webdataset.h"
-#include "kernels/cpu/cpu.h"
+#include "core/stream.h"
 #include "trainers/check.h"
 #include "trainers/data_stats.h"
 #include "trainers/embed.h"
@@ -258,7 +258,7 @@ int main(int argc, char** argv) {
                 << a.steps << " steps; " << (a.in_memory ? "one batch in memory" : "batches from the loader") << "; "
                 << (r.device == "cuda" ? str_cat("cuda ", r.precision, ", attention ", r.attention_kernel, ", gemm ",
                                                  r.gemm_kernel)
-                                       : str_cat("CPU f32 GEMM: ", kernels::cpu::sgemm_library()))
+                                       : str_cat("CPU f32 GEMM: ", cpu_gemm_library()))
                 << ")\n";
       std::cout << "  per step: " << times.step_ms << " ms, backward " << times.backward_ms << " ms";
       if (comm->world() > 1)

@@ -2,7 +2,7 @@
 #pragma once
 #include <cstdio>
 #include <string>
-#include "trainers/tasks/task.h"
+#include "trainers/data_spec.h"
 
 namespace loom {
 

@@ -10,7 +10,7 @@
 #include "layers/bert.h"
 #include "layers/clip.h"
 #include "trainers/checkpoint.h"
-#include "trainers/trainer.h"
+#include "trainers/run.h"
 
 namespace loom {
 namespace {

@@ -451,7 +451,7 @@ Recipe Recipe::from(const Config& c) {
     }
 
   r.eval_every = c.i64("eval.every", 0);
-  if (r.eval_every < 0) c.fail("eval.every", "must be >= 0 (0: only at the end of each stage)");
+  if (r.eval_every < 0) c.fail("eval.every", "must be >= 0 (0: never during training; loom eval evaluates a checkpoint)");
   r.eval_max_samples = c.i64("eval.max_samples", 0);
   if (r.eval_max_samples < 0) c.fail("eval.max_samples", "must be >= 0 (0: all)");
   if (c.has("eval.probe")) {

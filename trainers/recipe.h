@@ -70,9 +70,9 @@ struct Recipe {
   std::string gemm_kernel = "cublas";         // kernels.gemm: cublas | loom
   int threads = 0;  // 0: OpenMP's default
   int64_t bucket_bytes = 25 << 20;  // data parallelism: gradients all-reduced in buckets of about this size
-  bool overlap_comm = true;
+  bool overlap_comm = true;  // each bucket's all-reduce started as soon as backward has finished it (false: all after backward)
   std::string on_nonfinite = "stop";  // a NaN/inf loss or gradient: stop (naming it) | skip_step (counted)
-  bool detect_anomaly = false;        // check every op's output and gradient, naming the first non-finite          // ... each started as soon as backward has finished it (false: all after backward)
+  bool detect_anomaly = false;        // check every op's output and gradient, naming the first non-finite
 
   int64_t eval_every = 0, eval_max_samples = 0;
   bool has_probe = false;

@@ -13,9 +13,8 @@
 #include "data/tokenizer.h"
 #include "trainers/checkpoint.h"
 #include "trainers/pretrained.h"
-#ifdef LOOM_WITH_CUDA
-#include "kernels/cuda/cuda.h"
-#endif
+#include "trainers/run.h"
+#include "core/stream.h"
 
 namespace loom {
 namespace fs = std::filesystem;
@@ -45,145 +44,7 @@ std::string resume_relevant(const std::string& yaml) {
   return e.c_str();
 }
 
-// The recipe's tokenizer for a new run: loom's BPE trained on the captions, or the named file.
-std::unique_ptr<data::TextTokenizer> make_tokenizer(const Recipe& r) {
-  if (r.tokenizer_type != "bpe") return data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
-  const data::Manifest corpus_src = r.tokenizer_rows ? *r.tokenizer_rows : data::Manifest::load(r.tokenizer_train_on);
-  std::vector<std::string> corpus;
-  for (const auto& e : corpus_src.rows) if (!e.text.empty()) corpus.push_back(e.text);
-  LOOM_CHECK(!corpus.empty(), r.tokenizer_train_on, ": no text to train the tokenizer on");
-  return data::train_bpe_tokenizer(corpus, r.vocab_size);
-}
-
-// Features for the probe: the image tower's class token (or mean of its patch tokens) after each of
-// its last `blocks` blocks (through the final LayerNorm, concatenated), or raw pixels.
-FeatureFn probe_features(const ViT& v, const ProbeOptions& o) {
-  if (o.features == "pixels")
-    return [](const Tensor& images) { return images.reshape({images.size(0), images.numel() / images.size(0)}); };
-  LOOM_CHECK(o.blocks <= int64_t(v.blocks->size()), "eval.probe.blocks: ", o.blocks, " is more than the tower's ",
-             v.blocks->size(), " blocks");
-  const bool mean = o.pool == "mean";
-  const size_t last = size_t(o.blocks);
-  return [&v, mean, last](const Tensor& images) {
-    std::vector<Tensor> outs = v.block_outputs(images.to(v.device())), feats;
-    for (size_t i = outs.size() - last; i < outs.size(); ++i) {
-      const Tensor& t = outs[i];
-      feats.push_back(mean ? ops::mean(t.narrow(1, 1, t.size(1) - 1), {1}) : t.select(1, 0));
-    }
-    return feats.size() == 1 ? feats[0] : ops::cat(feats, 1);
-  };
-}
-
-// The device a recipe trains on (train.device), checked against this build and machine; a failure
-// names the recipe key through `fail`.
-Device training_device(const Recipe& r, int local_rank, const std::function<void(const std::string&)>& fail) {
-  if (r.device == "cpu") return Device::cpu();
-#ifndef LOOM_WITH_CUDA
-  fail("cuda, but this loom was built without CUDA (configure with the CUDA toolkit present, or LOOM_CUDA=ON)");
-#endif
-  const int count = cuda_device_count();
-  if (count == 0) fail("cuda, but no GPU is visible to this process (nvidia-smi; CUDA_VISIBLE_DEVICES)");
-  return Device::cuda(local_rank % count);
-}
-
-// train.precision: bf16 computes GEMMs and attention in bf16 under autocast (core/autocast.h).
-std::optional<DType> autocast_of(const Recipe& r) {
-  return r.precision == "bf16" ? std::optional<DType>(DType::bf16) : std::nullopt;
-}
-
-// kernels.attention and kernels.gemm: which CUDA kernels run bf16 attention and GEMMs (process-wide).
-void use_recipe_kernels(const Recipe& r) {
-  ops::set_attention_kernel(r.attention_kernel == "flash" ? ops::AttentionKernel::flash : ops::AttentionKernel::composed);
-  ops::set_gemm_kernel(r.gemm_kernel == "loom" ? ops::GemmKernel::loom : ops::GemmKernel::cublas);
-}
-
-Metrics probe_model(MultimodalModel& model, const Recipe& r) {
-  const bool was_training = model.is_training();
-  model.eval();
-  const std::string modality = default_patch_modality(r.model);
-  const ViT& v = patch_tower(model, modality, "eval.probe");
-  auto features_of = [&](const DataSpec& d, int64_t limit) {
-    data::LoaderConfig lc = loader_config(d, r.seed, false);
-    configure_input(v.input(), lc);
-    lc.read_images = modality == "image";
-    lc.read_audio = modality == "audio";
-    return extract_features(probe_features(v, r.probe), d, lc, limit, modality);
-  };
-  FeatureSet train = features_of(*r.find_data(r.probe.train_data), r.probe.train_samples);
-  FeatureSet test = features_of(*r.find_data("eval"), r.probe.test_samples);
-  Metrics m = probe(train, test, r.probe, r.seed);
-  model.train(was_training);
-  return m;
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------- the model and tasks of a recipe
-Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, const std::function<void(Module&)>& before_tasks,
-               distributed::Communicator* comm) {
-  Run run;
-  run.tokenizer = std::move(tokenizer);
-  // What the tokenizer fixes in the text towers: vocabulary, the padding id (BERT masks these keys)
-  // and the end of text (a causal tower pools there).
-  TowerContext ctx;
-  ctx.vocab_size = r.vocab_size;
-  ctx.eot_id = data::BpeTokenizer::eot_id;
-  if (run.tokenizer) {
-    ctx.vocab_size = run.tokenizer->vocab_size();
-    ctx.pad_id = run.tokenizer->pad_token();
-    ctx.eot_id = run.tokenizer->end_token();
-  }
-  Generator init_gen(r.seed);
-  run.model = r.model.build(init_gen, ctx);
-  if (before_tasks) before_tasks(*run.model);
-  for (const StageSpec& s : r.stages) {
-    TaskEnv env{*run.model, run.tokenizer.get(), r.seed, s.name, comm};
-    run.tasks.push_back(s.task.build(env));
-  }
-  return run;
-}
-
-Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
-  std::unique_ptr<data::TextTokenizer> tok;
-  if (r.needs_text()) {
-    if (!checkpoint.empty()) {
-      tok = data::load_tokenizer((fs::path(checkpoint) / "tokenizer.json").string(), r.tokenizer_type);
-    } else {
-      tok = make_tokenizer(r);  // loom's BPE is trained as a run would train it (deterministic from its text)
-    }
-  }
-  Run run = Run::build(r, std::move(tok));
-  if (!checkpoint.empty()) load_weights(*run.model, InitFrom{checkpoint, {}, true});
-  run.model->to(training_device(r, 0, [](const std::string& why) { throw Error("train.device: " + why); }));
-  use_recipe_kernels(r);
-  AutocastGuard autocast(autocast_of(r));
-  const StageSpec& last = r.stages.back();
-  EvalEnv env;
-  env.data = last.eval_data.empty() ? nullptr : r.find_data(last.eval_data);
-  env.tokenizer = run.tokenizer.get();
-  env.max_samples = r.eval_max_samples;
-  Metrics m = run.tasks.back()->evaluate(env);
-  if (r.has_probe)
-    for (auto& [k, v] : probe_model(*run.model, r)) m[k] = v;
-  return m;
-}
-
-void check_freeze_patterns(const Module& model, const Recipe& r, const Config& c) {
-  const auto params = model.named_parameters();
-  auto check = [&](const std::string& key, const std::string& p) {
-    bool hit = false;
-    for (const auto& [name, _] : params) hit = hit || glob_match(p, name);
-    if (!hit)
-      c.fail(key, str_cat("pattern '", p, "' matches no parameter (names look like ",
-                          params.empty() ? std::string("-") : params.front().first, "; '*' matches any run of characters)"));
-  };
-  for (const StageSpec& s : r.stages) {
-    for (const auto& [key, patterns] : {std::pair{".freeze", &s.freeze}, {".train_only", &s.train_only}})
-      for (const std::string& p : *patterns) check(s.key + key, p);
-    for (const ParamGroup& g : s.optim.groups)
-      for (const std::string& p : g.params) check(g.key + ".params", p);
-  }
-}
 
 // ---------------------------------------------------------------- trainer
 struct Trainer::Saved {
@@ -604,11 +465,7 @@ size_t Trainer::source_at(int64_t step) const {
   return 0;
 }
 
-void Trainer::synchronize_device() const {
-#ifdef LOOM_WITH_CUDA
-  if (device_.is_cuda()) kernels::cuda::device_synchronize();
-#endif
-}
+void Trainer::synchronize_device() const { synchronize(device_); }
 
 bool Trainer::defer_scalars() const {
   return (device_.is_cuda() || defer_scalars_) && comm_->world() == 1 && recipe_.on_nonfinite == "stop";
@@ -709,17 +566,7 @@ void Trainer::skip_step(const std::string& why) {
 Metrics Trainer::evaluate() {
   if (!diverged_.empty()) throw Error(diverged_);  // a deferred step went non-finite: these weights are spoiled
   AutocastGuard autocast(autocast_);  // evaluation computes as training does
-  const StageSpec& s = recipe_.stages[stage_];
-  EvalEnv env;
-  env.data = s.eval_data.empty() ? nullptr : recipe_.find_data(s.eval_data);
-  env.tokenizer = run_.tokenizer.get();
-  env.run_dir = run_dir_;
-  env.step = step_;
-  env.max_samples = recipe_.eval_max_samples;
-  Metrics m = run_.tasks[stage_]->evaluate(env);
-  if (recipe_.has_probe)
-    for (auto& [k, v] : probe_model(*run_.model, recipe_)) m[k] = v;
-  return m;
+  return evaluate_stage(run_, recipe_, stage_, run_dir_, step_);
 }
 
 void Trainer::train(int64_t stop_at) {

@@ -18,30 +18,9 @@
 #include "trainers/distributed/communicator.h"
 #include "trainers/distributed/reducer.h"
 #include "trainers/recipe.h"
+#include "trainers/run.h"
 
 namespace loom {
-
-// The model of a recipe, its tokenizer (when a task needs text) and one task per stage. Tasks are
-// built for every stage up front, so the model is whole (heads included) from the first step and
-// every checkpoint holds the same keys.
-struct Run {
-  std::shared_ptr<MultimodalModel> model;
-  std::unique_ptr<data::TextTokenizer> tokenizer;
-  std::vector<std::unique_ptr<Task>> tasks;  // one per stage
-  // Builds the model from the seed; `before_tasks` runs between the model and the tasks (init_from
-  // loads there, so tasks' new heads are not "missing" keys). Without a tokenizer, text towers get
-  // the recipe's vocabulary size and loom's BPE ids.
-  static Run build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer,
-                   const std::function<void(Module&)>& before_tasks = {}, distributed::Communicator* comm = nullptr);
-};
-
-// Evaluation as in training (the last stage's task, then the probe) of a checkpoint directory, or of
-// the model initialised from the seed when `checkpoint` is empty (a baseline).
-Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint);
-
-// Every stage's freeze and train_only pattern and every optim.groups pattern matches some parameter
-// of `model`, or an error naming the recipe key.
-void check_freeze_patterns(const Module& model, const Recipe& r, const Config& c);
 
 class Trainer {
  public:
@@ -106,7 +85,6 @@ class Trainer {
   void flush_step_scalars();
   void synchronize_device() const;  // waits for the GPU's queued work (nothing on the CPU)
   void restore(const std::string& checkpoint_dir, Saved& out);
-  Metrics run_probe();
   // The prefetched batch, or the loader's next (or the held bench batch), its tensors on the
   // training device.
   data::Batch next_batch();

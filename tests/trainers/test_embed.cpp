@@ -5,6 +5,7 @@
 #include "core/safetensors.h"
 #include "tests/trainers/tiny_data.h"
 #include "trainers/embed.h"
+#include "trainers/trainer.h"
 
 using namespace loom;
 namespace fs = std::filesystem;

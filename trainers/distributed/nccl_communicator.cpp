@@ -9,7 +9,7 @@
 #ifdef LOOM_HAVE_NCCL
 #include <nccl.h>
 #include <cstring>
-#include "kernels/cuda/cuda.h"
+#include "core/stream.h"
 #endif
 
 namespace loom::distributed {
@@ -20,7 +20,7 @@ std::shared_ptr<Communicator> nccl(std::shared_ptr<Communicator>, int) {
 }
 #else
 namespace {
-namespace cu = kernels::cuda;
+namespace cu = gpu;
 
 void check_nccl(ncclResult_t rc, const char* what) {
   if (rc != ncclSuccess) throw Error(str_cat("NCCL ", what, " failed: ", ncclGetErrorString(rc)));
@@ -56,7 +56,7 @@ class Nccl final : public Communicator {
     std::memcpy(&id, w.data_ptr<int64_t>(), sizeof(id));
     check_nccl(ncclCommInitRank(&comm_, boot_->world(), id, boot_->rank()), "ncclCommInitRank");
     stream_ = cu::stream_create();
-    before_ = cu::event_create(false);
+    before_ = cu::event_create();
   }
   ~Nccl() override {
     if (comm_) ncclCommDestroy(comm_);
@@ -154,7 +154,7 @@ class Nccl final : public Communicator {
   std::unique_ptr<Pending> leave() {
     struct Done final : Pending {
       cu::EventHandle ev;
-      explicit Done(cu::StreamHandle s) : ev(cu::event_create(false)) { cu::event_record(ev, s); }
+      explicit Done(cu::StreamHandle s) : ev(cu::event_create()) { cu::event_record(ev, s); }
       ~Done() override { cu::event_destroy(ev); }
       void wait() override { cu::stream_wait_event(cu::current_stream(), ev); }
     };

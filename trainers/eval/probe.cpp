@@ -154,4 +154,23 @@ Metrics probe(const FeatureSet& train, const FeatureSet& test, const ProbeOption
   return out;
 }
 
+// Features for the probe: the image tower's class token (or mean of its patch tokens) after each of
+// its last `blocks` blocks (through the final LayerNorm, concatenated), or raw pixels.
+FeatureFn vit_features(const ViT& v, const ProbeOptions& o) {
+  if (o.features == "pixels")
+    return [](const Tensor& images) { return images.reshape({images.size(0), images.numel() / images.size(0)}); };
+  LOOM_CHECK(o.blocks <= int64_t(v.blocks->size()), "eval.probe.blocks: ", o.blocks, " is more than the tower's ",
+             v.blocks->size(), " blocks");
+  const bool mean = o.pool == "mean";
+  const size_t last = size_t(o.blocks);
+  return [&v, mean, last](const Tensor& images) {
+    std::vector<Tensor> outs = v.block_outputs(images.to(v.device())), feats;
+    for (size_t i = outs.size() - last; i < outs.size(); ++i) {
+      const Tensor& t = outs[i];
+      feats.push_back(mean ? ops::mean(t.narrow(1, 1, t.size(1) - 1), {1}) : t.select(1, 0));
+    }
+    return feats.size() == 1 ? feats[0] : ops::cat(feats, 1);
+  };
+}
+
 }  // namespace loom

@@ -9,7 +9,9 @@
 #include <functional>
 #include <string>
 #include <vector>
-#include "trainers/tasks/task.h"
+#include "data/text_tokenizer.h"
+#include "trainers/data_spec.h"
+#include "layers/layers.h"
 
 namespace loom {
 
@@ -38,6 +40,10 @@ struct FeatureSet {
 
 // Features of the first `limit` labelled examples of `data` (0: all), loaded with `loader` settings;
 // `key` is the batch key the feature function reads ("image" or "audio").
+// Features of a ViT (an image or audio tower) for the probe: its class token (or the mean of its patch
+// tokens) after each of its last `o.blocks` blocks (through the final LayerNorm, concatenated), or raw
+// pixels. The function holds `v` by reference.
+FeatureFn vit_features(const ViT& v, const ProbeOptions& o);
 FeatureSet extract_features(const FeatureFn& fn, const DataSpec& data, data::LoaderConfig loader, int64_t limit,
                             const std::string& key = "image");
 

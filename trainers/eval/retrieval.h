@@ -12,7 +12,8 @@
 #include <functional>
 #include <string>
 #include <vector>
-#include "trainers/tasks/task.h"
+#include "data/text_tokenizer.h"
+#include "trainers/data_spec.h"
 
 namespace loom {
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 #include "data/loader.h"
+#include "trainers/data_spec.h"
 #include "data/text_tokenizer.h"
 #include "layers/audio.h"
 #include "layers/towers.h"
@@ -21,24 +22,6 @@
 
 namespace loom {
 namespace distributed { class Communicator; }
-
-using Metrics = std::map<std::string, double>;
-
-struct DataSpec {
-  std::string name;      // the section under data: ("train", "eval", "images", ...)
-  std::string manifest;  // the JSONL path, or the shards' pattern (data.NAME.shards)
-  bool shards = false;   // WebDataset tar shards (data/webdataset.h) rather than a JSONL manifest
-  std::shared_ptr<const data::Manifest> rows;  // read when the recipe is read
-  bool present = true;  // false only under loom train --check, for a manifest not on this machine (rows empty)
-  int64_t batch_size = 128;
-  int workers = 2;
-  std::string on_error = "skip";  // skip | fail
-  data::ImageTransform transform;
-  data::AudioConfig audio;  // data.NAME.audio (defaults when absent)
-  // The batch keys this data can fill: "image", "audio", "text" (rows have them), "label"; all of
-  // them when the manifest is not present (so --check validates the rest of the recipe).
-  std::vector<std::string> provides() const;
-};
 
 // One weighted part of a task's loss; the step's loss is the weighted sum, each part is logged
 // unweighted as train/<name>.
@@ -111,9 +94,6 @@ struct TaskSpec {
   std::function<std::unique_ptr<Task>(TaskEnv&)> build;
 };
 
-// Loader settings for `data` (training: shuffled, full batches, endless), before the task's configure().
-data::LoaderConfig loader_config(const DataSpec& data, uint64_t seed, bool train);
-
 // Reads the task section at `prefix` ("task", "stages.1.task") through its type's factory, checked
 // against the model's towers. Without a type there, `default_type` (empty: the type is required).
 TaskSpec parse_task(const Config& c, const std::string& prefix, const ModelSpec& model, const std::string& default_type = "");
@@ -123,9 +103,6 @@ TaskSpec parse_task(const Config& c, const std::string& prefix, const ModelSpec&
 // Type "mae+contrastive" (tasks/multi.cpp).
 TaskSpec parse_tasks(const Config& c, const std::string& prefix, const ModelSpec& model);
 std::vector<std::string> task_types();
-
-// Loader settings a tower's input fixes: channels and image size, mel bins and frames, or the text context.
-void configure_input(const EncoderInput& in, data::LoaderConfig& c);
 
 // The modality a masked-patch task or a probe reads by default: the first image or audio tower of
 // the model ("image" for clip and vit, "audio" for clap and ast); empty when it has neither.
