@@ -424,6 +424,7 @@ Recipe Recipe::from(const Config& c) {
   r.checkpoint_every = c.i64("train.checkpoint_every", 0);
   r.keep = c.i64("train.keep", 2);
   r.log_every = c.i64("train.log_every", 10);
+  r.tensorboard = c.boolean("train.tensorboard", true);
   const int64_t threads = c.i64("train.threads", 0);
   if (threads < 0 || threads > 4096) c.fail("train.threads", "must be in [0, 4096] (0: OpenMP's default)");
   r.threads = int(threads);

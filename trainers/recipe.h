@@ -10,7 +10,7 @@
 #include "trainers/config.h"
 #include "trainers/eval/probe.h"
 #include "trainers/models.h"
-#include "trainers/optim.h"
+#include "trainers/optimizer.h"
 #include "trainers/tasks/task.h"
 
 namespace loom {
@@ -64,6 +64,7 @@ struct Recipe {
   InitFrom init_from;
 
   int64_t grad_accum = 1, checkpoint_every = 0, keep = 2, log_every = 10;
+  bool tensorboard = true;  // TensorBoard event files in <run>/tensorboard beside metrics.jsonl
   double clip_grad_norm = 0.0;
   std::string device = "cpu", precision = "fp32";
   std::string attention_kernel = "composed";  // kernels.attention: composed | flash

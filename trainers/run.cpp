@@ -84,7 +84,8 @@ Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, 
   return run;
 }
 
-Metrics evaluate_stage(Run& run, const Recipe& r, size_t stage, const std::string& run_dir, int64_t step) {
+Metrics evaluate_stage(Run& run, const Recipe& r, size_t stage, const std::string& run_dir, int64_t step,
+                       std::vector<std::pair<std::string, std::string>>* pictures) {
   const StageSpec& s = r.stages[stage];
   EvalEnv env;
   env.data = s.eval_data.empty() ? nullptr : r.find_data(s.eval_data);
@@ -92,6 +93,7 @@ Metrics evaluate_stage(Run& run, const Recipe& r, size_t stage, const std::strin
   env.run_dir = run_dir;
   env.step = step;
   env.max_samples = r.eval_max_samples;
+  env.pictures = pictures;
   Metrics m = run.tasks[stage]->evaluate(env);
   if (r.has_probe)
     for (auto& [k, v] : probe_model(*run.model, r)) m[k] = v;

@@ -37,8 +37,9 @@ void use_recipe_kernels(const Recipe& r);
 std::unique_ptr<data::TextTokenizer> make_tokenizer(const Recipe& r);
 
 // Stage `stage`'s evaluation (its task's, then the probe of eval.probe) of the run's model as it is;
-// pictures go under run_dir (empty: none), named by step.
-Metrics evaluate_stage(Run& run, const Recipe& r, size_t stage, const std::string& run_dir, int64_t step);
+// pictures go under run_dir (empty: none), named by step, and are listed (tag, path) in `pictures`.
+Metrics evaluate_stage(Run& run, const Recipe& r, size_t stage, const std::string& run_dir, int64_t step,
+                       std::vector<std::pair<std::string, std::string>>* pictures = nullptr);
 // The linear probe / k-NN of eval.probe on the recipe's patch tower (eval mode, restored after).
 Metrics probe_model(MultimodalModel& model, const Recipe& r);
 // Evaluation as in training (the last stage's task, then the probe) of a checkpoint directory, or of

@@ -14,6 +14,7 @@
 #include "trainers/checkpoint.h"
 #include "trainers/pretrained.h"
 #include "trainers/run.h"
+#include "trainers/tensorboard.h"
 #include "core/stream.h"
 
 namespace loom {
@@ -144,7 +145,12 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
     reducer_ = std::make_unique<distributed::GradReducer>(comm_, run_.model->named_parameters(), recipe_.bucket_bytes,
                                                           recipe_.overlap_comm);
   }
-  if (leader()) metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
+  if (leader()) {
+    metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
+    // A resumed run writes the steps after its checkpoint again: TensorBoard forgets them from the earlier files.
+    if (recipe_.tensorboard)
+      tensorboard_ = std::make_unique<TensorBoardWriter>((fs::path(run_dir_) / "tensorboard").string(), resume ? step_ + 1 : 0);
+  }
   comm_->barrier();
 }
 
@@ -563,10 +569,18 @@ void Trainer::skip_step(const std::string& why) {
   }
 }
 
+void Trainer::log_metrics(const Metrics& m, const std::string& stage) {
+  metrics_->write(step_, m, stage);
+  if (!tensorboard_) return;
+  tensorboard_->scalars(step_, m);
+  for (const auto& [tag, path] : pictures_) tensorboard_->image(step_, tag, path);
+  pictures_.clear();
+}
+
 Metrics Trainer::evaluate() {
   if (!diverged_.empty()) throw Error(diverged_);  // a deferred step went non-finite: these weights are spoiled
   AutocastGuard autocast(autocast_);  // evaluation computes as training does
-  return evaluate_stage(run_, recipe_, stage_, run_dir_, step_);
+  return evaluate_stage(run_, recipe_, stage_, run_dir_, step_, &pictures_);
 }
 
 void Trainer::train(int64_t stop_at) {
@@ -624,7 +638,7 @@ void Trainer::train(int64_t stop_at) {
         skipped_reported = skipped;
       }
       if (leader()) {
-        metrics_->write(step_, m, tag);
+        log_metrics(m, tag);
         progress_.report(step_, total, tag, m.count("train/loss") ? m["train/loss"] : std::nan(""), lr, sps, eta);
       }
       window = now;
@@ -636,7 +650,7 @@ void Trainer::train(int64_t stop_at) {
     if (do_eval && (run_.tasks[stage_]->evaluates() || recipe_.has_probe) && leader()) {
       flush_step_scalars();  // no evaluation of weights a non-finite step has touched
       Metrics m = evaluate();
-      metrics_->write(step_, m, tag);
+      log_metrics(m, tag);
       progress_.finish_line();
       for (auto& [k, v] : m) std::cerr << "  " << k << " = " << v << "\n";
     }

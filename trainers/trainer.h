@@ -14,13 +14,15 @@
 #include "data/loader.h"
 #include "data/text_tokenizer.h"
 #include "trainers/metrics.h"
-#include "trainers/optim.h"
+#include "trainers/optimizer.h"
 #include "trainers/distributed/communicator.h"
 #include "trainers/distributed/reducer.h"
 #include "trainers/recipe.h"
 #include "trainers/run.h"
 
 namespace loom {
+
+class TensorBoardWriter;
 
 class Trainer {
  public:
@@ -83,7 +85,10 @@ class Trainer {
   // the first non-finite one, naming its step. Called at log points, before evaluations and
   // checkpoints, every 64 steps and at the end of bench.
   void flush_step_scalars();
-  void synchronize_device() const;  // waits for the GPU's queued work (nothing on the CPU)
+  void synchronize_device() const;
+  // One line of metrics.jsonl at the current step, and the same scalars (and the last evaluation's
+  // pictures) in the TensorBoard events.
+  void log_metrics(const Metrics& m, const std::string& stage);  // waits for the GPU's queued work (nothing on the CPU)
   void restore(const std::string& checkpoint_dir, Saved& out);
   // The prefetched batch, or the loader's next (or the held bench batch), its tensors on the
   // training device.
@@ -144,6 +149,8 @@ class Trainer {
   int64_t skipped_steps_ = 0;  // steps skipped for a non-finite loss or gradient (this run's process)
   int64_t step_ = 0;
   std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // train.tensorboard
+  std::vector<std::pair<std::string, std::string>> pictures_;  // the last evaluation's (tag, PNG path)
   Progress progress_;
 };
 

@@ -1,4 +1,4 @@
-// loom train --check (trainers/check.h) and loom stats (trainers/data_stats.h).
+// loom train --check (trainers/dry_run.h) and loom stats (trainers/data_stats.h).
 #include <gtest/gtest.h>
 #include "tests/tmp_dir.h"
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "data/audio.h"
 #include "data/fbank.h"
 #include "tests/trainers/tiny_data.h"
-#include "trainers/check.h"
+#include "trainers/dry_run.h"
 #include "trainers/data_stats.h"
 
 using namespace loom;

@@ -1,10 +1,10 @@
-// loom embed / loom retrieve (trainers/embed.h) on a tiny CLIP trained here: the index file, the query
+// loom embed / loom retrieve (trainers/embedding_index.h) on a tiny CLIP trained here: the index file, the query
 // path, top-k ranking, and the errors a user meets.
 #include <gtest/gtest.h>
 #include <filesystem>
 #include "core/safetensors.h"
 #include "tests/trainers/tiny_data.h"
-#include "trainers/embed.h"
+#include "trainers/embedding_index.h"
 #include "trainers/trainer.h"
 
 using namespace loom;

@@ -10,7 +10,7 @@
 #include "core/safetensors.h"
 #include "layers/bert.h"
 #include "layers/clip.h"
-#include "trainers/check.h"
+#include "trainers/dry_run.h"
 #include "trainers/pretrained.h"
 #include "trainers/recipe.h"
 #include "trainers/trainer.h"

@@ -12,7 +12,7 @@
 #include "data/audio.h"
 #include "tests/tmp_dir.h"
 #include "tests/trainers/tiny_data.h"
-#include "trainers/embed.h"
+#include "trainers/embedding_index.h"
 #include "trainers/trainer.h"
 
 using namespace loom;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include "trainers/optim.h"
+#include "trainers/optimizer.h"
 
 namespace loom {
 

@@ -186,8 +186,10 @@ class MaeTask : public Task {
 
  private:
   void picture(const Tensor& images, const Pass& p, const DataSpec& data, const EvalEnv& env) const {
+    const auto path = std::filesystem::path(env.run_dir) / "eval" / str_cat("recon_step_", env.step, ".png");
     draw_reconstruction(images, p.pred, p.mask, encoder_->config, s_.norm_pix_loss, s_.spectrogram, data.transform,
-                        s_.reconstructions, std::filesystem::path(env.run_dir) / "eval" / str_cat("recon_step_", env.step, ".png"));
+                        s_.reconstructions, path);
+    if (env.pictures) env.pictures->emplace_back("eval/reconstruction", path.string());
   }
 
   MaeSpec s_;
@@ -294,10 +296,12 @@ class JointMaeTask : public Task {
       on.indices.assign(b->indices.begin(), b->indices.begin() + take);
       Pass p = run(on, noise, nullptr, 0, 0);
       if (seen == 0 && s_.reconstructions > 0 && !env.run_dir.empty())
-        for (size_t i = 0; i < s_.inputs.size(); ++i)
+        for (size_t i = 0; i < s_.inputs.size(); ++i) {
+          const auto path = std::filesystem::path(env.run_dir) / "eval" / str_cat("recon_", s_.inputs[i], "_step_", env.step, ".png");
           draw_reconstruction(on[s_.inputs[i]], p.pred[i], p.mask[i], encoders_[i]->config, s_.norm_pix_loss,
-                              encoders_[i]->input().kind == "audio", env.data->transform, s_.reconstructions,
-                              std::filesystem::path(env.run_dir) / "eval" / str_cat("recon_", s_.inputs[i], "_step_", env.step, ".png"));
+                              encoders_[i]->input().kind == "audio", env.data->transform, s_.reconstructions, path);
+          if (env.pictures) env.pictures->emplace_back("eval/reconstruction_" + s_.inputs[i], path.string());
+        }
       for (size_t i = 0; i < s_.inputs.size(); ++i) sums[i] += p.loss[i].item<double>() * double(take);
       seen += take;
     }

@@ -49,6 +49,8 @@ struct EvalEnv {
   std::string run_dir;             // where pictures go (eval/...); empty: write none
   int64_t step = 0;
   int64_t max_samples = 0;         // 0: all
+  // Where a task lists the pictures it wrote (tag, PNG path), for TensorBoard; null: nobody asks.
+  std::vector<std::pair<std::string, std::string>>* pictures = nullptr;
 };
 
 struct ContrastiveTowers;  // trainers/eval/retrieval.h

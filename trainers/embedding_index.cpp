@@ -1,4 +1,4 @@
-#include "trainers/embed.h"
+#include "trainers/embedding_index.h"
 #include <algorithm>
 #include <filesystem>
 #include <iostream>

@@ -1,4 +1,4 @@
-#include "trainers/check.h"
+#include "trainers/dry_run.h"
 #include <algorithm>
 #include <cmath>
 #include <filesystem>

@@ -1,4 +1,4 @@
-#include "trainers/optim.h"
+#include "trainers/optimizer.h"
 #include <cmath>
 #include <map>
 #include <set>
