@@ -216,7 +216,7 @@ Tensor logical_not(const Tensor& x) {
   check_defined("logical_not", {{"x", x}});
   check_device("logical_not", {{"x", x}});
   Tensor out = Tensor::empty(x.shape(), DType::boolean, x.device());
-  LOOM_KERNEL(out.device(), unary, Unary::logical_not, x.view_desc(), out.view_desc());
+  LOOM_KERNEL(out.device(), unary, Unary::logical_not, x.view_desc(), out.view_desc(), 0.0, 0.0);
   return out;
 }
 

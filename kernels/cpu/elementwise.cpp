@@ -1,4 +1,5 @@
 // Elementwise kernels: copy/convert, fill, unary and binary maps, where.
+#define LOOM_DEFINING_ELEMENTWISE  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -179,5 +180,7 @@ void where(const View& cond, const View& a, const View& b, const View& out) {
     });
   });
 }
+
+LOOM_KERNELS_ELEMENTWISE(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

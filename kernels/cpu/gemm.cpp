@@ -1,5 +1,6 @@
 // GEMM through a BLAS library: f32 through oneDNN or OpenBLAS (sgemm below), f64 through OpenBLAS;
 // bf16/f16 widened to f32, multiplied, narrowed back.
+#define LOOM_DEFINING_GEMM  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cblas.h>
 #include <cstdlib>
 #include <stdexcept>
@@ -142,5 +143,7 @@ void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int6
     for (int64_t i = 0; i < batch; ++i) product(i);
   }
 }
+
+LOOM_KERNELS_GEMM(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

@@ -1,5 +1,6 @@
 // Indexing kernels on contiguous tensors viewed as [outer, dim, inner]. Every result is written in a
 // fixed order (no atomics), so gradients are deterministic.
+#define LOOM_DEFINING_INDEX  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -108,5 +109,7 @@ void embedding_backward(const View& dy, const View& ids, const View& dweight) {
     }
   });
 }
+
+LOOM_KERNELS_INDEX(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

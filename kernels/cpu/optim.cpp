@@ -1,4 +1,5 @@
 // Fused AdamW on the CPU: one pass over each tensor's four buffers.
+#define LOOM_DEFINING_OPTIM  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cmath>
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/loops.h"
@@ -34,5 +35,7 @@ void adamw(DType dtype, const AdamWTensor* tensors, int64_t count, double beta1,
     }
   }
 }
+
+LOOM_KERNELS_OPTIM(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

@@ -1,5 +1,6 @@
 // Random fills and dropout: element i always uses Philox counter (offset + i), whatever the threads.
 // f64 uniforms take 53 bits from their own stream; every other dtype and dropout take 24 bits.
+#define LOOM_DEFINING_RANDOM  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <type_traits>
 #include "kernels/common/philox.h"
 #include "kernels/cpu/cpu.h"
@@ -49,5 +50,7 @@ void dropout(const View& x, double p, uint64_t seed, uint64_t offset, const View
     });
   });
 }
+
+LOOM_KERNELS_RANDOM(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

@@ -1,4 +1,5 @@
 // Reductions over any set of dims, with any input strides. Sums accumulate in f64.
+#define LOOM_DEFINING_REDUCE  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -200,5 +201,7 @@ void argmax(const View& x, int dim, const View& out) {
     }
   });
 }
+
+LOOM_KERNELS_REDUCE(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

@@ -1,5 +1,6 @@
 // Row kernels over contiguous [rows, n]: softmax, layer norm, cross-entropy. One row per iteration,
 // rows in parallel; statistics in the compute type (f32, or f64 for f64 tensors).
+#define LOOM_DEFINING_ROWS  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -220,5 +221,7 @@ void cross_entropy_backward(const View& logits, const View& targets, const View&
     }
   });
 }
+
+LOOM_KERNELS_ROWS(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

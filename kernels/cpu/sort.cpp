@@ -1,4 +1,5 @@
 // Stable argsort along the last dim of contiguous [rows, n]; NaN sorts as the largest value.
+#define LOOM_DEFINING_SORT  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -32,5 +33,7 @@ void argsort(const View& x, bool descending, const View& out) {
     }
   });
 }
+
+LOOM_KERNELS_SORT(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

@@ -1,15 +1,15 @@
 // Host-callable CUDA entry points. Includers need no CUDA headers. Every CUDA return code is
 // checked; failures throw std::runtime_error naming the call and CUDA's message.
 //
-// The op kernels mirror kernels/cpu/cpu.h one for one (same arguments, same semantics, same
-// dtypes: bf16/f16 computed in f32, f64 in f64), so core/ dispatches on the device alone; the CPU
-// header documents each. They are asynchronous on the calling thread's current stream unless
+// The op kernels are kernels/kernel_list.h's, as on the CPU (same arguments, same semantics, same
+// dtypes: bf16/f16 computed in f32, f64 in f64), so core/ dispatches on the device alone. They are asynchronous on the calling thread's current stream unless
 // they say otherwise. Pointers in Views are device pointers.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include "kernels/common/kernel_enums.h"
 #include "kernels/common/view.h"
+#include "kernels/kernel_list.h"
 
 namespace loom::kernels::cuda {
 
@@ -59,66 +59,20 @@ void memset_async(void* dst, int byte, size_t nbytes);  // on the current stream
 // from the device to pageable memory it returns once the copy is done.
 void memcpy_async(void* dst, const void* src, size_t nbytes, CopyKind kind);
 
-// ---- elementwise (elementwise.cu) ----
-void copy(const View& src, const View& dst);  // same shape, any strides, converts dtype; device to device
-void fill(const View& dst, double value);     // any strides
-void unary(Unary op, const View& x, const View& out, double a = 0, double b = 0);
-void binary(Binary op, const View& a, const View& b, const View& out);
-void where(const View& cond, const View& a, const View& b, const View& out);
+// ---- the kernels of kernels/kernel_list.h (documented there), each in its family's file ----
+LOOM_DECLARE_LISTED_KERNELS
 
-// ---- reductions (reduce.cu) ----
-void reduce(Reduce op, const View& x, uint32_t dims_mask, const View& out);
-void argmax(const View& x, int dim, const View& out);
-
-// ---- GEMM (gemm.cu): cuBLASLt (or the hand-written gemm_mma), f32 accumulation for bf16/f16 ----
-void gemm(DType dtype, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A, GemmOperand B,
-          double beta, void* C, int64_t ldc);
+// ---- beyond the list ----
 // bf16/f16 single products through the hand-written kernel (gemm_mma.h) where it takes them, instead
-// of cuBLASLt (process-wide; kernels.gemm: loom). Batched products stay with cuBLASLt.
+// of cuBLASLt (process-wide; kernels.gemm: loom). Batched products stay with cuBLASLt. (gemm.cu)
 void set_gemm_mma_default(bool on);
 bool gemm_mma_default();
-// One cuBLASLt call for `batch` products, the i-th operands and output `stride_*` elements after the first.
-void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, GemmOperand A,
-                          int64_t stride_a, GemmOperand B, int64_t stride_b, double beta, void* C, int64_t ldc,
-                          int64_t stride_c);
-
-// ---- rows (rows.cu) ----
-void softmax(const View& x, const View& y, bool log);
-void softmax_backward(const View& y, const View& dy, const View& dx, bool log);
-void layer_norm_forward(const View& x, const View& weight, const View& bias, double eps,
-                        const View& y, const View& mean, const View& rstd);
-void layer_norm_backward(const View& dy, const View& x, const View& weight, const View& mean,
-                         const View& rstd, const View& dx, const View& dweight, const View& dbias);
-void cross_entropy_forward(const View& logits, const View& targets, int64_t ignore_index,
-                           double smoothing, const View& loss, const View& lse);
-void cross_entropy_backward(const View& logits, const View& targets, const View& lse,
-                            int64_t ignore_index, double smoothing, double scale, const View& dlogits);
-
-// ---- indexing (index.cu) ----
-void gather(const View& x, int dim, const View& index, const View& out);
-void scatter_add(const View& out, int dim, const View& index, const View& src);
-void index_select(const View& x, int dim, const View& index, const View& out);
-void embedding_backward(const View& dy, const View& ids, const View& dweight);
-// Synchronises: reads a flag back to raise std::out_of_range on the host.
-void check_indices(const View& index, int64_t bound, const char* what, int64_t allowed = INT64_MIN);
 // Without a synchronisation: the first out-of-range index of any deferred check is recorded on the
 // device (the indexing kernels themselves never read or write out of range: they write zeros or
 // skip), and raise_deferred_index_fault(), called after the host's next synchronising read, throws
 // std::out_of_range naming `what`, the index and its position. `what` must outlive the check
-// (a string literal).
+// (a string literal). check_indices itself synchronises: it reads a flag back. (index.cu)
 void check_indices_deferred(const View& index, int64_t bound, const char* what, int64_t allowed = INT64_MIN);
 void raise_deferred_index_fault();
-
-// ---- randomness (random.cu): the same Philox streams as the CPU ----
-void uniform(const View& out, uint64_t seed, uint64_t offset);
-void normal(const View& out, uint64_t seed, uint64_t offset);
-void dropout(const View& x, double p, uint64_t seed, uint64_t offset, const View& y, const View& mask);
-
-// ---- sorting (sort.cu) ----
-void argsort(const View& x, bool descending, const View& out);
-
-// ---- optimizer (optim.cu: one launch per 48 tensors): fused AdamW over many tensors, f32 or f64 ----
-// m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2; p = p*decay - step_size * m / (sqrt(v)*rbc2 + eps)
-void adamw(DType dtype, const AdamWTensor* tensors, int64_t count, double beta1, double beta2, double eps);
 
 }  // namespace loom::kernels::cuda

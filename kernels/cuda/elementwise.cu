@@ -2,6 +2,7 @@
 // element over a grid-stride loop; operands are strided (broadcast operands have stride 0). The op
 // code is a kernel argument: the switch is uniform across a launch, so it costs no divergence and
 // keeps the number of instantiations small.
+#define LOOM_DEFINING_ELEMENTWISE  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <type_traits>
 #include "kernels/cuda/launch.cuh"
 
@@ -234,5 +235,7 @@ void where(const View& cond, const View& a, const View& b, const View& out) {
     LOOM_CUDA_LAUNCH_CHECK();
   });
 }
+
+LOOM_KERNELS_ELEMENTWISE(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

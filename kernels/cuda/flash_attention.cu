@@ -20,7 +20,7 @@
 // orientation (Vᵀ, Qᵀ, Kᵀ, dOᵀ) are stored transposed when staged. No cp.async pipelining or
 // ldmatrix yet: this is the correct-first version, to be measured against cuDNN on a GPU.
 //
-// CPU mirror of this blocking: kernels/cpu/flash_mirror.cpp (tested against the reference).
+// CPU mirror of this blocking: tests/kernels/flash_mirror.cpp (tested against the reference).
 //
 // ptxas -v (nvcc 13.0, 2026-12-06; the same for bf16 and f16, sm_80 / sm_90a):
 //   forward   D64: 136 registers, D128: 183 registers; no spills; 27.6 / 52.2 KB dynamic shared memory

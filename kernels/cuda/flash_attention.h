@@ -3,7 +3,7 @@
 // bias (without a gradient of its own). Head dims 64 and 128. Includers need no CUDA headers.
 //
 // Tensors are [B, H, S, D] views: a pointer plus element strides for b, h and s; d is unit-stride.
-// The tiling and its arithmetic are mirrored on the CPU by kernels/cpu/flash_mirror.h, which the
+// The tiling and its arithmetic are mirrored on the CPU by tests/kernels/flash_mirror.h, which the
 // CPU tests check against the plain reference.
 #pragma once
 #include <cstdint>

@@ -3,6 +3,7 @@
 // loom is row-major and cuBLAS column-major: a row-major C[M,N] is a column-major C^T[N,M], so we
 // compute C^T = op(B)^T · op(A)^T, passing B first. f32 uses full-f32 compute (no TF32) so results
 // match the CPU at ~1e-5; bf16/f16 multiply in tensor cores and accumulate in f32.
+#define LOOM_DEFINING_GEMM  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cublasLt.h>
 #include <atomic>
 #include <cstdint>
@@ -237,5 +238,7 @@ void gemm_strided_batched(DType dtype, int64_t batch, int64_t M, int64_t N, int6
                           int64_t stride_c) {
   run_gemm(dtype, batch, M, N, K, alpha, A, stride_a, B, stride_b, beta, C, ldc, stride_c);
 }
+
+LOOM_KERNELS_GEMM(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

@@ -1,6 +1,6 @@
 // Hand-written bf16/f16 tensor-core GEMM for sm_80+ (mma.sync + ldmatrix + cp.async), with a fused
 // epilogue (alpha, beta, bias, GELU, residual). API, semantics and the accepted problems:
-// kernels/cuda/gemm_mma.h. CPU mirror of this exact blocking: kernels/cpu/gemm_blocked.h.
+// kernels/cuda/gemm_mma.h. CPU mirror of this exact blocking: tests/kernels/gemm_blocked_mirror.h.
 //
 // Tiling (constants and index maps in gemm_mma.h, namespace mma_map, shared with the mirror):
 // - CTA tile 128 (M) x 128 (N), k-tile 32, 256 threads = 8 warps in a 2 (M) x 4 (N) grid; each warp

@@ -1,6 +1,6 @@
 // The hand-written tensor-core GEMM for bf16/f16 (gemm_mma.cu, sm_80 and newer): its host API,
 // the rules for which problems it takes, and its blocking, written once here so the CPU mirror
-// (kernels/cpu/gemm_blocked.h) walks exactly the indices the kernel walks. Includable without CUDA
+// (tests/kernels/gemm_blocked_mirror.h) walks exactly the indices the kernel walks. Includable without CUDA
 // headers, like kernels/cuda/cuda.h.
 //
 // Semantics are those of loom::kernels::cuda::gemm (gemm.cu) plus a fused epilogue: row-major

@@ -2,6 +2,7 @@
 // kernels/cpu/index.cpp. No float atomics: every output element is accumulated by one thread in
 // the CPU's order, so scatter_add and embedding_backward give the same bits on every run (and the
 // same bits as the CPU for in-range indices).
+#define LOOM_DEFINING_INDEX  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cub/device/device_radix_sort.cuh>
 #include <algorithm>
 #include <climits>
@@ -301,5 +302,7 @@ void embedding_backward(const View& dy, const View& ids, const View& dweight) {
     });
   });
 }
+
+LOOM_KERNELS_INDEX(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

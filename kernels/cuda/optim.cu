@@ -2,6 +2,7 @@
 // tensor list passed by value in the kernel arguments (under the classic 4 KiB limit). Each block
 // owns one chunk of one tensor; blocks find their tensor by the chunk offsets. Master weights and
 // moments are f32 (f64 for f64 parameters); the arithmetic matches the CPU kernel's.
+#define LOOM_DEFINING_OPTIM  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include "kernels/cuda/launch.cuh"
 
 namespace loom::kernels::cuda {
@@ -69,5 +70,7 @@ void adamw(DType dtype, const AdamWTensor* tensors, int64_t count, double beta1,
     default: unsupported_dtype("cuda::adamw", dtype);
   }
 }
+
+LOOM_KERNELS_OPTIM(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

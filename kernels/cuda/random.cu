@@ -2,6 +2,7 @@
 // element i uses counter (offset + i), so a tensor drawn on either device holds the same numbers
 // (up to the last bits of the device's log/cos in the normal transform; f64 uniforms, 53 bits from
 // integer arithmetic, match bit for bit).
+#define LOOM_DEFINING_RANDOM  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <type_traits>
 #include "kernels/common/philox.h"
 #include "kernels/cuda/launch.cuh"
@@ -67,5 +68,7 @@ void dropout(const View& x, double p, uint64_t seed, uint64_t offset, const View
     LOOM_CUDA_LAUNCH_CHECK();
   });
 }
+
+LOOM_KERNELS_RANDOM(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

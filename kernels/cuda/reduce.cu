@@ -1,6 +1,7 @@
 // Reductions over any set of dims with any input strides, with the CPU's semantics: sums accumulate
 // in f64, amax and argmax propagate NaN, logsumexp subtracts the max first. Every result is
 // computed in a fixed order that depends only on the shape, so runs repeat bitwise.
+#define LOOM_DEFINING_REDUCE  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <algorithm>
 #include <cfloat>
 #include "kernels/cuda/launch.cuh"
@@ -264,5 +265,7 @@ void argmax(const View& x, int dim, const View& out) {
     LOOM_CUDA_LAUNCH_CHECK();
   });
 }
+
+LOOM_KERNELS_REDUCE(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

@@ -3,6 +3,7 @@
 // rows are visited with a grid-stride loop. Statistics are kept in acc_t<T> (f32, f64 for f64).
 // Every result is written by exactly one thread and no float atomics are used, so results are
 // identical from run to run.
+#define LOOM_DEFINING_ROWS  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cstdint>
 #include <type_traits>
 #include "kernels/common/dtype.h"
@@ -402,5 +403,7 @@ void cross_entropy_backward(const View& logits, const View& targets, const View&
     });
   });
 }
+
+LOOM_KERNELS_ROWS(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

@@ -8,6 +8,7 @@
 //    rows), one sort of (row, key) pairs;
 //  - otherwise two sorts: by key over all rows, then by row (stable, so each row stays sorted).
 // Work is O(rows * n * key bits / 8) with O(rows * n) scratch, whatever the row length.
+#define LOOM_DEFINING_SORT  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cub/device/device_radix_sort.cuh>
 #include <cstdint>
 #include <type_traits>
@@ -135,5 +136,7 @@ void argsort(const View& x, bool descending, const View& out) {
     sort_pairs(temp, temp_bytes, keys_in, keys_out, vals_in, op, total, row_bits, s);
   });
 }
+
+LOOM_KERNELS_SORT(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda

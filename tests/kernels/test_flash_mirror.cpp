@@ -1,4 +1,4 @@
-// The CPU mirror of the CUDA flash attention tiling (kernels/cpu/flash_mirror.h) against a plain
+// The CPU mirror of the CUDA flash attention tiling (tests/kernels/flash_mirror.h) against a plain
 // double-precision attention, forward and backward: with exact arithmetic the tiling (online
 // softmax across key tiles, ragged last tiles, skipped causal tiles, masks, bias, a query with no
 // visible key) must reproduce the reference to f32 precision; with P and dS rounded to bf16 as the
@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 #include "kernels/common/dtype.h"
-#include "kernels/cpu/flash_mirror.h"
+#include "tests/kernels/flash_mirror.h"
 
 using loom::kernels::bf16;
 using loom::kernels::cpu::FlashMirrorSlice;

@@ -1,4 +1,4 @@
-// The CPU mirror of the tensor-core GEMM (kernels/cpu/gemm_blocked.h) against a plain
+// The CPU mirror of the tensor-core GEMM (tests/kernels/gemm_blocked_mirror.h) against a plain
 // double-precision reference, and the rules of cuda::gemm_mma_layout_supported. No GPU needed: the
 // mirror walks the kernel's own index maps (tiles, copies, ldmatrix addresses, fragment ownership,
 // epilogue), so these tests check the kernel's tiling and edge math on any machine.
@@ -15,7 +15,7 @@
 #include <string>
 #include <utility>
 #include <vector>
-#include "kernels/cpu/gemm_blocked.h"
+#include "tests/kernels/gemm_blocked_mirror.h"
 #include "kernels/cuda/gemm_mma.h"
 #include "tests/kernels/gemm_check.h"
 

@@ -1,6 +1,6 @@
-// CPU mirror of kernels/cuda/gemm_mma.cu; see gemm_blocked.h. The fragment layouts emulated here
+// CPU mirror of kernels/cuda/gemm_mma.cu; see gemm_blocked_mirror.h. The fragment layouts emulated here
 // are those the PTX ISA documents for ldmatrix.m8n8.x4.b16 and mma.m16n8k16 (f32 += bf16/f16).
-#include "kernels/cpu/gemm_blocked.h"
+#include "tests/kernels/gemm_blocked_mirror.h"
 #include <algorithm>
 #include <stdexcept>
 #include <string>

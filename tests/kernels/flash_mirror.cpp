@@ -1,4 +1,4 @@
-#include "kernels/cpu/flash_mirror.h"
+#include "tests/kernels/flash_mirror.h"
 #include <algorithm>
 #include <cmath>
 #include <vector>
