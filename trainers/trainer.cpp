@@ -324,102 +324,116 @@ void Trainer::prefetch_next_batch() {
   }
 }
 
-void Trainer::train_step(double lr) {
+std::vector<double> Trainer::sum_over_ranks(std::vector<double> v) const {
+  if (comm_->world() > 1) {
+    Tensor t = Tensor::from(v, {int64_t(v.size())});
+    comm_->all_reduce_sum(t);
+    v = t.to_vector<double>();
+  }
+  return v;
+}
+
+data::Batch Trainer::next_usable_batch(int64_t& global_rows) {
+  const Task& task = *run_.tasks[stage_];
+  const StageSpec& stage = recipe_.stages[stage_];
+  data::Batch b = next_batch();
+  global_rows = int64_t(sum_over_ranks({double(b.size())})[0]);
+  // on_error: skip can shrink a batch below what the task can learn from (a pair needs a negative).
+  for (int tries = 0; global_rows < task.min_batch(); ++tries) {
+    LOOM_CHECK(!bench_batch_, "bench --in-memory: the held batch of ", recipe_.data.at(stage.data).manifest, " has fewer than ",
+               task.min_batch(), " readable examples");
+    LOOM_CHECK(tries < 100, recipe_.data.at(stage.data).manifest, ": 100 batches in a row had fewer than ",
+               task.min_batch(), " readable examples");
+    b = next_batch();
+    global_rows = int64_t(sum_over_ranks({double(b.size())})[0]);
+  }
+  LOOM_CHECK(b.size() > 0, "rank ", comm_->rank(), ": every example of its part of a batch of ",
+             recipe_.data.at(stage.data).manifest, " was unreadable (on_error: skip); the run cannot go on without it");
+  return b;
+}
+
+void Trainer::micro_step(int64_t a, StepReadback& rb) {
   Task& task = *run_.tasks[stage_];
+  const StageSpec& stage = recipe_.stages[stage_];
+  int64_t global_rows = 0;
+  data::Batch b = next_usable_batch(global_rows);
+  // This rank's share of the global batch: losses are means over examples, so the sum over ranks of
+  // share * loss is the one-process loss (and the summed gradients its gradient).
+  const double share = double(b.size()) / double(global_rows);
+  const bool reduce = reducer_ && a + 1 == recipe_.grad_accum;  // no communication on earlier micro-steps
+  std::vector<LossPart> ps;
+  Tensor loss;
+  {
+    AutocastGuard autocast(autocast_);  // forward only: backward runs in the dtypes forward chose
+    step_context_.shared.clear();  // what tasks share lives for one micro-batch
+    ps = task.forward(b, drop_gen_, step_context_);
+    LOOM_CHECK(!ps.empty(), "task ", stage.task.type, " returned no loss");
+    if (ps.size() == 1 && ps[0].weight == 1.0) {
+      loss = ps[0].value;
+    } else {
+      for (const LossPart& p : ps) {
+        Tensor w = p.weight == 1.0 ? p.value : ops::mul(p.value, p.weight);
+        loss = loss.defined() ? ops::add(loss, w) : w;
+      }
+    }
+  }
+  if (a == 0)
+    for (const LossPart& p : ps) rb.part_names.push_back(p.name);
+  LOOM_CHECK(ps.size() == rb.part_names.size(), "task ", stage.task.type, " returned ", ps.size(),
+             " losses on one micro-batch and ", rb.part_names.size(), " on the first");
+  {
+    NoGradGuard ng;
+    auto scalar = [share](const Tensor& v) { return ops::mul(v.detach().to(DType::f64), share).reshape({}); };
+    rb.values.push_back(scalar(loss));
+    for (const LossPart& p : ps) rb.values.push_back(scalar(p.value));
+  }
+  const double scale = share / double(recipe_.grad_accum);
+  const auto b0 = std::chrono::steady_clock::now();
+  if (reduce) reducer_->arm();
+  (scale != 1.0 ? ops::mul(loss, scale) : loss).backward();
+  if (reduce) reducer_->finish();
+  backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
+}
+
+void Trainer::train_step(double lr) {
   const StageSpec& stage = recipe_.stages[stage_];
   step_context_.step = step_;
   step_context_.stage_step = step_ - (stage_ ? ends_[stage_ - 1] : 0);
   step_context_.stage_steps = stage.steps;
   optim_->zero_grad();
-  const bool several = comm_->world() > 1;
-  // Sums over ranks of a few numbers (batch sizes, loss values): one small all-reduce.
-  auto summed = [&](std::vector<double> v) {
-    if (several) {
-      Tensor t = Tensor::from(v, {int64_t(v.size())});
-      comm_->all_reduce_sum(t);
-      v = t.to_vector<double>();
-    }
-    return v;
-  };
-  // Every micro-batch's loss and parts stay on the device until the step's one read-back below
-  // (with the gradient norm): a GPU step queues all its work before the host waits once.
-  std::vector<Tensor> readback;  // per micro-batch: share * loss, then share * each part; last the squared norm
-  std::vector<std::string> part_names;
-  for (int64_t a = 0; a < recipe_.grad_accum; ++a) {
-    data::Batch b = next_batch();
-    int64_t global_rows = int64_t(summed({double(b.size())})[0]);
-    // on_error: skip can shrink a batch below what the task can learn from (a pair needs a negative).
-    for (int tries = 0; global_rows < task.min_batch(); ++tries) {
-      LOOM_CHECK(!bench_batch_, "bench --in-memory: the held batch of ", recipe_.data.at(stage.data).manifest, " has fewer than ",
-                 task.min_batch(), " readable examples");
-      LOOM_CHECK(tries < 100, recipe_.data.at(stage.data).manifest, ": 100 batches in a row had fewer than ",
-                 task.min_batch(), " readable examples");
-      b = next_batch();
-      global_rows = int64_t(summed({double(b.size())})[0]);
-    }
-    LOOM_CHECK(b.size() > 0, "rank ", comm_->rank(), ": every example of its part of a batch of ",
-               recipe_.data.at(stage.data).manifest, " was unreadable (on_error: skip); the run cannot go on without it");
-    // This rank's share of the global batch: losses are means over examples, so the sum over ranks of
-    // share * loss is the one-process loss (and the summed gradients its gradient).
-    const double share = double(b.size()) / double(global_rows);
-    const bool reduce = reducer_ && a + 1 == recipe_.grad_accum;  // no communication on earlier micro-steps
-    std::vector<LossPart> ps;
-    Tensor loss;
-    {
-      AutocastGuard autocast(autocast_);  // forward only: backward runs in the dtypes forward chose
-      step_context_.shared.clear();  // what tasks share lives for one micro-batch
-      ps = task.forward(b, drop_gen_, step_context_);
-      LOOM_CHECK(!ps.empty(), "task ", stage.task.type, " returned no loss");
-      if (ps.size() == 1 && ps[0].weight == 1.0) {
-        loss = ps[0].value;
-      } else {
-        for (const LossPart& p : ps) {
-          Tensor w = p.weight == 1.0 ? p.value : ops::mul(p.value, p.weight);
-          loss = loss.defined() ? ops::add(loss, w) : w;
-        }
-      }
-    }
-    if (a == 0)
-      for (const LossPart& p : ps) part_names.push_back(p.name);
-    LOOM_CHECK(ps.size() == part_names.size(), "task ", stage.task.type, " returned ", ps.size(),
-               " losses on one micro-batch and ", part_names.size(), " on the first");
-    {
-      NoGradGuard ng;
-      auto scalar = [share](const Tensor& v) { return ops::mul(v.detach().to(DType::f64), share).reshape({}); };
-      readback.push_back(scalar(loss));
-      for (const LossPart& p : ps) readback.push_back(scalar(p.value));
-    }
-    const double scale = share / double(recipe_.grad_accum);
-    const auto b0 = std::chrono::steady_clock::now();
-    if (reduce) reducer_->arm();
-    (scale != 1.0 ? ops::mul(loss, scale) : loss).backward();
-    if (reduce) reducer_->finish();
-    backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
-  }
-  if (defer_scalars()) return deferred_step_end(lr, readback, part_names, stage.task.type);
+  // Every micro-batch's loss and parts stay on the device until the step's one read-back (with the
+  // gradient norm): a GPU step queues all its work before the host waits once.
+  StepReadback rb;
+  for (int64_t a = 0; a < recipe_.grad_accum; ++a) micro_step(a, rb);
+  if (defer_scalars()) return deferred_step_end(lr, rb.values, rb.part_names, stage.task.type);
   prefetch_next_batch();  // the step's backward is queued: the next batch's copy runs beside it
+  end_step(lr, rb);
+}
+
+void Trainer::end_step(double lr, StepReadback& rb) {
+  const StageSpec& stage = recipe_.stages[stage_];
   // The step's one host read-back: the losses and the gradient's squared global norm (after the
   // reduction, so every rank agrees), then summed over ranks.
   {
     NoGradGuard ng;
     Tensor norm_sq = grad_norm_squared(params_);
-    readback.push_back(norm_sq.defined() ? norm_sq : Tensor::zeros({}, DType::f64, device_));
+    rb.values.push_back(norm_sq.defined() ? norm_sq : Tensor::zeros({}, DType::f64, device_));
   }
-  std::vector<double> values = ops::stack(readback, 0).to_vector<double>();
+  std::vector<double> values = ops::stack(rb.values, 0).to_vector<double>();
   const double norm_sq = values.back();
   values.pop_back();
-  values = summed(values);  // the global batch's losses and parts, the same on every rank
-  const size_t per = 1 + part_names.size();
+  values = sum_over_ranks(values);  // the global batch's losses and parts, the same on every rank
+  const size_t per = 1 + rb.part_names.size();
   double total = 0;
-  Metrics step_parts;  // added to *parts once the step is taken
+  Metrics step_parts;  // added to the window once the step is taken
   for (size_t a = 0; a < values.size() / per; ++a) {
-    for (size_t k = 0; k < part_names.size(); ++k) {
+    for (size_t k = 0; k < rb.part_names.size(); ++k) {
       const double pv = values[a * per + 1 + k];
       if (std::isfinite(pv)) {
-        step_parts["train/" + part_names[k]] += pv / double(recipe_.grad_accum);
+        step_parts["train/" + rb.part_names[k]] += pv / double(recipe_.grad_accum);
         continue;
       }
-      const std::string what = str_cat("step ", step_ + 1, ": the loss ", part_names[k], " of task ", stage.task.type, " is ",
+      const std::string what = str_cat("step ", step_ + 1, ": the loss ", rb.part_names[k], " of task ", stage.task.type, " is ",
                                        std::isnan(pv) ? "nan" : (pv > 0 ? "inf" : "-inf"));
       if (recipe_.on_nonfinite == "stop")
         throw Error(str_cat(what, "; stopping before it spoils the weights (lower optim.lr, set train.clip_grad_norm, "
@@ -447,7 +461,7 @@ void Trainer::train_step(double lr) {
   ++window_.loss_steps;
   window_.samples += recipe_.data.at(stage.sources[source_at(step_)].name).batch_size * recipe_.grad_accum;
   optim_->step(lr);
-  task.after_step();
+  run_.tasks[stage_]->after_step();
 }
 
 size_t Trainer::source_at(int64_t step) const {

@@ -77,6 +77,21 @@ class Trainer {
   // (nothing for a step skipped under train.on_nonfinite: skip_step), read back once per step; or,
   // on a GPU with on_nonfinite: stop, they stay on the device (pending_) until flush_step_scalars.
   void train_step(double lr);
+  // What a step's micro-batches leave for its end: per micro-batch share * loss, then share * each
+  // part (device scalars), and the parts' names.
+  struct StepReadback {
+    std::vector<Tensor> values;
+    std::vector<std::string> part_names;
+  };
+  // Micro-batch `a` of the step: a usable batch, the task's forward, the weighted loss's backward
+  // (the gradient all-reduce armed on the last one).
+  void micro_step(int64_t a, StepReadback& rb);
+  // The step's end on the host: one read-back of the losses and the gradient norm, the non-finite
+  // policy (stop naming the part or parameter, or skip_step), clipping, the optimizer step.
+  void end_step(double lr, StepReadback& rb);
+  // The next batch with at least the task's min_batch rows over all ranks (on_error: skip may shrink one).
+  data::Batch next_usable_batch(int64_t& global_rows);
+  std::vector<double> sum_over_ranks(std::vector<double> v) const;  // one small all-reduce (batch sizes, losses)
   void skip_step(const std::string& why);
   bool defer_scalars() const;
   void deferred_step_end(double lr, const std::vector<Tensor>& readback, const std::vector<std::string>& part_names,

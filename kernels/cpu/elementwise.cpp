@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include "kernels/common/activations.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
@@ -13,20 +14,13 @@ namespace {
 
 template <class T> constexpr bool floating_v = std::is_same_v<acc_t<T>, float> || std::is_same_v<acc_t<T>, double>;
 
-template <class A> LOOM_VEC_INLINE A gelu_erf(A x) { return A(0.5) * x * (A(1) + vec::erf_of(x * A(0.70710678118654752440))); }
-template <class A> LOOM_VEC_INLINE A gelu_tanh(A x) {
-  const A k = A(0.79788456080286535588), c = A(0.044715);
-  return A(0.5) * x * (A(1) + std::tanh(k * (x + c * x * x * x)));
-}
-template <class A> LOOM_VEC_INLINE A gelu_erf_grad(A x) {
-  return A(0.5) * (A(1) + vec::erf_of(x * A(0.70710678118654752440))) +
-         x * vec::exp_of(A(-0.5) * x * x) * A(0.39894228040143267794);
-}
-template <class A> LOOM_VEC_INLINE A gelu_tanh_grad(A x) {
-  const A k = A(0.79788456080286535588), c = A(0.044715);
-  A t = std::tanh(k * (x + c * x * x * x));
-  return A(0.5) * (A(1) + t) + A(0.5) * x * (A(1) - t * t) * k * (A(1) + A(3) * c * x * x);
-}
+// The math the shared formulas (kernels/common/activations.h) compute with on the CPU.
+struct CpuMath {
+  template <class A> LOOM_VEC_INLINE static A exp_(A x) { return vec::exp_of(x); }
+  template <class A> LOOM_VEC_INLINE static A erf_(A x) { return vec::erf_of(x); }
+  template <class A> LOOM_VEC_INLINE static A tanh_(A x) { return std::tanh(x); }
+};
+namespace f = formulas;
 
 // out[i] = f(x[i]) over a common shape; out and x may have different element types.
 template <class X, class O, class F>
@@ -118,10 +112,10 @@ void unary(Unary op, const View& x, const View& out, double a, double b) {
         if (pa == A(2)) return map1<T, T>(x, out, [](A v) { return v * v; });
         return map1<T, T>(x, out, [pa](A v) { return std::pow(v, pa); });
       case Unary::tanh: return map1<T, T>(x, out, [](A v) { return std::tanh(v); });
-      case Unary::sigmoid: return map1<T, T>(x, out, [](A v) { return A(1) / (A(1) + vec::exp_of(-v)); });
+      case Unary::sigmoid: return map1<T, T>(x, out, [](A v) { return f::sigmoid<CpuMath>(v); });
       case Unary::relu: return map1<T, T>(x, out, [](A v) { return v > A(0) ? v : A(0); });
-      case Unary::gelu_erf: return map1<T, T>(x, out, [](A v) { return gelu_erf(v); });
-      case Unary::gelu_tanh: return map1<T, T>(x, out, [](A v) { return gelu_tanh(v); });
+      case Unary::gelu_erf: return map1<T, T>(x, out, [](A v) { return f::gelu_erf<CpuMath>(v); });
+      case Unary::gelu_tanh: return map1<T, T>(x, out, [](A v) { return f::gelu_tanh<CpuMath>(v); });
       case Unary::clamp:  // NaN stays NaN
         return map1<T, T>(x, out, [pa, pb](A v) { return v < pa ? pa : (v > pb ? pb : v); });
       case Unary::add_scalar: return map1<T, T>(x, out, [pa](A v) { return v + pa; });
@@ -153,10 +147,10 @@ void binary(Binary op, const View& a, const View& b, const View& out) {
       case Binary::gt: return map2<T, bool>(a, b, out, [](A x, A y) { return x > y; });
       case Binary::ge: return map2<T, bool>(a, b, out, [](A x, A y) { return x >= y; });
       case Binary::gelu_erf_backward:
-        if constexpr (floating_v<T>) return map2<T, T>(a, b, out, [](A g, A x) { return g * gelu_erf_grad(x); });
+        if constexpr (floating_v<T>) return map2<T, T>(a, b, out, [](A g, A x) { return g * f::gelu_erf_grad<CpuMath>(x); });
         break;
       case Binary::gelu_tanh_backward:
-        if constexpr (floating_v<T>) return map2<T, T>(a, b, out, [](A g, A x) { return g * gelu_tanh_grad(x); });
+        if constexpr (floating_v<T>) return map2<T, T>(a, b, out, [](A g, A x) { return g * f::gelu_tanh_grad<CpuMath>(x); });
         break;
       case Binary::step_backward:
         return map2<T, T>(a, b, out, [](A g, A x) { return x > A(0) ? g : A(0); });

@@ -4,6 +4,7 @@
 // keeps the number of instantiations small.
 #define LOOM_DEFINING_ELEMENTWISE  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <type_traits>
+#include "kernels/common/activations.h"
 #include "kernels/cuda/launch.cuh"
 
 namespace loom::kernels::cuda {
@@ -11,21 +12,13 @@ namespace {
 
 template <class A> constexpr bool floating_v = std::is_same_v<A, float> || std::is_same_v<A, double>;
 
-template <class A> __device__ __forceinline__ A gelu_erf(A x) {
-  return A(0.5) * x * (A(1) + erf(x * A(0.70710678118654752440)));
-}
-template <class A> __device__ __forceinline__ A gelu_tanh(A x) {
-  const A k = A(0.79788456080286535588), c = A(0.044715);
-  return A(0.5) * x * (A(1) + tanh(k * (x + c * x * x * x)));
-}
-template <class A> __device__ __forceinline__ A gelu_erf_grad(A x) {
-  return A(0.5) * (A(1) + erf(x * A(0.70710678118654752440))) + x * exp(A(-0.5) * x * x) * A(0.39894228040143267794);
-}
-template <class A> __device__ __forceinline__ A gelu_tanh_grad(A x) {
-  const A k = A(0.79788456080286535588), c = A(0.044715);
-  const A t = tanh(k * (x + c * x * x * x));
-  return A(0.5) * (A(1) + t) + A(0.5) * x * (A(1) - t * t) * k * (A(1) + A(3) * c * x * x);
-}
+// The math the shared formulas (kernels/common/activations.h) compute with on the device.
+struct DeviceMath {
+  template <class A> __device__ __forceinline__ static A exp_(A x) { return exp(x); }
+  template <class A> __device__ __forceinline__ static A erf_(A x) { return erf(x); }
+  template <class A> __device__ __forceinline__ static A tanh_(A x) { return tanh(x); }
+};
+namespace f = formulas;
 
 template <class S, class D>
 __global__ void copy_kernel(const S* src, D* dst, Strided<2> g, int64_t n) {
@@ -55,10 +48,10 @@ __device__ __forceinline__ A unary_op(Unary op, A v, A pa, A pb) {
     case Unary::rsqrt: return A(1) / sqrt(v);
     case Unary::pow: return pa == A(2) ? v * v : pow(v, pa);
     case Unary::tanh: return tanh(v);
-    case Unary::sigmoid: return A(1) / (A(1) + exp(-v));
+    case Unary::sigmoid: return f::sigmoid<DeviceMath>(v);
     case Unary::relu: return v > A(0) ? v : A(0);
-    case Unary::gelu_erf: return gelu_erf(v);
-    case Unary::gelu_tanh: return gelu_tanh(v);
+    case Unary::gelu_erf: return f::gelu_erf<DeviceMath>(v);
+    case Unary::gelu_tanh: return f::gelu_tanh<DeviceMath>(v);
     case Unary::clamp: return v < pa ? pa : (v > pb ? pb : v);  // NaN stays NaN
     case Unary::add_scalar: return v + pa;
     case Unary::mul_scalar: return v * pa;
@@ -99,8 +92,8 @@ __device__ __forceinline__ A arith_op(Binary op, A x, A y) {
   if constexpr (floating_v<A>) {
     switch (op) {
       case Binary::div: return x / y;
-      case Binary::gelu_erf_backward: return x * gelu_erf_grad(y);
-      case Binary::gelu_tanh_backward: return x * gelu_tanh_grad(y);
+      case Binary::gelu_erf_backward: return x * f::gelu_erf_grad<DeviceMath>(y);
+      case Binary::gelu_tanh_backward: return x * f::gelu_tanh_grad<DeviceMath>(y);
       default: break;
     }
   }
