@@ -31,6 +31,7 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 enum class GeluApprox { erf, tanh };
 Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::erf);
+Tensor quick_gelu(const Tensor& x);  // x·σ(1.702x), OpenAI CLIP's activation
 // Either bound may be left out (nullopt). The gradient passes where min <= x <= max.
 Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max);
 // cond ? a : b, all three broadcast. cond is bool.

@@ -160,6 +160,12 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
                });
 }
 
+Tensor quick_gelu(const Tensor& x) {
+  return unary("quick_gelu", Unary::quick_gelu, x, [](const Tensor& g, const Tensor& x, const Tensor&) {
+    return binary_kernel(Binary::quick_gelu_backward, g, x, g.shape(), g.dtype());
+  });
+}
+
 Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
   LOOM_OP_SCOPE("clamp");
   const double a = lo.value_or(-INFINITY), b = hi.value_or(INFINITY);

@@ -31,4 +31,11 @@ template <class M, class A> LOOM_HOST_DEVICE A gelu_tanh_grad(A x) {
   return A(0.5) * (A(1) + t) + A(0.5) * x * (A(1) - t * t) * k * (A(1) + A(3) * c * x * x);
 }
 
+// QuickGELU, x·σ(1.702x): the activation of OpenAI's CLIP towers (open_clip's QuickGELU), and its derivative.
+template <class M, class A> LOOM_HOST_DEVICE A quick_gelu(A x) { return x * sigmoid<M>(A(1.702) * x); }
+template <class M, class A> LOOM_HOST_DEVICE A quick_gelu_grad(A x) {
+  const A s = sigmoid<M>(A(1.702) * x);
+  return s + A(1.702) * x * s * (A(1) - s);
+}
+
 }  // namespace loom::kernels::formulas

@@ -7,13 +7,14 @@ namespace loom::kernels {
 
 // out = op(x; a, b): pow uses a as exponent, clamp uses [a, b], *_scalar use a.
 enum class Unary {
-  neg, exp, log, sqrt, rsqrt, pow, tanh, sigmoid, relu, gelu_erf, gelu_tanh, clamp,
+  neg, exp, log, sqrt, rsqrt, pow, tanh, sigmoid, relu, gelu_erf, gelu_tanh, quick_gelu, clamp,
   add_scalar, mul_scalar, rsub_scalar, rdiv_scalar, logical_not
 };
 
 enum class Binary {
   add, sub, mul, div, eq, ne, lt, le, gt, ge,
   gelu_erf_backward, gelu_tanh_backward,  // a = upstream gradient, b = gelu input
+  quick_gelu_backward,                    // a = upstream gradient, b = quick_gelu input
   step_backward,                          // a * (b > 0), the relu rule
 };
 

@@ -116,6 +116,7 @@ void unary(Unary op, const View& x, const View& out, double a, double b) {
       case Unary::relu: return map1<T, T>(x, out, [](A v) { return v > A(0) ? v : A(0); });
       case Unary::gelu_erf: return map1<T, T>(x, out, [](A v) { return f::gelu_erf<CpuMath>(v); });
       case Unary::gelu_tanh: return map1<T, T>(x, out, [](A v) { return f::gelu_tanh<CpuMath>(v); });
+      case Unary::quick_gelu: return map1<T, T>(x, out, [](A v) { return f::quick_gelu<CpuMath>(v); });
       case Unary::clamp:  // NaN stays NaN
         return map1<T, T>(x, out, [pa, pb](A v) { return v < pa ? pa : (v > pb ? pb : v); });
       case Unary::add_scalar: return map1<T, T>(x, out, [pa](A v) { return v + pa; });
@@ -151,6 +152,9 @@ void binary(Binary op, const View& a, const View& b, const View& out) {
         break;
       case Binary::gelu_tanh_backward:
         if constexpr (floating_v<T>) return map2<T, T>(a, b, out, [](A g, A x) { return g * f::gelu_tanh_grad<CpuMath>(x); });
+        break;
+      case Binary::quick_gelu_backward:
+        if constexpr (floating_v<T>) return map2<T, T>(a, b, out, [](A g, A x) { return g * f::quick_gelu_grad<CpuMath>(x); });
         break;
       case Binary::step_backward:
         return map2<T, T>(a, b, out, [](A g, A x) { return x > A(0) ? g : A(0); });

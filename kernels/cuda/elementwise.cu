@@ -52,6 +52,7 @@ __device__ __forceinline__ A unary_op(Unary op, A v, A pa, A pb) {
     case Unary::relu: return v > A(0) ? v : A(0);
     case Unary::gelu_erf: return f::gelu_erf<DeviceMath>(v);
     case Unary::gelu_tanh: return f::gelu_tanh<DeviceMath>(v);
+    case Unary::quick_gelu: return f::quick_gelu<DeviceMath>(v);
     case Unary::clamp: return v < pa ? pa : (v > pb ? pb : v);  // NaN stays NaN
     case Unary::add_scalar: return v + pa;
     case Unary::mul_scalar: return v * pa;
@@ -94,6 +95,7 @@ __device__ __forceinline__ A arith_op(Binary op, A x, A y) {
       case Binary::div: return x / y;
       case Binary::gelu_erf_backward: return x * f::gelu_erf_grad<DeviceMath>(y);
       case Binary::gelu_tanh_backward: return x * f::gelu_tanh_grad<DeviceMath>(y);
+      case Binary::quick_gelu_backward: return x * f::quick_gelu_grad<DeviceMath>(y);
       default: break;
     }
   }
@@ -209,7 +211,8 @@ void binary(Binary op, const View& a, const View& b, const View& out) {
     if (is_compare(op)) {
       compare_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(op, a.ptr<T>(), b.ptr<T>(), out.ptr<bool>(), g, n);
     } else {
-      const bool float_only = op == Binary::div || op == Binary::gelu_erf_backward || op == Binary::gelu_tanh_backward;
+      const bool float_only = op == Binary::div || op == Binary::gelu_erf_backward || op == Binary::gelu_tanh_backward ||
+                              op == Binary::quick_gelu_backward;
       if (float_only && !floating_v<A>) unsupported("cuda::binary", a.dtype);
       arith_kernel<T><<<blocks_for(n), kThreads, 0, stream()>>>(op, a.ptr<T>(), b.ptr<T>(), out.ptr<T>(), g, n);
     }

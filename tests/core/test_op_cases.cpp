@@ -379,6 +379,10 @@ std::vector<OpCase> make_cases() {
       .with_bf16();
   add("gelu_tanh_wide", {Grid({4, 5})}, FWD(ops::gelu(x[0], ops::GeluApprox::tanh)), REF(map(r[0], ref::gelu_tanh)));
   add("gelu_transposed", {X({3, 4}).T()}, FWD(ops::gelu(x[0])), REF(map(r[0], ref::gelu_erf)));
+  add("quick_gelu", {X({3, 4})}, FWD(ops::quick_gelu(x[0])), REF(map(r[0], [](double v) { return v / (1 + std::exp(-1.702 * v)); })))
+      .with_bf16();
+  add("quick_gelu_transposed", {X({3, 4}).T()}, FWD(ops::quick_gelu(x[0])),
+      REF(map(r[0], [](double v) { return v / (1 + std::exp(-1.702 * v)); })));
   add("clamp_both", {Grid({4, 5})}, FWD(ops::clamp(x[0], -0.6, 0.4)),
       REF(map(r[0], [](double v) { return std::min(std::max(v, -0.6), 0.4); })))
       .with_bf16();
