@@ -8,7 +8,7 @@
 //                  vocabulary becomes the unknown token
 //   specials       <|startoftext|> and <|endoftext|> written in the text are tokens of their own;
 //                  encode_batch puts them around the ids (RobertaProcessing)
-// Unicode properties and NFC come from utf8proc. loom's own BpeTokenizer (data/tokenizer.h) stays the
+// Unicode properties and NFC come from utf8proc. loom's own BpeTokenizer (data/bpe_tokenizer.h) stays the
 // one that trains on a recipe's captions.
 #pragma once
 #include <cstdint>

@@ -1,12 +1,12 @@
 // The one face every tokenizer shows the trainer, the loader and evaluation: loom's own BPE (trained
-// on a recipe's captions, data/tokenizer.h), BERT's WordPiece and CLIP's byte-level BPE read from a
+// on a recipe's captions, data/bpe_tokenizer.h), BERT's WordPiece and CLIP's byte-level BPE read from a
 // Hugging Face tokenizer.json (data/wordpiece.h, data/clip_bpe.h).
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 #include "core/tensor.h"
-#include "data/tokenizer.h"
+#include "data/bpe_tokenizer.h"
 
 namespace loom::data {
 

@@ -7,7 +7,7 @@
 // 128 x 1024); MAE-style reconstruction needs non-overlapping ones.
 #pragma once
 #include <string>
-#include "layers/layers.h"
+#include "layers/transformer.h"
 
 namespace loom {
 

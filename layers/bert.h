@@ -4,7 +4,7 @@
 // Hugging Face's BertModel onto them (fused qkv from query/key/value).
 #pragma once
 #include <memory>
-#include "layers/layers.h"
+#include "layers/transformer.h"
 
 namespace loom {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include "layers/audio.h"
 #include "layers/bert.h"
-#include "layers/layers.h"
+#include "layers/transformer.h"
 #include "layers/towers.h"
 
 namespace loom {

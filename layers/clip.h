@@ -5,7 +5,7 @@
 #include <cmath>
 #include <memory>
 #include "layers/bert.h"
-#include "layers/layers.h"
+#include "layers/transformer.h"
 #include "layers/towers.h"
 
 namespace loom {

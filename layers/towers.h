@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 #include <vector>
-#include "layers/layers.h"
+#include "layers/transformer.h"
 
 namespace loom {
 

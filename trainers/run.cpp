@@ -1,7 +1,7 @@
 #include "trainers/run.h"
 #include <filesystem>
 #include "core/autocast.h"
-#include "data/tokenizer.h"
+#include "data/bpe_tokenizer.h"
 #include "trainers/checkpoint.h"
 
 namespace loom {

@@ -1,5 +1,5 @@
 // The tower registry, keyed on a tower's `type`: how a recipe section (model.towers.image,
-// model.vision, ...) becomes an Encoder (layers/layers.h). One file per type under trainers/towers/
+// model.vision, ...) becomes an Encoder (layers/transformer.h). One file per type under trainers/towers/
 // (its config reader and builder) and one line in the registry (trainers/towers.cpp):
 //   vit          ViT over images                       (towers/vit.cpp)
 //   ast          AST-style ViT over log-mel spectrograms (towers/ast.cpp)
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 #include "layers/audio.h"
-#include "layers/layers.h"
+#include "layers/transformer.h"
 #include "trainers/config.h"
 
 namespace loom {

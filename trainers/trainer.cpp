@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 #include "core/json_integer.h"
-#include "data/tokenizer.h"
+#include "data/bpe_tokenizer.h"
 #include "trainers/checkpoint.h"
 #include "trainers/pretrained.h"
 #include "trainers/run.h"

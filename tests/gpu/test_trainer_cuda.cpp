@@ -5,7 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include "core/uploader.h"
-#include "layers/layers.h"
+#include "layers/transformer.h"
 #include "trainers/trainer.h"
 #include "tests/trainers/tiny_data.h"
 

@@ -11,7 +11,7 @@
 #include <vector>
 #include "data/text_tokenizer.h"
 #include "trainers/data_spec.h"
-#include "layers/layers.h"
+#include "layers/transformer.h"
 
 namespace loom {
 

@@ -1,4 +1,4 @@
-// Tower type vit: a ViT over images (layers/layers.h).
+// Tower type vit: a ViT over images (layers/transformer.h).
 #include <cmath>
 #include "trainers/towers.h"
 

@@ -1,5 +1,5 @@
 // Transformer building blocks; initialisation as open_clip (see layers/README.md).
-#include "layers/layers.h"
+#include "layers/transformer.h"
 #include "core/autocast.h"
 
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "data/tokenizer.h"
+#include "data/bpe_tokenizer.h"
 #include <algorithm>
 #include <cctype>
 #include <cstdio>

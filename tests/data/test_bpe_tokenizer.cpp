@@ -1,5 +1,5 @@
 #include <gtest/gtest.h>
-#include "data/tokenizer.h"
+#include "data/bpe_tokenizer.h"
 #include "helpers.h"
 
 using loom::Tensor;
