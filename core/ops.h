@@ -101,7 +101,7 @@ Tensor self_attention_packed(const Tensor& qkv, const AttentionOptions& opt = {}
 
 // Which kernels run attention on CUDA in bf16/f16 (process-wide; a recipe's kernels.attention sets
 // it): composed (cuBLASLt products and the softmax kernel, the default until the flash kernels are
-// validated on a GPU) or flash (kernels/cuda/flash_attention.cu: head dims 64 and 128; other cases
+// validated on a GPU) or flash (kernels/cuda/attention.cu: head dims 64 and 128; other cases
 // still compose). The CPU always runs its own fused kernel or the composed path.
 enum class AttentionKernel { composed, flash };
 void set_attention_kernel(AttentionKernel k);

@@ -1,7 +1,7 @@
 // Every kernel both backends implement, declared once. kernels/cpu/cpu.h and kernels/cuda/cuda.h
 // declare these in their namespaces from this list, so core/ hands either backend the same
-// arguments (LOOM_KERNEL in core/ops/common.h). A backend's kernels beyond the list (the CPU's sgemm
-// and fused attention, CUDA's runtime and deferred index checks) are declared in its own header.
+// arguments (LOOM_KERNEL in core/ops/common.h). A backend's kernels beyond the list (the CPU's sgemm,
+// CUDA's runtime and deferred index checks) are declared in its own header.
 //
 // A family is one translation unit per backend: kernels/cpu/<family>.cpp and kernels/cuda/<family>.cu.
 // Each defines LOOM_DEFINING_<FAMILY> before its includes (its own kernels are then not declared for
@@ -13,6 +13,7 @@
 // Entries: X(return type, name, (parameters)). The CPU header documents each kernel.
 #pragma once
 #include <cstdint>
+#include "kernels/common/attention_args.h"
 #include "kernels/common/kernel_enums.h"
 #include "kernels/common/view.h"
 
@@ -86,6 +87,16 @@
 #define LOOM_KERNELS_OPTIM(X) \
   X(void, adamw, (DType dtype, const AdamWTensor* tensors, int64_t count, double beta1, double beta2, double eps))
 
+// ---- fused attention (kernels/common/attention_args.h): softmax(scale·q·kᵀ + bias, masked)·v without
+// the [B, H, Sq, Sk] probabilities kept, the backward recomputing them from lse. Whether a backend
+// takes these arguments (dtype, head dim, alignment) is its attention_supported; where it does not,
+// core/ composes the attention from GEMMs and a softmax. CPU: f32/f64, no bias; CUDA (flash):
+// bf16/f16, head dims 64 and 128, 16-byte aligned rows.
+#define LOOM_KERNELS_ATTENTION(X)                                      \
+  X(bool, attention_supported, (const AttentionArgs& a, bool backward)) \
+  X(void, attention_forward, (const AttentionArgs& a))                  \
+  X(void, attention_backward, (const AttentionArgs& a))
+
 // Declares one kernel (in the including backend's namespace).
 #define LOOM_DECLARE_KERNEL(ret, name, params) ret name params;
 // At the end of a family's file: each kernel of the family must be defined above, with its signature.
@@ -117,6 +128,11 @@
 #else
 #define LOOM_DECLARE_INDEX
 #endif
+#ifndef LOOM_DEFINING_ATTENTION
+#define LOOM_DECLARE_ATTENTION LOOM_KERNELS_ATTENTION(LOOM_DECLARE_KERNEL)
+#else
+#define LOOM_DECLARE_ATTENTION
+#endif
 #ifndef LOOM_DEFINING_RANDOM
 #define LOOM_DECLARE_RANDOM LOOM_KERNELS_RANDOM(LOOM_DECLARE_KERNEL)
 #else
@@ -134,4 +150,4 @@
 #endif
 #define LOOM_DECLARE_LISTED_KERNELS \
   LOOM_DECLARE_ELEMENTWISE LOOM_DECLARE_REDUCE LOOM_DECLARE_GEMM LOOM_DECLARE_ROWS LOOM_DECLARE_INDEX LOOM_DECLARE_RANDOM \
-  LOOM_DECLARE_SORT LOOM_DECLARE_OPTIM
+  LOOM_DECLARE_SORT LOOM_DECLARE_OPTIM LOOM_DECLARE_ATTENTION

@@ -34,7 +34,6 @@
 #include "kernels/cpu/cpu.h"
 #ifdef LOOM_BENCH_CUDA
 #include "kernels/cuda/cuda.h"
-#include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/gemm_mma.h"
 #include "kernels/cuda/gemm_wgmma.h"
 #endif
@@ -42,6 +41,7 @@
 namespace {
 
 using loom::kernels::View;
+using loom::kernels::AttentionArgs;
 using loom::kernels::DType;
 namespace cpu = loom::kernels::cpu;
 
@@ -363,16 +363,16 @@ void bench_attention(const Args& a) {
                        out(N), lse(R), dq(N), dk(N), dv(N);
     const std::vector<int64_t> s4 = {sh.b, sh.h, sh.s, sh.d};
     const double scale = 1.0 / std::sqrt(double(sh.d));
-    const View none{};
-    auto fwd = [&] {
-      cpu::attention_forward(view(q.data(), s4), view(k.data(), s4), view(v.data(), s4), none, a.causal, scale,
-                             view(out.data(), s4), view(lse.data(), {sh.b, sh.h, sh.s}));
-    };
-    auto bwd = [&] {
-      cpu::attention_backward(view(q.data(), s4), view(k.data(), s4), view(v.data(), s4), none, a.causal, scale,
-                              view(out.data(), s4), view(lse.data(), {sh.b, sh.h, sh.s}), view(dout.data(), s4),
-                              view(dq.data(), s4), view(dk.data(), s4), view(dv.data(), s4));
-    };
+    std::vector<float> delta(R);
+    AttentionArgs args;
+    args.q = view(q.data(), s4), args.k = view(k.data(), s4), args.v = view(v.data(), s4), args.out = view(out.data(), s4);
+    args.lse = view(lse.data(), {sh.b, sh.h, sh.s});
+    args.dout = view(dout.data(), s4), args.dq = view(dq.data(), s4), args.dk = view(dk.data(), s4), args.dv = view(dv.data(), s4);
+    args.delta = view(delta.data(), {sh.b, sh.h, sh.s});
+    args.causal = a.causal;
+    args.scale = scale;
+    auto fwd = [&] { cpu::attention_forward(args); };
+    auto bwd = [&] { cpu::attention_backward(args); };
     poison(out);
     fwd();
     // Forward reference on 64 sampled (batch·head, query) rows, in double.
@@ -477,14 +477,20 @@ void bench_attention_cuda(const Args& a) {
     void *dout_buf = d.up_bytes(qb.data(), N * 2), *ddk = d.up_bytes(qb.data(), N * 2), *ddv = d.up_bytes(qb.data(), N * 2);
     float *lse = d.up(zeros_r), *delta = d.up(zeros_r), *dq_acc = d.up(zeros_n);
     const int64_t row = sh.s * sh.d;
-    auto slab = [&](const void* p) { return cu::FlashTensor{p, sh.h * row, row, sh.d}; };
-    cu::FlashParams p;
-    p.dtype = DType::bf16;
-    p.B = sh.b, p.H = sh.h, p.Sq = sh.s, p.Sk = sh.s, p.D = sh.d;
-    p.q = slab(dq_in), p.k = slab(dk_in), p.v = slab(dv_in), p.out = slab(dout_buf), p.dout = slab(ddo);
-    p.dk = slab(ddk), p.dv = slab(ddv);
-    p.lse = lse, p.delta = delta, p.dq_accum = dq_acc;
-    p.scale = float(scale);
+    auto view_of = [&](void* ptr, DType dtype, int ndim) {  // contiguous [b, h, s(, d)]
+      View v;
+      v.data = ptr, v.dtype = dtype, v.ndim = ndim;
+      const int64_t dims[4] = {sh.b, sh.h, sh.s, sh.d};
+      int64_t stride = 1;
+      for (int i = ndim - 1; i >= 0; --i) v.shape[i] = dims[i], v.strides[i] = stride, stride *= dims[i];
+      return v;
+    };
+    AttentionArgs p;
+    p.q = view_of(dq_in, DType::bf16, 4), p.k = view_of(dk_in, DType::bf16, 4), p.v = view_of(dv_in, DType::bf16, 4);
+    p.out = view_of(dout_buf, DType::bf16, 4), p.dout = view_of(ddo, DType::bf16, 4);
+    p.dk = view_of(ddk, DType::bf16, 4), p.dv = view_of(ddv, DType::bf16, 4);
+    p.lse = view_of(lse, DType::f32, 3), p.delta = view_of(delta, DType::f32, 3), p.dq = view_of(dq_acc, DType::f32, 4);
+    p.scale = scale;
     p.causal = a.causal;
     const std::string name = std::to_string(sh.b) + "x" + std::to_string(sh.h) + "x" + std::to_string(sh.s) + "x" +
                              std::to_string(sh.d) + (a.causal ? " causal" : "");
@@ -511,13 +517,13 @@ void bench_attention_cuda(const Args& a) {
       }
       return rel(diff, mag);
     };
-    if (!cu::flash_attention_supported(p, true)) {
+    if (!cu::attention_supported(p, true)) {
       std::printf("attention %s: the flash kernels do not take this shape (D must be 64 or 128)\n", name.c_str());
     } else {
-      auto fwd = [&] { cu::flash_attention_forward(p); };
+      auto fwd = [&] { cu::attention_forward(p); };
       auto bwd = [&] {
         cu::memset_async(dq_acc, 0, N * 4);
-        cu::flash_attention_backward(p);
+        cu::attention_backward(p);
       };
       cu::memset_async(dout_buf, 0xff, N * 2);  // NaN in bf16
       fwd();

@@ -3,7 +3,8 @@
 // scores live in a per-thread scratch of block x Sk, so the [B, H, Sq, Sk] probabilities are never stored:
 // the forward keeps each query's log-sum-exp and the backward recomputes the probabilities from it.
 // The softmax scale goes through the GEMM's alpha. Each (batch, head) is computed by one thread in
-// a fixed order, so results do not depend on the thread count.
+// a fixed order, so results do not depend on the thread count. f32 or f64, without a bias.
+#define LOOM_DEFINING_ATTENTION  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cblas.h>
 #include <omp.h>
 #include <algorithm>
@@ -57,12 +58,10 @@ Mat<T> mat(const View& v, int64_t b, int64_t h) {
   return {v.ptr<T>() + b * v.strides[0] + h * v.strides[1], ld};
 }
 
-void check_layout(const View& v, const char* name) {
-  if (v.ndim != 4) throw std::invalid_argument(std::string("attention: ") + name + " must be 4-D");
-  if (v.shape[3] > 1 && v.strides[3] != 1)
-    throw std::invalid_argument(std::string("attention: ") + name + "'s last dim must have unit stride");
-  if (v.shape[2] > 1 && v.strides[2] < std::max<int64_t>(1, v.shape[3]))
-    throw std::invalid_argument(std::string("attention: ") + name + "'s rows overlap");
+// BLAS reads a [B, H, S, D] view row by row: unit-stride last dim, rows not overlapping.
+bool rows_readable(const View& v) {
+  return v.ndim == 4 && (v.shape[3] <= 1 || v.strides[3] == 1) &&
+         (v.shape[2] <= 1 || v.strides[2] >= std::max<int64_t>(1, v.shape[3]));
 }
 
 // Whether key j is hidden from query i.
@@ -217,27 +216,37 @@ void dispatch_attention(DType t, F f) {
 
 }  // namespace
 
-void attention_forward(const View& q, const View& k, const View& v, const View& key_padding, bool causal,
-                       double scale, const View& out, const View& lse) {
-  for (auto [view, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}}) check_layout(*view, name);
-  const Masks masks = masks_of(key_padding, causal);
-  dispatch_attention(q.dtype, [&](auto tag) {
+bool attention_supported(const AttentionArgs& a, bool backward) {
+  if ((a.q.dtype != DType::f32 && a.q.dtype != DType::f64) || a.bias.data) return false;
+  for (const View* v : {&a.q, &a.k, &a.v, &a.out})
+    if (!rows_readable(*v)) return false;
+  if (a.lse.dtype != a.q.dtype || !a.lse.contiguous()) return false;
+  if (!backward) return true;
+  for (const View* v : {&a.dout, &a.dq, &a.dk, &a.dv})
+    if (!rows_readable(*v)) return false;
+  return a.dq.dtype == a.q.dtype;
+}
+
+void attention_forward(const AttentionArgs& a) {
+  if (!attention_supported(a, false))
+    throw std::invalid_argument("attention: the CPU kernel does not take these arguments (attention_supported)");
+  const Masks masks = masks_of(a.key_padding, a.causal);
+  dispatch_attention(a.q.dtype, [&](auto tag) {
     using T = decltype(tag);
-    forward_typed<T>(q, k, v, masks, scale, out, lse);
+    forward_typed<T>(a.q, a.k, a.v, masks, a.scale, a.out, a.lse);
   });
 }
 
-void attention_backward(const View& q, const View& k, const View& v, const View& key_padding, bool causal,
-                        double scale, const View& out, const View& lse, const View& dout, const View& dq,
-                        const View& dk, const View& dv) {
-  for (auto [view, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}, {&dout, "dout"}, {&dq, "dq"},
-                            {&dk, "dk"}, {&dv, "dv"}})
-    check_layout(*view, name);
-  const Masks masks = masks_of(key_padding, causal);
-  dispatch_attention(q.dtype, [&](auto tag) {
+void attention_backward(const AttentionArgs& a) {
+  if (!attention_supported(a, true))
+    throw std::invalid_argument("attention: the CPU kernel does not take these arguments (attention_supported)");
+  const Masks masks = masks_of(a.key_padding, a.causal);
+  dispatch_attention(a.q.dtype, [&](auto tag) {
     using T = decltype(tag);
-    backward_typed<T>(q, k, v, masks, scale, out, lse, dout, dq, dk, dv);
+    backward_typed<T>(a.q, a.k, a.v, masks, a.scale, a.out, a.lse, a.dout, a.dq, a.dk, a.dv);
   });
 }
+
+LOOM_KERNELS_ATTENTION(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cpu

@@ -35,15 +35,4 @@ bool sgemm_library_built(SgemmLibrary library);
 void sgemm_with(SgemmLibrary library, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// ---- beyond the list: fused attention (attention.cpp), CPU only for now; f32 or f64 ----
-// q [B,H,Sq,D], k [B,H,Sk,D], v [B,H,Sk,Dv], out [B,H,Sq,Dv]: any strides with a unit-stride last dim.
-// key_padding: bool [B, Sk] (true = hidden) or null data; causal hides key j from query i when j > i.
-// lse [B,H,Sq] contiguous, of q's dtype: each query's log-sum-exp of its scaled scores (-inf when
-// it sees no key; its output is then zero). The backward writes dq, dk, dv (same layouts as q, k, v).
-void attention_forward(const View& q, const View& k, const View& v, const View& key_padding, bool causal,
-                       double scale, const View& out, const View& lse);
-void attention_backward(const View& q, const View& k, const View& v, const View& key_padding, bool causal,
-                        double scale, const View& out, const View& lse, const View& dout, const View& dq,
-                        const View& dk, const View& dv);
-
 }  // namespace loom::kernels::cpu

@@ -1,4 +1,4 @@
-// The blocking of the CUDA flash attention kernels (kernels/cuda/flash_attention.cu) on the CPU, for
+// The blocking of the CUDA flash attention kernels (kernels/cuda/attention.cu) on the CPU, for
 // one (batch, head) slice, so the tiling math can be tested where there is no GPU: 64-query by
 // 64-key tiles, the online softmax in log2 units (running max, rescaled sum and accumulator, a
 // query with no visible key giving zeros and lse = +inf), causal tiles skipped as the kernel skips

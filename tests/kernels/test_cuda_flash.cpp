@@ -95,8 +95,8 @@ TEST_P(FlashOnCuda, MatchesComposedF64OnTheCpu) {
     const profiler::Report report = profiler::stop();
     bool fwd = false, bwd = false;
     for (const auto& r : report.kernels) {
-      fwd = fwd || r.name == "flash_attention_forward";
-      bwd = bwd || r.name == "flash_attention_backward";
+      fwd = fwd || r.name == "attention_forward";
+      bwd = bwd || r.name == "attention_backward";
     }
     EXPECT_TRUE(fwd && bwd) << c.name << ": the flash kernels did not run (composed fallback)";
 
@@ -146,7 +146,7 @@ TEST(FlashOnCudaPacked, SelfAttentionPackedMatchesF64) {
   out.backward(dout.to(DType::bf16).to(Device::cuda()));
   const profiler::Report report = profiler::stop();
   bool ran = false;
-  for (const auto& r : report.kernels) ran = ran || r.name == "flash_attention_backward";
+  for (const auto& r : report.kernels) ran = ran || r.name == "attention_backward";
   EXPECT_TRUE(ran) << "the packed path did not use the flash kernels";
   EXPECT_LT(relative_error(out.to(Device::cpu()), ref), 3e-2);
   EXPECT_LT(relative_error(in.grad().to(Device::cpu()), ref_in.grad()), 6e-2);

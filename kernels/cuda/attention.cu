@@ -1,4 +1,5 @@
-// Flash attention forward and backward on tensor cores (mma.sync m16n8k16, bf16/f16 in, f32 out).
+// The ATTENTION family on CUDA (kernels/kernel_list.h, kernels/common/attention_args.h):
+// flash attention forward and backward on tensor cores (mma.sync m16n8k16, bf16/f16 in, f32 out).
 //
 // Forward: one block of 4 warps per (b, h, 64 query rows); each warp owns 16 query rows. Q's tile
 // stays in registers as A fragments; for each 64-key tile, K and Vᵀ are staged in shared memory,
@@ -27,15 +28,41 @@
 //   backward  D64: 176 / 181 registers, no spills; D128: 255 registers, 16 bytes spilled; 69 / 135 KB
 //   delta     30 registers
 // Status: compiled, never run (no GPU yet); tests/kernels/test_cuda_flash.cpp checks it on one.
+#define LOOM_DEFINING_ATTENTION  // its kernels are defined here, and checked at the end (kernels/kernel_list.h)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <atomic>
 #include <cmath>
-#include "kernels/cuda/flash_attention.h"
+#include <stdexcept>
+#include "kernels/cuda/cuda.h"
 #include "kernels/cuda/launch.cuh"
 
 namespace loom::kernels::cuda {
 namespace {
+
+// The kernels' own view of AttentionArgs: [B, H, S, D] tensors as a pointer plus element strides
+// for b, h and s (d is unit-stride), masks and bias as raw strides.
+struct FlashTensor {
+  const void* data = nullptr;
+  int64_t stride_b = 0, stride_h = 0, stride_s = 0;
+};
+
+struct FlashParams {
+  DType dtype = DType::bf16;  // of q, k, v, out, dout, dk, dv and bias
+  int64_t B = 0, H = 0, Sq = 0, Sk = 0, D = 0;  // v's head dim equals q's
+  FlashTensor q, k, v, out;
+  float* lse = nullptr;  // [B, H, Sq] contiguous f32 (natural log; +inf for a query with no visible key)
+  float scale = 1.0f;
+  bool causal = false;  // query i sees keys j <= i (top-left aligned, as the composed path)
+  const uint8_t* key_padding = nullptr;  // bool [B, Sk], true = ignored key; null: none
+  int64_t key_padding_stride_b = 0, key_padding_stride_k = 1;
+  const void* bias = nullptr;  // additive, dtype; element (b, h, i, j) at the strides below (0 = broadcast)
+  int64_t bias_stride_b = 0, bias_stride_h = 0, bias_stride_q = 0, bias_stride_k = 0;
+  // backward only
+  FlashTensor dout, dk, dv;
+  float* dq_accum = nullptr;  // [B, H, Sq, D] contiguous f32, zeroed by the caller
+  float* delta = nullptr;     // [B, H, Sq] contiguous f32 scratch: rowsum(dout * out)
+};
 
 constexpr int kBlockQ = 64, kBlockK = 64, kWarps = 4, kFlashThreads = kWarps * 32;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -484,10 +511,53 @@ bool row_aligned(const FlashTensor& t) {  // every row start 16-byte aligned (8 
   return t.data && aligned16(t.data) && t.stride_b % 8 == 0 && t.stride_h % 8 == 0 && t.stride_s % 8 == 0;
 }
 
-}  // namespace
 
-bool flash_attention_supported(const FlashParams& p, bool backward) {
-  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+FlashTensor flash_tensor(const View& v) { return {v.data, v.strides[0], v.strides[1], v.strides[2]}; }
+
+bool unit_rows(const View& v) { return v.ndim == 4 && (v.shape[3] <= 1 || v.strides[3] == 1); }
+bool f32_contiguous(const View& v) { return v.data && v.dtype == DType::f32 && v.contiguous(); }
+
+FlashParams params_of(const AttentionArgs& a) {
+  FlashParams p;
+  p.dtype = a.q.dtype;
+  p.B = a.q.shape[0], p.H = a.q.shape[1], p.Sq = a.q.shape[2], p.Sk = a.k.shape[2], p.D = a.q.shape[3];
+  p.q = flash_tensor(a.q), p.k = flash_tensor(a.k), p.v = flash_tensor(a.v), p.out = flash_tensor(a.out);
+  p.lse = a.lse.ptr<float>();
+  p.scale = float(a.scale);
+  p.causal = a.causal;
+  if (a.key_padding.data) {
+    p.key_padding = a.key_padding.ptr<const uint8_t>();
+    p.key_padding_stride_b = a.key_padding.strides[0], p.key_padding_stride_k = a.key_padding.strides[1];
+  }
+  if (a.bias.data) {
+    p.bias = a.bias.data;
+    p.bias_stride_b = a.bias.strides[0], p.bias_stride_h = a.bias.strides[1];
+    p.bias_stride_q = a.bias.strides[2], p.bias_stride_k = a.bias.strides[3];
+  }
+  if (a.dout.data) p.dout = flash_tensor(a.dout), p.dk = flash_tensor(a.dk), p.dv = flash_tensor(a.dv);
+  p.dq_accum = a.dq.ptr<float>();
+  p.delta = a.delta.ptr<float>();
+  return p;
+}
+
+// The shapes, dtypes and layouts the kernels take; the alignment rules follow.
+bool flash_takes(const AttentionArgs& a, bool backward) {
+  const DType t = a.q.dtype;
+  if (t != DType::bf16 && t != DType::f16) return false;
+  // No query or no key: the composed path writes the zeros (the kernels would leave dk, dv unwritten).
+  if (a.q.ndim != 4 || a.k.ndim != 4 || a.q.shape[2] == 0 || a.k.shape[2] == 0) return false;
+  for (const View* v : {&a.q, &a.k, &a.v, &a.out})
+    if (!unit_rows(*v) || v->dtype != t) return false;
+  if (a.v.shape[3] != a.q.shape[3] || !f32_contiguous(a.lse)) return false;
+  if (a.bias.data && (a.bias.ndim != 4 || a.bias.dtype != t)) return false;
+  if (a.key_padding.data && (a.key_padding.ndim != 2 || a.key_padding.dtype != DType::boolean)) return false;
+  if (!backward) return true;
+  for (const View* v : {&a.dout, &a.dk, &a.dv})
+    if (!unit_rows(*v) || v->dtype != t) return false;
+  return f32_contiguous(a.dq) && f32_contiguous(a.delta);
+}
+
+bool flash_supported(const FlashParams& p, bool backward) {
   if (p.D != 64 && p.D != 128) return false;
   if (p.B * p.H > int64_t(INT32_MAX) || (p.Sq + kBlockQ - 1) / kBlockQ > 65535 || (p.Sk + kBlockK - 1) / kBlockK > 65535)
     return false;
@@ -502,14 +572,26 @@ bool flash_attention_supported(const FlashParams& p, bool backward) {
   return row_aligned(p.dout) && row_aligned(p.dk) && row_aligned(p.dv) && p.dq_accum && p.delta;
 }
 
-void flash_attention_forward(const FlashParams& p) {
+}  // namespace
+
+bool attention_supported(const AttentionArgs& a, bool backward) {
+  return flash_takes(a, backward) && flash_supported(params_of(a), backward);
+}
+
+void attention_forward(const AttentionArgs& a) {
+  if (!attention_supported(a, false)) throw std::invalid_argument("flash attention: these arguments are not supported");
+  const FlashParams p = params_of(a);
   if (p.B * p.H == 0 || p.Sq == 0) return;
   dispatch<Forward>(p);
 }
 
-void flash_attention_backward(const FlashParams& p) {
+void attention_backward(const AttentionArgs& a) {
+  if (!attention_supported(a, true)) throw std::invalid_argument("flash attention backward: these arguments are not supported");
+  const FlashParams p = params_of(a);
   if (p.B * p.H == 0 || p.Sq == 0 || p.Sk == 0) return;
   dispatch<Backward>(p);
 }
+
+LOOM_KERNELS_ATTENTION(LOOM_KERNEL_DEFINED_HERE)
 
 }  // namespace loom::kernels::cuda
