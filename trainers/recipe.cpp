@@ -239,12 +239,10 @@ const DataSpec* Recipe::find_data(const std::string& n) const {
   return it == data.end() ? nullptr : &it->second;
 }
 
-Recipe Recipe::from(const Config& c) {
-  Recipe r;
-  r.name = c.str("name");
-  r.seed = uint64_t(c.i64("seed", 0));
-  r.model = parse_model(c);
+namespace {
 
+// data.*: every section; the audio tower fixes the mel bins.
+void read_all_data(const Config& c, Recipe& r) {
   if (!c.has("data.train")) c.fail("data.train", "required key is missing" + c.near_miss("data.train"));
   for (const std::string& name : c.keys("data")) r.data[name] = read_data(c, name);
   // The audio tower fixes the mel bins; a data section that names others would be silently overridden.
@@ -256,7 +254,10 @@ Recipe Recipe::from(const Config& c) {
           c.fail(k, str_cat(d.audio.fbank.num_mel_bins, " mel bins, but the model's ", modality, " tower reads ", t.input.height,
                             " (the tower sets them; drop this key or make them equal)"));
       }
+}
 
+// stages: (or the one implicit stage of task/tasks and train.*), each with its optimizer and schedule.
+void read_stages(const Config& c, Recipe& r) {
   // Optimizer and schedule at the top level are the defaults of every stage.
   const AdamWConfig optim = read_optim(c, "optim", AdamWConfig{});
   const ScheduleConfig schedule = read_schedule(c, "schedule", ScheduleConfig{});
@@ -304,7 +305,37 @@ Recipe Recipe::from(const Config& c) {
     s.schedule = schedule;
     r.stages.push_back(std::move(s));
   }
+}
 
+void check_sources_serve(const Config& c, const Recipe& r, const StageSpec& s, const std::string& dkey) {
+  // Several sources: each must serve the task, and together they must serve all of it.
+  std::vector<std::vector<std::string>> serves = s.task.serves;
+  if (serves.empty()) serves = {s.task.needs};
+  std::vector<bool> served(serves.size(), false);
+  for (const StageSpec::Source& src : s.sources) {
+    const std::vector<std::string> have = r.find_data(src.name)->provides();
+    bool any = false;
+    for (size_t i = 0; i < serves.size(); ++i) {
+      bool all = true;
+      for (const std::string& k : serves[i]) all = all && std::find(have.begin(), have.end(), k) != have.end();
+      if (all) any = true;
+      if (all && src.weight > 0) served[i] = true;  // a source of weight 0 is never drawn
+    }
+    if (!any)
+      c.fail(dkey + "." + src.name, str_cat("task ", s.task.type, " cannot use data.", src.name, " (it provides ", join(have),
+                                            "; the task reads ", [&] {
+                                              std::string o;
+                                              for (const auto& keys : serves) o += (o.empty() ? "" : " or ") + join(keys);
+                                              return o;
+                                            }(), ")"));
+  }
+  for (size_t i = 0; i < serves.size(); ++i)
+    if (!served[i])
+      c.fail(dkey, str_cat("no source of this stage with a weight above 0 provides ", join(serves[i]), ", which task ",
+                           s.task.type, " reads"));
+}
+
+void check_stage_data(const Config& c, const Recipe& r) {
   // Every stage's data exists and provides what its task needs.
   for (const StageSpec& s : r.stages) {
     const std::string dkey = r.explicit_stages ? s.key + ".data" : c.has("train.data") ? "train.data" : "data.train.manifest";
@@ -316,31 +347,7 @@ Recipe Recipe::from(const Config& c) {
           c.fail(dkey, str_cat("task ", s.task.type, " needs batch key '", need, "', but data.", s.data, " (", d->manifest,
                                ") provides only: ", join(have)));
     } else {
-      // Several sources: each must serve the task, and together they must serve all of it.
-      std::vector<std::vector<std::string>> serves = s.task.serves;
-      if (serves.empty()) serves = {s.task.needs};
-      std::vector<bool> served(serves.size(), false);
-      for (const StageSpec::Source& src : s.sources) {
-        const std::vector<std::string> have = r.find_data(src.name)->provides();
-        bool any = false;
-        for (size_t i = 0; i < serves.size(); ++i) {
-          bool all = true;
-          for (const std::string& k : serves[i]) all = all && std::find(have.begin(), have.end(), k) != have.end();
-          if (all) any = true;
-          if (all && src.weight > 0) served[i] = true;  // a source of weight 0 is never drawn
-        }
-        if (!any)
-          c.fail(dkey + "." + src.name, str_cat("task ", s.task.type, " cannot use data.", src.name, " (it provides ", join(have),
-                                                "; the task reads ", [&] {
-                                                  std::string o;
-                                                  for (const auto& keys : serves) o += (o.empty() ? "" : " or ") + join(keys);
-                                                  return o;
-                                                }(), ")"));
-      }
-      for (size_t i = 0; i < serves.size(); ++i)
-        if (!served[i])
-          c.fail(dkey, str_cat("no source of this stage with a weight above 0 provides ", join(serves[i]), ", which task ",
-                               s.task.type, " reads"));
+      check_sources_serve(c, r, s, dkey);
     }
     if (!s.eval_data.empty() && !r.find_data(s.eval_data))
       c.fail(s.key + ".eval_data", str_cat("no section data.", s.eval_data));
@@ -350,6 +357,9 @@ Recipe Recipe::from(const Config& c) {
              str_cat("task ", s.task.type, " needs a text tower, and the model has none (its towers: ",
                      r.model.describe_towers(), ")"));
   }
+}
+
+void merge_pair_temperatures(Recipe& r) {
   // The temperatures the model holds: one per pair, learnable when any task learns it, starting where
   // the first task that learns it says.
   for (const StageSpec& s : r.stages)
@@ -360,7 +370,10 @@ Recipe Recipe::from(const Config& c) {
       if (!known) r.model.pairs.push_back(p);
       else if (p.learnable && !known->learnable) *known = p;
     }
+}
 
+// tokenizer.*: trained (bpe, on tokenizer.train_on or the first text source) or read from a file.
+void read_tokenizer(const Config& c, Recipe& r) {
   r.tokenizer_type = c.choice("tokenizer.type", {"bpe", "wordpiece", "clip_bpe"}, "bpe");
   if (r.tokenizer_type == "bpe") {
     if (c.has("tokenizer.path")) c.fail("tokenizer.path", "loom's bpe is trained on tokenizer.train_on; a file is read by type wordpiece or clip_bpe");
@@ -394,7 +407,9 @@ Recipe Recipe::from(const Config& c) {
       if (!r.tokenizer_train_on.empty()) break;
     }
   }
+}
 
+void read_init_from(const Config& c, Recipe& r) {
   if (c.has("init_from")) {
     r.init_from.path = c.existing_path("init_from.path");
     r.init_from.strict = c.boolean("init_from.strict", true);
@@ -408,7 +423,10 @@ Recipe Recipe::from(const Config& c) {
       }
     }
   }
+}
 
+// train.* (but steps, epochs and data) and kernels.*.
+void read_train_and_kernels(const Config& c, Recipe& r) {
   r.grad_accum = c.i64("train.grad_accum", 1);
   if (r.grad_accum < 1) c.fail("train.grad_accum", "must be >= 1");
   r.clip_grad_norm = c.f64("train.clip_grad_norm", 0.0);
@@ -436,7 +454,9 @@ Recipe Recipe::from(const Config& c) {
   r.detect_anomaly = c.boolean("train.detect_anomaly", false);
   if (r.keep < 0) c.fail("train.keep", "must be >= 0 (0 keeps every checkpoint)");
   if (r.checkpoint_every < 0) c.fail("train.checkpoint_every", "must be >= 0");
+}
 
+void epochs_to_steps(const Config& c, Recipe& r) {
   // Epochs become steps: full batches per epoch of the stage's data, divided by grad_accum.
   for (StageSpec& s : r.stages)
     if (s.epochs > 0) {
@@ -450,7 +470,9 @@ Recipe Recipe::from(const Config& c) {
         c.fail(str_cat("data.", s.data, ".batch_size"), str_cat(d.rows->rows.size(), " rows make no full batch of ", d.batch_size));
       s.steps = std::max<int64_t>(1, s.epochs * per_epoch / r.grad_accum);
     }
+}
 
+void read_eval(const Config& c, Recipe& r) {
   r.eval_every = c.i64("eval.every", 0);
   if (r.eval_every < 0) c.fail("eval.every", "must be >= 0 (0: never during training; loom eval evaluates a checkpoint)");
   r.eval_max_samples = c.i64("eval.max_samples", 0);
@@ -461,7 +483,24 @@ Recipe Recipe::from(const Config& c) {
     if (!r.find_data(r.probe.train_data)) c.fail("eval.probe.train_data", str_cat("no section data.", r.probe.train_data));
     if (!r.find_data("eval")) c.fail("eval.probe", "the probe tests on data.eval, and the recipe has none");
   }
+}
 
+}  // namespace
+
+Recipe Recipe::from(const Config& c) {
+  Recipe r;
+  r.name = c.str("name");
+  r.seed = uint64_t(c.i64("seed", 0));
+  r.model = parse_model(c);
+  read_all_data(c, r);
+  read_stages(c, r);
+  check_stage_data(c, r);
+  merge_pair_temperatures(r);
+  read_tokenizer(c, r);
+  read_init_from(c, r);
+  read_train_and_kernels(c, r);
+  epochs_to_steps(c, r);
+  read_eval(c, r);
   c.check_unknown();
   return r;
 }

@@ -64,21 +64,53 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
       drop_gen_(recipe_.seed + kDropPathSalt + uint64_t(comm_->rank()) * 0x9E3779B97F4A7C15ull) {
   if (recipe_.threads > 0) omp_set_num_threads(recipe_.threads);
   autograd::set_detect_anomaly(recipe_.detect_anomaly);
-  const int world = comm_->world();
   // The device first: a recipe this machine cannot run stops before any work.
   device_ = training_device(recipe_, comm_->local_rank(), [&](const std::string& why) { config_.fail("train.device", why); });
-  if (device_.is_cuda() && world > 1)
+  check_world_fits();
+  prepare_run_dir(resume);
+  run_ = Run::build(recipe_, shared_tokenizer(resume), [&](Module& m) {
+    if (!resume && !recipe_.init_from.path.empty()) load_pretrained(m, recipe_.init_from);
+  }, comm_.get());
+  check_freeze_patterns(*run_.model, recipe_, config_);
+  params_ = run_.model->parameters();  // tasks add their heads in Run::build: the set is final here
+
+  int64_t end = 0;
+  for (const StageSpec& s : recipe_.stages) ends_.push_back(end += s.steps);
+
+  Saved saved;
+  if (resume) {
+    restore(fs::canonical(fs::path(run_dir_) / "checkpoints" / "latest").string(), saved);
+    while (stage_ + 1 < ends_.size() && step_ >= ends_[stage_]) ++stage_;
+  }
+  // The model moves before the optimizer is built (enter_stage), so its moments live beside the weights.
+  run_.model->to(device_);
+  autocast_ = autocast_of(recipe_);
+  use_recipe_kernels(recipe_);
+  uploader_ = std::make_unique<Uploader>(device_);
+  // A checkpoint taken at the end of a stage resumes into the next one, with its fresh optimizer and data.
+  enter_stage(stage_, resume && saved.stage == stage_ ? &saved : nullptr);
+  if (comm_->world() > 1) join_data_parallel();
+  open_logs(resume);
+  comm_->barrier();
+}
+
+void Trainer::check_world_fits() const {
+  const int world = comm_->world();
+  if (world == 1) return;
+  if (device_.is_cuda())
     config_.fail("train.device", str_cat("cuda with ", world, " processes: the trainer's data parallelism runs on the CPU "
                                          "(MPI) only so far; run one process per GPU once NCCL is wired into it"));
-  if (world > 1)
-    for (const StageSpec& s : recipe_.stages)
-      for (const StageSpec::Source& src : s.sources) {
-        const int64_t bs = recipe_.data.at(src.name).batch_size;
-        if (bs % world != 0)
-          config_.fail(str_cat("data.", src.name, ".batch_size"),
-                       str_cat(bs, " is the global batch, and it does not split evenly over ", world,
-                               " processes (make it a multiple of ", world, ")"));
-      }
+  for (const StageSpec& s : recipe_.stages)
+    for (const StageSpec::Source& src : s.sources) {
+      const int64_t bs = recipe_.data.at(src.name).batch_size;
+      if (bs % world != 0)
+        config_.fail(str_cat("data.", src.name, ".batch_size"),
+                     str_cat(bs, " is the global batch, and it does not split evenly over ", world,
+                             " processes (make it a multiple of ", world, ")"));
+    }
+}
+
+void Trainer::prepare_run_dir(bool resume) {
   const fs::path ckdir = fs::path(run_dir_) / "checkpoints";
   // Only whole checkpoints count: a process killed while writing its first one leaves a .tmp-*
   // directory, which must not stop a fresh start (nor be resumed from).
@@ -92,66 +124,48 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
                         " to continue it, or choose another run directory"));
   }
   comm_->barrier();  // every rank has looked before rank 0 writes
-  if (leader()) {
-    fs::create_directories(ckdir);
-    std::vector<fs::path> torn;  // writes of an interrupted run
-    for (auto& e : fs::directory_iterator(ckdir))
-      if (e.path().filename().string().rfind(".tmp-", 0) == 0) torn.push_back(e.path());
-    for (const fs::path& p : torn) fs::remove_all(p);
-  }
-  if (!resume && leader()) {  // a resumed run keeps the recipe it started with (restore() checks the new one matches)
+  if (!leader()) return;
+  fs::create_directories(ckdir);
+  std::vector<fs::path> torn;  // writes of an interrupted run
+  for (auto& e : fs::directory_iterator(ckdir))
+    if (e.path().filename().string().rfind(".tmp-", 0) == 0) torn.push_back(e.path());
+  for (const fs::path& p : torn) fs::remove_all(p);
+  if (!resume) {  // a resumed run keeps the recipe it started with (restore() checks the new one matches)
     std::ofstream f(fs::path(run_dir_) / "recipe.yaml");
     f << "# resolved recipe (file + overrides) of this run\n" << resolved_yaml_ << "\n";
     f.close();
     LOOM_CHECK(f, "writing ", (fs::path(run_dir_) / "recipe.yaml").string(), " failed");
   }
+}
 
+std::unique_ptr<data::TextTokenizer> Trainer::shared_tokenizer(bool resume) {
   std::unique_ptr<data::TextTokenizer> tok;
-  if (recipe_.needs_text()) {
-    const fs::path tok_path = fs::path(run_dir_) / "tokenizer.json";
-    if (!resume && leader()) {  // rank 0 trains (or copies) it; the others read what it wrote
-      tok = make_tokenizer(recipe_);
-      tok->save(tok_path.string());
-    }
-    comm_->barrier();
-    if (!tok) tok = data::load_tokenizer(tok_path.string(), recipe_.tokenizer_type);
-  }
-  run_ = Run::build(recipe_, std::move(tok), [&](Module& m) {
-    if (!resume && !recipe_.init_from.path.empty()) load_pretrained(m, recipe_.init_from);
-  }, comm_.get());
-  check_freeze_patterns(*run_.model, recipe_, config_);
-  params_ = run_.model->parameters();  // tasks add their heads in Run::build: the set is final here
-
-  int64_t end = 0;
-  for (const StageSpec& s : recipe_.stages) ends_.push_back(end += s.steps);
-
-  Saved saved;
-  if (resume) {
-    restore(fs::canonical(ckdir / "latest").string(), saved);
-    while (stage_ + 1 < ends_.size() && step_ >= ends_[stage_]) ++stage_;
-  }
-  // The model moves before the optimizer is built (enter_stage), so its moments live beside the weights.
-  run_.model->to(device_);
-  autocast_ = autocast_of(recipe_);
-  use_recipe_kernels(recipe_);
-  uploader_ = std::make_unique<Uploader>(device_);
-  // A checkpoint taken at the end of a stage resumes into the next one, with its fresh optimizer and data.
-  enter_stage(stage_, resume && saved.stage == stage_ ? &saved : nullptr);
-  if (world > 1) {
-    // Every rank starts from rank 0's weights, whatever its files said; then gradients stay equal.
-    std::vector<Tensor> state;
-    for (auto& [_, t] : run_.model->state_dict()) state.push_back(t);
-    distributed::broadcast_tensors(*comm_, state, 0);
-    reducer_ = std::make_unique<distributed::GradReducer>(comm_, run_.model->named_parameters(), recipe_.bucket_bytes,
-                                                          recipe_.overlap_comm);
-  }
-  if (leader()) {
-    metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
-    // A resumed run writes the steps after its checkpoint again: TensorBoard forgets them from the earlier files.
-    if (recipe_.tensorboard)
-      tensorboard_ = std::make_unique<TensorBoardWriter>((fs::path(run_dir_) / "tensorboard").string(), resume ? step_ + 1 : 0);
+  if (!recipe_.needs_text()) return tok;
+  const fs::path tok_path = fs::path(run_dir_) / "tokenizer.json";
+  if (!resume && leader()) {  // rank 0 trains (or copies) it; the others read what it wrote
+    tok = make_tokenizer(recipe_);
+    tok->save(tok_path.string());
   }
   comm_->barrier();
+  if (!tok) tok = data::load_tokenizer(tok_path.string(), recipe_.tokenizer_type);
+  return tok;
+}
+
+void Trainer::join_data_parallel() {
+  // Every rank starts from rank 0's weights, whatever its files said; then gradients stay equal.
+  std::vector<Tensor> state;
+  for (auto& [_, t] : run_.model->state_dict()) state.push_back(t);
+  distributed::broadcast_tensors(*comm_, state, 0);
+  reducer_ = std::make_unique<distributed::GradReducer>(comm_, run_.model->named_parameters(), recipe_.bucket_bytes,
+                                                        recipe_.overlap_comm);
+}
+
+void Trainer::open_logs(bool resume) {
+  if (!leader()) return;
+  metrics_ = std::make_unique<MetricsLog>((fs::path(run_dir_) / "metrics.jsonl").string());
+  // A resumed run writes the steps after its checkpoint again: TensorBoard forgets them from the earlier files.
+  if (recipe_.tensorboard)
+    tensorboard_ = std::make_unique<TensorBoardWriter>((fs::path(run_dir_) / "tensorboard").string(), resume ? step_ + 1 : 0);
 }
 
 Trainer::~Trainer() = default;

@@ -72,6 +72,12 @@ class Trainer {
 
  private:
   struct Saved;  // what restore() read from a checkpoint
+  // The constructor's parts, in order.
+  void check_world_fits() const;                 // the device and the batches for this many processes
+  void prepare_run_dir(bool resume);             // refuses to overwrite, clears torn writes, keeps the recipe
+  std::unique_ptr<data::TextTokenizer> shared_tokenizer(bool resume);  // rank 0 makes it, every rank reads it
+  void join_data_parallel();                     // rank 0's weights everywhere, then the gradient reducer
+  void open_logs(bool resume);                   // metrics.jsonl and the TensorBoard events (rank 0)
   void enter_stage(size_t k, const Saved* saved);
   // One optimizer step (grad_accum micro-batches). Its loss, parts and gradient norm go to window_
   // (nothing for a step skipped under train.on_nonfinite: skip_step), read back once per step; or,
