@@ -55,6 +55,60 @@ data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::st
   return b;
 }
 
+// Stage k: its data against its batch, one forward pass on a random batch, the trainable count.
+void check_stage(const Recipe& r, const Config& c, Run& run, size_t k, Generator& gen, std::ostringstream& out) {
+  Module& m = *run.model;
+  const StageSpec& s = r.stages[k];
+  const DataSpec& d = r.data.at(s.data);
+  data::LoaderConfig lc = loader_config(d, r.seed, true);
+  run.tasks[k]->configure(lc);
+  if (std::find(s.task.needs.begin(), s.task.needs.end(), "image") != s.task.needs.end()) lc.transform.validate(lc.channels);
+  if (d.present && int64_t(d.rows->rows.size()) < d.batch_size)
+    c.fail(str_cat("data.", s.data, ".batch_size"),
+           str_cat(d.manifest, " has ", d.rows->rows.size(), " rows, too few for one batch of ", d.batch_size));
+  const bool audio = std::find(s.task.needs.begin(), s.task.needs.end(), "audio") != s.task.needs.end();
+  if (audio) {
+    lc.audio.validate();
+    if (lc.audio.features == "fbank") {
+      data::FbankOptions o = lc.audio.fbank;
+      o.sample_rate = lc.audio.sample_rate;
+      data::KaldiFbank fb(o);  // validates the filterbank against the rate
+      if (fb.num_frames(lc.audio.samples()) < 1)
+        c.fail(str_cat("data.", s.data, ".audio.duration"), "shorter than one fbank window");
+    }
+  }
+  // One forward pass, no gradient: shapes and the task's wiring, as the first step would meet them.
+  data::Batch b = random_batch(lc, s.task.needs, r.vocab_size, run.tokenizer.get(), gen);
+  std::vector<LossPart> parts;
+  {
+    NoGradGuard ng;
+    Generator drop(r.seed + 1);
+    StepContext step;
+    step.step = k ? r.stages[k - 1].steps : 0;
+    step.stage_steps = std::max<int64_t>(1, s.steps);
+    parts = run.tasks[k]->forward(b, drop, step);
+  }
+  int64_t trainable = 0;
+  for (auto& [_, p] : m.named_parameters()) p.set_requires_grad(true);
+  if (!s.train_only.empty()) m.train_only(s.train_only);
+  if (!s.freeze.empty()) m.freeze(s.freeze);
+  for (const Tensor& p : m.parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+  out << "stage " << k + 1 << "/" << r.stages.size() << " '" << s.name << "': task " << s.task.type << " on data."
+      << s.data << " (" << d.manifest << (d.present ? str_cat(", ", d.rows->rows.size(), " rows") : std::string(", not on this machine"))
+      << "), batch " << d.batch_size << ", ";
+  if (s.steps > 0) out << s.steps << " steps";
+  else out << s.epochs << " epochs (steps unknown without the data)";
+  out << ", " << trainable << " of " << m.parameter_count() << " parameters trainable\n  batch:";
+  for (const auto& [key, t] : b.tensors) out << " " << key << " " << shape_str(t);
+  out << "\n  forward:";
+  for (const LossPart& p : parts) {
+    const double v = p.value.item<float>();
+    if (!std::isfinite(v)) throw Error(str_cat("stage '", s.name, "': loss ", p.name, " is ", v, " on a random batch"));
+    out << " " << p.name << " " << v;
+  }
+  out << "\n";
+}
+
 }  // namespace
 
 std::string check_recipe(const Recipe& r, const Config& c) {
@@ -78,57 +132,7 @@ std::string check_recipe(const Recipe& r, const Config& c) {
   out << "recipe " << c.source() << ": '" << r.name << "', model " << r.model.type << ", " << m.parameter_count()
       << " parameters\n";
   Generator gen(r.seed);
-  for (size_t k = 0; k < r.stages.size(); ++k) {
-    const StageSpec& s = r.stages[k];
-    const DataSpec& d = r.data.at(s.data);
-    data::LoaderConfig lc = loader_config(d, r.seed, true);
-    run.tasks[k]->configure(lc);
-    if (std::find(s.task.needs.begin(), s.task.needs.end(), "image") != s.task.needs.end()) lc.transform.validate(lc.channels);
-    if (d.present && int64_t(d.rows->rows.size()) < d.batch_size)
-      c.fail(str_cat("data.", s.data, ".batch_size"),
-             str_cat(d.manifest, " has ", d.rows->rows.size(), " rows, too few for one batch of ", d.batch_size));
-    const bool audio = std::find(s.task.needs.begin(), s.task.needs.end(), "audio") != s.task.needs.end();
-    if (audio) {
-      lc.audio.validate();
-      if (lc.audio.features == "fbank") {
-        data::FbankOptions o = lc.audio.fbank;
-        o.sample_rate = lc.audio.sample_rate;
-        data::KaldiFbank fb(o);  // validates the filterbank against the rate
-        if (fb.num_frames(lc.audio.samples()) < 1)
-          c.fail(str_cat("data.", s.data, ".audio.duration"), "shorter than one fbank window");
-      }
-    }
-    // One forward pass, no gradient: shapes and the task's wiring, as the first step would meet them.
-    data::Batch b = random_batch(lc, s.task.needs, r.vocab_size, run.tokenizer.get(), gen);
-    std::vector<LossPart> parts;
-    {
-      NoGradGuard ng;
-      Generator drop(r.seed + 1);
-      StepContext step;
-      step.step = k ? r.stages[k - 1].steps : 0;
-      step.stage_steps = std::max<int64_t>(1, s.steps);
-      parts = run.tasks[k]->forward(b, drop, step);
-    }
-    int64_t trainable = 0;
-    for (auto& [_, p] : m.named_parameters()) p.set_requires_grad(true);
-    if (!s.train_only.empty()) m.train_only(s.train_only);
-    if (!s.freeze.empty()) m.freeze(s.freeze);
-    for (const Tensor& p : m.parameters()) trainable += p.requires_grad() ? p.numel() : 0;
-    out << "stage " << k + 1 << "/" << r.stages.size() << " '" << s.name << "': task " << s.task.type << " on data."
-        << s.data << " (" << d.manifest << (d.present ? str_cat(", ", d.rows->rows.size(), " rows") : std::string(", not on this machine"))
-        << "), batch " << d.batch_size << ", ";
-    if (s.steps > 0) out << s.steps << " steps";
-    else out << s.epochs << " epochs (steps unknown without the data)";
-    out << ", " << trainable << " of " << m.parameter_count() << " parameters trainable\n  batch:";
-    for (const auto& [key, t] : b.tensors) out << " " << key << " " << shape_str(t);
-    out << "\n  forward:";
-    for (const LossPart& p : parts) {
-      const double v = p.value.item<float>();
-      if (!std::isfinite(v)) throw Error(str_cat("stage '", s.name, "': loss ", p.name, " is ", v, " on a random batch"));
-      out << " " << p.name << " " << v;
-    }
-    out << "\n";
-  }
+  for (size_t k = 0; k < r.stages.size(); ++k) check_stage(r, c, run, k, gen, out);
   if (r.has_probe) {
     const ViT& v = patch_tower(*run.model, default_patch_modality(r.model), "eval.probe");
     if (r.probe.blocks > int64_t(v.blocks->size()))

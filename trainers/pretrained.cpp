@@ -294,50 +294,23 @@ Tensor from_hf(const Rule& r, const std::vector<Tensor>& src, const Tensor& dst)
 
 fs::path weights_file(const fs::path& p) { return fs::is_directory(p) ? p / "model.safetensors" : p; }
 
-}  // namespace
-
-LoadReport load_pretrained(Module& model, const InitFrom& from) {
-  if (from.format == "loom") return load_weights(model, from);
-  const std::string who = str_cat("init_from (format ", from.format, ")");
-  const Target target = find_target(model, from.format, who);
-  const fs::path wpath = weights_file(from.path);
-  const fs::path cpath = wpath.parent_path() / "config.json";
-  if (!fs::exists(wpath)) throw Error(str_cat(who, ": ", wpath.string(), " does not exist (a Hugging Face model directory holds model.safetensors and config.json)"));
-  if (!fs::exists(cpath)) throw Error(str_cat(who, ": ", cpath.string(), " does not exist (it says which architecture the weights are)"));
+json read_json_object(const fs::path& path) {
+  std::ifstream in(path);
   json config;
-  {
-    std::ifstream in(cpath);
-    try {
-      config = json::parse(in);
-    } catch (const json::exception& e) {
-      throw Error(str_cat(cpath.string(), ": not JSON (", e.what(), ")"));
-    }
-    if (!config.is_object()) throw Error(str_cat(cpath.string(), ": expected a JSON object"));
+  try {
+    config = json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(str_cat(path.string(), ": not JSON (", e.what(), ")"));
   }
-  SafetensorsFile file = load_safetensors(wpath.string());
-  TensorMap w;
-  for (auto& [k, t] : file.tensors)  // BertForMaskedLM and friends keep the encoder under "bert."
-    w[from.format == "hf-bert" && k.rfind("bert.", 0) == 0 ? k.substr(5) : k] = t;
+  if (!config.is_object()) throw Error(str_cat(path.string(), ": expected a JSON object"));
+  return config;
+}
 
-  const std::string model_type = config.value("model_type", "");
-  const std::string want_type = from.format == "hf-bert" ? "bert" : "clip";
-  if (!model_type.empty() && model_type != want_type)
-    throw Error(str_cat(cpath.string(), ": model_type '", model_type, "', but init_from.format ", from.format,
-                        " reads '", want_type, "'"));
-  const ConfigReader cr{config, cpath.string(), ""};
-  if (from.format == "hf-bert") {
-    check_bert_config(cr, w, wpath.string(), target.bert->config);
-  } else {
-    check_clip_layout(target.clip->config, who);
-    check_clip_config(cr, w, wpath.string(), target.clip->config);
-  }
-
-  // Map, then check every shape before anything is copied.
-  const TensorMap own = model.state_dict();
-  const Rules rules = rules_for(target, from.format);
+// The model's tensors made from the checkpoint's by the rules, every shape checked before anything
+// is copied; the rules whose tensors are absent go to rep.missing, the tensors read to `used`.
+TensorMap apply_rules(const Rules& rules, const TensorMap& w, const TensorMap& own, const std::string& who,
+                      const fs::path& wpath, LoadReport& rep, std::set<std::string>& used) {
   TensorMap state;
-  LoadReport rep;
-  std::set<std::string> used;
   for (const Rule& r : rules.list) {
     std::vector<Tensor> src;
     for (const std::string& h : r.hf) {
@@ -366,6 +339,43 @@ LoadReport load_pretrained(Module& model, const InitFrom& from) {
     }
     state[r.loom] = t;
   }
+  return state;
+}
+
+}  // namespace
+
+LoadReport load_pretrained(Module& model, const InitFrom& from) {
+  if (from.format == "loom") return load_weights(model, from);
+  const std::string who = str_cat("init_from (format ", from.format, ")");
+  const Target target = find_target(model, from.format, who);
+  const fs::path wpath = weights_file(from.path);
+  const fs::path cpath = wpath.parent_path() / "config.json";
+  if (!fs::exists(wpath)) throw Error(str_cat(who, ": ", wpath.string(), " does not exist (a Hugging Face model directory holds model.safetensors and config.json)"));
+  if (!fs::exists(cpath)) throw Error(str_cat(who, ": ", cpath.string(), " does not exist (it says which architecture the weights are)"));
+  const json config = read_json_object(cpath);
+  SafetensorsFile file = load_safetensors(wpath.string());
+  TensorMap w;
+  for (auto& [k, t] : file.tensors)  // BertForMaskedLM and friends keep the encoder under "bert."
+    w[from.format == "hf-bert" && k.rfind("bert.", 0) == 0 ? k.substr(5) : k] = t;
+
+  const std::string model_type = config.value("model_type", "");
+  const std::string want_type = from.format == "hf-bert" ? "bert" : "clip";
+  if (!model_type.empty() && model_type != want_type)
+    throw Error(str_cat(cpath.string(), ": model_type '", model_type, "', but init_from.format ", from.format,
+                        " reads '", want_type, "'"));
+  const ConfigReader cr{config, cpath.string(), ""};
+  if (from.format == "hf-bert") {
+    check_bert_config(cr, w, wpath.string(), target.bert->config);
+  } else {
+    check_clip_layout(target.clip->config, who);
+    check_clip_config(cr, w, wpath.string(), target.clip->config);
+  }
+
+  const TensorMap own = model.state_dict();
+  const Rules rules = rules_for(target, from.format);
+  LoadReport rep;
+  std::set<std::string> used;
+  const TensorMap state = apply_rules(rules, w, own, who, wpath, rep, used);
   std::vector<std::string> not_used;
   for (const auto& [k, _] : w) {
     if (used.count(k)) continue;
