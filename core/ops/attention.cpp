@@ -142,13 +142,13 @@ std::optional<FusedRun> fused_forward(const Tensor& q, const Tensor& k, const Te
   return r;
 }
 
-// The backward of a fused forward for the output gradient g ([B, H, Sq, Dv]): dk and dv written into
-// the given views (fresh storage or slices of one packed gradient); dq returned in the accumulation
-// dtype (f32 for bf16/f16, as the flash kernels add it up; the caller converts).
-Tensor fused_backward(const FusedRun& r, const Tensor& g, const Tensor& dk, const Tensor& dv) {
+// The backward of a fused forward for the output gradient g ([B, H, Sq, Dv]) into the given views
+// (fresh storage or slices of one packed gradient): dk and dv written, dq (the accumulation dtype:
+// f32 for bf16/f16, as the flash kernels add it up) zeroed here, then added into.
+void fused_backward(const FusedRun& r, const Tensor& g, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
   kernels::AttentionArgs b = r.a;
   Tensor gd = readable_rows(g);  // an expanded gradient (sum's backward) is not
-  Tensor dq = Tensor::zeros(r.qd.shape(), accumulation_dtype(r.qd.dtype()), gd.device());
+  LOOM_KERNEL(dq.device(), fill, dq.view_desc(), 0.0);
   Tensor delta = Tensor::empty(r.lse.shape(), r.lse.dtype(), gd.device());
   b.dout = gd.view_desc(), b.dq = dq.view_desc(), b.dk = dk.view_desc(), b.dv = dv.view_desc();
   b.delta = delta.view_desc();
@@ -159,7 +159,6 @@ Tensor fused_backward(const FusedRun& r, const Tensor& g, const Tensor& dk, cons
   LOOM_CHECK(fused_takes(gd.device(), b, true), "attention backward: the fused kernel does not take the gradient "
              "buffers it took in the forward (dout ", gd.describe(), ", dk ", dk.describe(), ", dv ", dv.describe(), ")");
   LOOM_KERNEL(gd.device(), attention_backward, b);
-  return dq;
 }
 
 Tensor fused(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt, double scale) {
@@ -171,7 +170,8 @@ Tensor fused(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionO
   return autograd::record("scaled_dot_product_attention", {q, k, v}, out, [r = std::move(*run)](const Tensor& g) {
     Tensor dk = Tensor::empty(r.kd.shape(), r.kd.dtype(), r.kd.device());
     Tensor dv = Tensor::empty(r.vd.shape(), r.vd.dtype(), r.vd.device());
-    Tensor dq = fused_backward(r, g, dk, dv);
+    Tensor dq = Tensor::empty(r.qd.shape(), accumulation_dtype(r.qd.dtype()), r.qd.device());
+    fused_backward(r, g, dq, dk, dv);
     return std::vector<Tensor>{dq.to(r.qd.dtype()), dk, dv};
   });
 }
@@ -193,8 +193,11 @@ Tensor fused_packed(const Tensor& qkv, const AttentionOptions& opt) {
   return autograd::record("self_attention_packed", {qkv}, out, [r = std::move(*run)](const Tensor& g) {
     const Shape packed{r.qd.size(0), r.qd.size(2), 3, r.qd.size(1), r.qd.size(3)};
     Tensor dqkv = Tensor::empty(packed, r.qd.dtype(), r.qd.device());
-    Tensor dq = fused_backward(r, g.permute({0, 2, 1, 3}), packed_part(dqkv, 1), packed_part(dqkv, 2));
-    LOOM_KERNEL(dqkv.device(), copy, dq.view_desc(), packed_part(dqkv, 0).view_desc());  // to the input dtype
+    // dq straight into its slice where it accumulates in the input dtype (f32, f64); else converted there.
+    const bool in_place = accumulation_dtype(r.qd.dtype()) == r.qd.dtype();
+    Tensor dq = in_place ? packed_part(dqkv, 0) : Tensor::empty(r.qd.shape(), accumulation_dtype(r.qd.dtype()), r.qd.device());
+    fused_backward(r, g.permute({0, 2, 1, 3}), dq, packed_part(dqkv, 1), packed_part(dqkv, 2));
+    if (!in_place) LOOM_KERNEL(dqkv.device(), copy, dq.view_desc(), packed_part(dqkv, 0).view_desc());
     return std::vector<Tensor>{dqkv};
   });
 }
