@@ -13,6 +13,8 @@ namespace loom::data {
 namespace {
 
 const char* const kSpecials[4] = {"<pad>", "<sot>", "<eot>", "<unk>"};
+// The optional fifth special; pretokenize() splits '<' and '>' off, so no text encodes to it.
+const char* const kMaskToken = "<mask>";
 
 // Length of the UTF-8 character starting with byte c (1 for stray continuation/invalid bytes).
 size_t utf8_len(unsigned char c) {
@@ -69,7 +71,7 @@ void BpeTokenizer::build_index() {
   for (size_t i = 0; i < merges_.size(); ++i) ranks_.emplace(merges_[i], int64_t(i));
 }
 
-BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& corpus, int64_t vocab_size) {
+BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& corpus, int64_t vocab_size, bool mask_token) {
   // Word frequencies (std::map: a deterministic order).
   std::map<std::string, int64_t> counts;
   for (const std::string& text : corpus)
@@ -77,11 +79,15 @@ BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& corpus, int64_t
 
   BpeTokenizer tok;
   tok.vocab_.assign(std::begin(kSpecials), std::end(kSpecials));
+  if (mask_token) {
+    tok.vocab_.push_back(kMaskToken);
+    tok.has_mask_ = true;
+  }
   std::set<std::string> base;
   for (const auto& [w, n] : counts)
     for (std::string& s : word_symbols(w)) base.insert(std::move(s));
-  LOOM_CHECK(vocab_size >= int64_t(4 + base.size()), "BpeTokenizer::train: vocab_size ", vocab_size,
-             " cannot hold the 4 special tokens and the corpus's ", base.size(), " base symbols");
+  LOOM_CHECK(vocab_size >= int64_t(tok.vocab_.size() + base.size()), "BpeTokenizer::train: vocab_size ", vocab_size,
+             " cannot hold the ", tok.vocab_.size(), " special tokens and the corpus's ", base.size(), " base symbols");
   tok.vocab_.insert(tok.vocab_.end(), base.begin(), base.end());
   tok.build_index();
 
@@ -182,12 +188,17 @@ Tensor BpeTokenizer::encode_batch(const std::vector<std::string>& texts, int64_t
   return out;
 }
 
+bool BpeTokenizer::continues_word(int64_t prev, int64_t id) const {
+  if (prev < special_count() || id < special_count() || prev >= vocab_size()) return false;
+  return !ends_with_eow(vocab_[size_t(prev)]);
+}
+
 std::string BpeTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::string out;
   for (int64_t id : ids) {
     LOOM_CHECK(id >= 0 && id < vocab_size(), "BpeTokenizer::decode: token id ", id, " outside the vocabulary [0, ",
                vocab_size(), ")");
-    if (id == pad_id || id == sot_id || id == eot_id) continue;
+    if (id == pad_id || id == sot_id || id == eot_id || id == mask_id()) continue;
     const std::string& t = vocab_[size_t(id)];
     if (ends_with_eow(t)) {
       out.append(t, 0, t.size() - std::char_traits<char>::length(end_of_word));
@@ -252,6 +263,7 @@ BpeTokenizer BpeTokenizer::load(const std::string& path) {
   if (tok.vocab_.size() < 4) throw fail("vocab must start with the 4 special tokens");
   for (size_t i = 0; i < 4; ++i)
     if (tok.vocab_[i] != kSpecials[i]) throw fail(str_cat("vocab[", i, "] must be \"", kSpecials[i], "\", got \"", tok.vocab_[i], "\""));
+  tok.has_mask_ = tok.vocab_.size() > 4 && tok.vocab_[4] == kMaskToken;
   {
     std::set<std::string> seen;
     for (size_t i = 0; i < tok.vocab_.size(); ++i)

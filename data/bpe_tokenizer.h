@@ -19,7 +19,9 @@ class BpeTokenizer {
  public:
   // Learns merges until the vocabulary (4 specials + base characters + merges) reaches vocab_size or
   // no pair occurs twice. Throws if vocab_size cannot hold the specials and base characters.
-  static BpeTokenizer train(const std::vector<std::string>& corpus, int64_t vocab_size);
+  // With `mask_token`, a fifth special "<mask>" (id 4) for masked language modelling; without it the
+  // ids are those of a tokenizer trained before the mask token existed.
+  static BpeTokenizer train(const std::vector<std::string>& corpus, int64_t vocab_size, bool mask_token = false);
   static BpeTokenizer load(const std::string& path);  // JSON; loom::Error naming the path on any defect
   void save(const std::string& path) const;
 
@@ -29,10 +31,14 @@ class BpeTokenizer {
   // Joins tokens, a space after each end of word; specials other than unk ("<unk>") are dropped.
   std::string decode(const std::vector<int64_t>& ids) const;
   int64_t vocab_size() const { return int64_t(vocab_.size()); }
+  int64_t mask_id() const { return has_mask_ ? kMaskId : -1; }  // -1: trained without one
+  int64_t special_count() const { return has_mask_ ? 5 : 4; }   // ids below this are special
+  // Whether `id` continues the word `prev` began: `prev` is no special and lacks the end-of-word mark.
+  bool continues_word(int64_t prev, int64_t id) const;
   const std::vector<std::string>& vocab() const { return vocab_; }
   const std::vector<std::pair<std::string, std::string>>& merges() const { return merges_; }
 
-  static constexpr int64_t pad_id = 0, sot_id = 1, eot_id = 2, unk_id = 3;
+  static constexpr int64_t pad_id = 0, sot_id = 1, eot_id = 2, unk_id = 3, kMaskId = 4;
   static constexpr const char* end_of_word = "</w>";
 
  private:
@@ -41,6 +47,7 @@ class BpeTokenizer {
   std::vector<std::pair<std::string, std::string>> merges_;   // in priority order
   std::unordered_map<std::string, int64_t> ids_;              // token -> id
   std::map<std::pair<std::string, std::string>, int64_t> ranks_;  // merge -> priority
+  bool has_mask_ = false;  // vocab_[4] is "<mask>"
 };
 
 // The words of `text` as the tokenizer sees them (lowercased, split); exposed for tests.

@@ -167,4 +167,17 @@ Tensor ClipBpeTokenizer::encode_batch(const std::vector<std::string>& texts, int
   return Tensor::from(out, {B, context});
 }
 
+bool ClipBpeTokenizer::is_special(int64_t id) const {
+  if (id == sot_ || id == eot_ || id == unk_) return true;
+  for (const auto& [_, sid] : specials_)
+    if (sid == id) return true;
+  return false;
+}
+
+bool ClipBpeTokenizer::continues_word(int64_t prev, int64_t id) const {
+  if (prev < 0 || prev >= vocab_size() || is_special(prev) || is_special(id)) return false;
+  const std::string& t = token(prev);
+  return suffix_.empty() || t.size() < suffix_.size() || t.compare(t.size() - suffix_.size(), suffix_.size(), suffix_) != 0;
+}
+
 }  // namespace loom::data

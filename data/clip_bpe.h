@@ -38,6 +38,9 @@ class ClipBpeTokenizer {
   int64_t sot_id() const { return sot_; }
   int64_t eot_id() const { return eot_; }
   const std::string& token(int64_t id) const { return vocab_.tokens.at(size_t(id)); }
+  bool is_special(int64_t id) const;  // start and end of text, unknown, and added special tokens
+  // Whether `id` continues the word `prev` began: `prev` is no special and lacks the end-of-word suffix.
+  bool continues_word(int64_t prev, int64_t id) const;
 
  private:
   std::string normalize(const std::string& text) const;

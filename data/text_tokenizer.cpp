@@ -23,6 +23,9 @@ class LoomBpe final : public TextTokenizer {
   int64_t end_token() const override { return BpeTokenizer::eot_id; }
   int64_t pad_token() const override { return BpeTokenizer::pad_id; }
   int64_t start_token() const override { return BpeTokenizer::sot_id; }
+  int64_t mask_token() const override { return t_.mask_id(); }
+  bool is_special(int64_t id) const override { return id >= 0 && id < t_.special_count(); }
+  bool continues_word(int64_t prev, int64_t id) const override { return t_.continues_word(prev, id); }
   void save(const std::string& path) const override { t_.save(path); }
 
  private:
@@ -51,6 +54,9 @@ class HfWordPiece final : public TextTokenizer {
   int64_t end_token() const override { return t_.sep_id(); }
   int64_t pad_token() const override { return t_.pad_id(); }
   int64_t start_token() const override { return t_.cls_id(); }
+  int64_t mask_token() const override { return t_.mask_id(); }
+  bool is_special(int64_t id) const override { return t_.is_special(id); }
+  bool continues_word(int64_t prev, int64_t id) const override { return t_.continues_word(prev, id); }
   void save(const std::string& path) const override { write_text(path, text_); }
 
  private:
@@ -69,6 +75,9 @@ class HfClipBpe final : public TextTokenizer {
   int64_t end_token() const override { return t_.eot_id(); }
   int64_t pad_token() const override { return t_.eot_id(); }  // Hugging Face's CLIP pads with end of text
   int64_t start_token() const override { return t_.sot_id(); }
+  int64_t mask_token() const override { return -1; }
+  bool is_special(int64_t id) const override { return t_.is_special(id); }
+  bool continues_word(int64_t prev, int64_t id) const override { return t_.continues_word(prev, id); }
   void save(const std::string& path) const override { write_text(path, text_); }
 
  private:
@@ -86,8 +95,9 @@ std::string read_all(const std::string& path) {
 
 }  // namespace
 
-std::unique_ptr<TextTokenizer> train_bpe_tokenizer(const std::vector<std::string>& corpus, int64_t vocab_size) {
-  return std::make_unique<LoomBpe>(BpeTokenizer::train(corpus, vocab_size));
+std::unique_ptr<TextTokenizer> train_bpe_tokenizer(const std::vector<std::string>& corpus, int64_t vocab_size,
+                                                   bool mask_token) {
+  return std::make_unique<LoomBpe>(BpeTokenizer::train(corpus, vocab_size, mask_token));
 }
 
 std::unique_ptr<TextTokenizer> load_tokenizer(const std::string& path_in, const std::string& expect) {

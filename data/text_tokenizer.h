@@ -22,12 +22,21 @@ class TextTokenizer {
   virtual int64_t end_token() const = 0;
   virtual int64_t pad_token() const = 0;
   virtual int64_t start_token() const = 0;  // first in every row: start of text, or [CLS]
+  // The id masked language modelling writes over a masked token ([MASK], loom's "<mask>"); -1 when the
+  // vocabulary has none (CLIP's BPE, loom's BPE trained without one).
+  virtual int64_t mask_token() const = 0;
+  // Start, end, padding, unknown, mask and any other special token: never masked, never a target.
+  virtual bool is_special(int64_t id) const = 0;
+  // Whether `id`, right after `prev`, belongs to the word `prev` is in (WordPiece's "##" pieces; a
+  // BPE piece after one without the end-of-word mark): whole-word masking masks such runs together.
+  virtual bool continues_word(int64_t prev, int64_t id) const = 0;
   // The file a run keeps beside its checkpoints; load_tokenizer() reads it back as the same kind.
   virtual void save(const std::string& path) const = 0;
 };
 
-// loom's BPE, trained on `corpus`.
-std::unique_ptr<TextTokenizer> train_bpe_tokenizer(const std::vector<std::string>& corpus, int64_t vocab_size);
+// loom's BPE, trained on `corpus`; with `mask_token`, its vocabulary holds "<mask>" (id 4).
+std::unique_ptr<TextTokenizer> train_bpe_tokenizer(const std::vector<std::string>& corpus, int64_t vocab_size,
+                                                   bool mask_token = false);
 // A saved tokenizer of any kind, told apart by its content (loom's "type": "loom-bpe", or a Hugging
 // Face tokenizer.json whose model is WordPiece or BPE). `expect` (a kind, or empty for any) makes a file
 // of another kind a loom::Error naming the path and both kinds. A directory means DIR/tokenizer.json.

@@ -54,6 +54,7 @@ WordPieceTokenizer WordPieceTokenizer::load(const std::string& path) {
     t.cls_ = t.vocab_.required("[CLS]", path);
     t.sep_ = t.vocab_.required("[SEP]", path);
     t.pad_ = t.vocab_.required("[PAD]", path);
+    if (auto it = t.vocab_.ids.find("[MASK]"); it != t.vocab_.ids.end()) t.mask_ = it->second;
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -143,6 +144,18 @@ std::vector<int64_t> WordPieceTokenizer::encode_plain(const std::string& text) c
     else ids.insert(ids.end(), pieces.begin(), pieces.end());
   }
   return ids;
+}
+
+bool WordPieceTokenizer::is_special(int64_t id) const {
+  if (id == cls_ || id == sep_ || id == pad_ || id == unk_ || id == mask_) return true;
+  for (const auto& [_, sid] : specials_)
+    if (sid == id) return true;
+  return false;
+}
+
+bool WordPieceTokenizer::continues_word(int64_t prev, int64_t id) const {
+  if (id < 0 || id >= vocab_size() || is_special(prev) || is_special(id)) return false;
+  return token(id).rfind(prefix_, 0) == 0;
 }
 
 Tensor WordPieceTokenizer::encode_batch(const std::vector<std::string>& texts, int64_t context, Tensor* mask) const {

@@ -35,6 +35,10 @@ class WordPieceTokenizer {
   int64_t sep_id() const { return sep_; }
   int64_t pad_id() const { return pad_; }
   int64_t unk_id() const { return unk_; }
+  int64_t mask_id() const { return mask_; }  // [MASK]; -1 when the vocabulary has none
+  bool is_special(int64_t id) const;          // [CLS], [SEP], [PAD], [UNK], [MASK] and added special tokens
+  // Whether `id` continues the word `prev` is in: a "##" piece after a non-special token.
+  bool continues_word(int64_t prev, int64_t id) const;
   const std::string& token(int64_t id) const { return vocab_.tokens.at(size_t(id)); }
 
  private:
@@ -44,7 +48,7 @@ class WordPieceTokenizer {
   hf::Vocabulary vocab_;
   std::string prefix_ = "##";
   int64_t max_chars_ = 100;
-  int64_t cls_ = -1, sep_ = -1, pad_ = -1, unk_ = -1;
+  int64_t cls_ = -1, sep_ = -1, pad_ = -1, unk_ = -1, mask_ = -1;
   bool clean_text_ = true, chinese_chars_ = true, strip_accents_ = true, lowercase_ = true;
 };
 

@@ -77,6 +77,30 @@ Tensor Bert::forward(const Tensor& tokens, int64_t) const {
   return h.select(1, 0);
 }
 
+MlmHead::MlmHead(const MlmHeadConfig& c, Generator& gen) : config(c) {
+  LOOM_CHECK(c.act == "gelu" || c.act == "quick_gelu", "MlmHead: act must be gelu or quick_gelu, got '", c.act, "'");
+  LOOM_CHECK(c.width >= 1 && c.vocab_size >= 1, "MlmHead: width and vocab_size must be >= 1, got ", c.width, ", ",
+             c.vocab_size);
+  transform = std::make_shared<Linear>(c.width, c.width, true, gen, 0.02);
+  register_module("transform", transform);
+  ln = std::make_shared<LayerNorm>(c.width, c.norm_eps);
+  register_module("ln", ln);
+  if (!c.tied) {
+    decoder = std::make_shared<Linear>(c.width, c.vocab_size, false, gen, 0.02);
+    register_module("decoder", decoder);
+  }
+  bias = register_parameter("bias", Tensor::zeros({c.vocab_size}), NoDecay);
+}
+
+Tensor MlmHead::forward(const Tensor& hidden, const Tensor& embedding) const {
+  Tensor h = config.act == "gelu" ? transform->forward(hidden, ops::Activation::gelu) : ops::quick_gelu(transform->forward(hidden));
+  h = ln->forward(h);
+  const Tensor& w = config.tied ? embedding : decoder->weight;
+  LOOM_CHECK(w.dim() == 2 && w.size(0) == config.vocab_size && w.size(1) == config.width, "MlmHead: the decoder weight must be [",
+             config.vocab_size, ", ", config.width, "], got ", w.shape());
+  return ops::linear(h, w, bias);
+}
+
 std::shared_ptr<TextEncoder> make_text_encoder(const TextConfig& c, Generator& gen) {
   if (c.type == "bert") return std::make_shared<Bert>(c, gen);
   LOOM_CHECK(c.type == "transformer", "text tower type must be transformer or bert, got '", c.type, "'");

@@ -42,4 +42,27 @@ class Bert : public TextEncoder {
   void check_tokens(const Tensor& tokens) const;
 };
 
+// BERT's masked-language-model head (BertForMaskedLM's cls.predictions): a transform (Linear W -> W,
+// the tower's activation, LayerNorm), then logits against the token embedding (tied, BERT's default)
+// or a decoder of its own, plus a bias per token. Children: transform, ln, decoder (untied only);
+// parameter: bias [V].
+struct MlmHeadConfig {
+  int64_t width = 128, vocab_size = 512;
+  std::string act = "gelu";  // gelu | quick_gelu: the tower's
+  double norm_eps = 1e-12;
+  bool tied = true;
+};
+
+class MlmHead : public Module {
+ public:
+  MlmHead(const MlmHeadConfig& c, Generator& gen);
+  // hidden [..., W] -> logits [..., V]. `embedding` [V, W]: the tower's token embedding, the decoder
+  // when tied (ignored otherwise).
+  Tensor forward(const Tensor& hidden, const Tensor& embedding) const;
+  MlmHeadConfig config;
+  std::shared_ptr<Linear> transform, decoder;
+  std::shared_ptr<LayerNorm> ln;
+  Tensor bias;
+};
+
 }  // namespace loom

@@ -10,6 +10,43 @@
 namespace loom {
 namespace {
 
+// Rows of start, a few ordinary ids past loom's BPE specials, end, then padding: text of the shape a
+// run's would be, where the check has no tokenizer.
+Tensor stand_in_ids(int64_t n, int64_t context, int64_t vocab) {
+  std::vector<int64_t> ids(static_cast<size_t>(n * context), data::BpeTokenizer::pad_id);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = std::min<int64_t>(context, 5);
+    int64_t* row = ids.data() + i * context;
+    row[0] = data::BpeTokenizer::sot_id;
+    for (int64_t j = 1; j + 1 < len; ++j) row[j] = 5 + (i * 7 + j) % std::max<int64_t>(1, vocab - 5);
+    row[len - 1] = data::BpeTokenizer::eot_id;
+  }
+  return Tensor::from(ids, {n, context});
+}
+
+// What the check gives the tasks in place of a tokenizer it does not have (loom's BPE is trained by
+// the run; a tokenizer file may be absent): the model's vocabulary size and loom's BPE special ids,
+// "<mask>" included; it encodes any text as stand_in_ids.
+class StandInTokenizer final : public data::TextTokenizer {
+ public:
+  explicit StandInTokenizer(int64_t vocab) : vocab_(vocab) {}
+  std::string kind() const override { return "stand-in"; }
+  Tensor encode_batch(const std::vector<std::string>& texts, int64_t context) const override {
+    return stand_in_ids(int64_t(texts.size()), context, vocab_);
+  }
+  int64_t vocab_size() const override { return vocab_; }
+  int64_t end_token() const override { return data::BpeTokenizer::eot_id; }
+  int64_t pad_token() const override { return data::BpeTokenizer::pad_id; }
+  int64_t start_token() const override { return data::BpeTokenizer::sot_id; }
+  int64_t mask_token() const override { return data::BpeTokenizer::kMaskId; }
+  bool is_special(int64_t id) const override { return id >= 0 && id <= data::BpeTokenizer::kMaskId; }
+  bool continues_word(int64_t, int64_t) const override { return false; }
+  void save(const std::string&) const override {}
+
+ private:
+  int64_t vocab_;
+};
+
 std::string shape_str(const Tensor& t) {
   std::string s = "[";
   for (int i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
@@ -38,15 +75,7 @@ data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::st
       b.texts = {"a short caption", "another one"};
       b.tensors[k] = tok->encode_batch(b.texts, lc.context);
     } else if (k == "text") {
-      std::vector<int64_t> ids(static_cast<size_t>(n * lc.context), data::BpeTokenizer::pad_id);
-      for (int64_t i = 0; i < n; ++i) {  // sot, a few ordinary ids, eot
-        const int64_t len = std::min<int64_t>(lc.context, 5);
-        int64_t* row = ids.data() + i * lc.context;
-        row[0] = data::BpeTokenizer::sot_id;
-        for (int64_t j = 1; j + 1 < len; ++j) row[j] = 4 + (i * 7 + j) % std::max<int64_t>(1, vocab - 4);
-        row[len - 1] = data::BpeTokenizer::eot_id;
-      }
-      b.tensors[k] = Tensor::from(ids, {n, lc.context});
+      b.tensors[k] = stand_in_ids(n, lc.context, vocab);
       b.texts = {"a", "b"};
     } else if (k == "label") {
       b.tensors[k] = Tensor::from(std::vector<int64_t>{0, 1}, {n});
@@ -119,7 +148,10 @@ std::string check_recipe(const Recipe& r, const Config& c) {
   // init_from is loaded as a run loads it, so a checkpoint that does not fit the model fails here.
   const bool init_present = !r.init_from.path.empty() && std::filesystem::exists(r.init_from.path);
   std::string init_line;
-  Run run = Run::build(r, tokenizer_file && !tokenizer_absent ? data::load_tokenizer(r.tokenizer_path, r.tokenizer_type) : nullptr,
+  std::unique_ptr<data::TextTokenizer> tok;
+  if (tokenizer_file && !tokenizer_absent) tok = data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
+  else if (r.needs_mask_token()) tok = std::make_unique<StandInTokenizer>(r.vocab_size);  // masking needs its ids
+  Run run = Run::build(r, std::move(tok),
                        [&](Module& m) {
                          if (!init_present || tokenizer_absent) return;  // stand-in embeddings cannot match the file
                          const LoadReport rep = load_pretrained(m, r.init_from);

@@ -45,8 +45,10 @@ struct Rules {
   }
 };
 
-// BertModel's names (relative to the model; a "bert." prefix is taken off first) onto loom's Bert.
-Rules bert_rules(const TextConfig& c, const std::string& to) {
+// BertModel's names (relative to the model; a "bert." prefix is taken off first) onto loom's Bert,
+// and BertForMaskedLM's head (cls.predictions) onto the mlm task's when `head` is given (its decoder
+// weight only when untied: tied, it is the word embedding).
+Rules bert_rules(const TextConfig& c, const std::string& to, const MlmHead* head) {
   Rules r;
   r.copy("embeddings.word_embeddings.weight", to + "token_embedding");
   r.copy("embeddings.position_embeddings.weight", to + "pos_embed", Kind::rows);
@@ -62,6 +64,12 @@ Rules bert_rules(const TextConfig& c, const std::string& to) {
     r.norm(h + "output.LayerNorm", l + "ln_mlp");
   }
   if (c.pool == "pooler") r.linear("pooler.dense", to + "pooler");
+  if (head) {
+    r.linear("cls.predictions.transform.dense", "mlm_head.transform");
+    r.norm("cls.predictions.transform.LayerNorm", "mlm_head.ln");
+    r.copy("cls.predictions.bias", "mlm_head.bias");
+    if (!head->config.tied) r.copy("cls.predictions.decoder.weight", "mlm_head.decoder.weight");
+  }
   return r;
 }
 
@@ -97,7 +105,9 @@ Rules clip_rules(const ClipConfig& c) {
   return r;
 }
 
-// Keys of a released checkpoint that no loom module takes and that are not an error.
+// Keys of a released checkpoint that no loom module takes and that are not an error: BERT's heads
+// where the model has no mlm head (and the next-sentence head always), a tied decoder's copy of the
+// word embedding and of the bias, an unused pooler, saved buffers.
 bool unused_key(const std::string& format, const std::string& k, const TextConfig* text) {
   if (k.size() >= 12 && k.compare(k.size() - 12, 12, "position_ids") == 0) return true;  // a saved buffer
   if (format == "hf-bert") return k.rfind("cls.", 0) == 0 || (text->pool != "pooler" && k.rfind("pooler.", 0) == 0);
@@ -113,6 +123,7 @@ std::string shape_str(const Shape& s) {
 // ---------------------------------------------------------------- the model's towers
 struct Target {
   const Bert* bert = nullptr;  // hf-bert
+  const MlmHead* mlm = nullptr;  // hf-bert: the mlm task's head, when the model has one
   const Clip* clip = nullptr;  // hf-clip
   std::string prefix;          // of the tower in the model's names
 };
@@ -126,6 +137,7 @@ Target find_target(const Module& model, const std::string& format, const std::st
       throw Error(str_cat(who, ": format hf-bert is BERT's weights for a text tower, and this model has ",
                           text ? "a text tower of another type (set model.text.type: bert)" : "no text tower"));
     t.prefix = "text.";
+    t.mlm = dynamic_cast<const MlmHead*>(model.child("mlm_head").get());
   } else if (format == "hf-clip") {
     t.clip = dynamic_cast<const Clip*>(&model);
     if (!t.clip) throw Error(str_cat(who, ": format hf-clip is a whole CLIP, and this model is not one (model.type: clip)"));
@@ -136,7 +148,7 @@ Target find_target(const Module& model, const std::string& format, const std::st
 }
 
 Rules rules_for(const Target& t, const std::string& format) {
-  return format == "hf-bert" ? bert_rules(t.bert->config, t.prefix) : clip_rules(t.clip->config);
+  return format == "hf-bert" ? bert_rules(t.bert->config, t.prefix, t.mlm) : clip_rules(t.clip->config);
 }
 
 // ---------------------------------------------------------------- config.json
@@ -347,7 +359,7 @@ TensorMap apply_rules(const Rules& rules, const TensorMap& w, const TensorMap& o
 LoadReport load_pretrained(Module& model, const InitFrom& from) {
   if (from.format == "loom") return load_weights(model, from);
   const std::string who = str_cat("init_from (format ", from.format, ")");
-  const Target target = find_target(model, from.format, who);
+  Target target = find_target(model, from.format, who);
   const fs::path wpath = weights_file(from.path);
   const fs::path cpath = wpath.parent_path() / "config.json";
   if (!fs::exists(wpath)) throw Error(str_cat(who, ": ", wpath.string(), " does not exist (a Hugging Face model directory holds model.safetensors and config.json)"));
@@ -364,6 +376,10 @@ LoadReport load_pretrained(Module& model, const InitFrom& from) {
     throw Error(str_cat(cpath.string(), ": model_type '", model_type, "', but init_from.format ", from.format,
                         " reads '", want_type, "'"));
   const ConfigReader cr{config, cpath.string(), ""};
+  // A BertModel carries no MLM head: the mlm task's then keeps its initial values.
+  const bool head_in_file = std::any_of(w.begin(), w.end(), [](const auto& kv) { return kv.first.rfind("cls.predictions.", 0) == 0; });
+  const bool fresh_head = target.mlm && !head_in_file;
+  if (fresh_head) target.mlm = nullptr;
   if (from.format == "hf-bert") {
     check_bert_config(cr, w, wpath.string(), target.bert->config);
   } else {
@@ -397,6 +413,7 @@ LoadReport load_pretrained(Module& model, const InitFrom& from) {
   std::cerr << "loom: loaded " << state.size() << " tensors (" << used.size() << " Hugging Face tensors) from "
             << wpath.string() << " into " << (target.prefix.empty() ? "the model" : target.prefix.substr(0, target.prefix.size() - 1)) << "\n";
   if (!not_used.empty()) std::cerr << "loom:   not used by this model: " << not_used.size() << " tensors (" << not_used.front() << ", ...)\n";
+  if (fresh_head) std::cerr << "loom:   mlm_head keeps its initial values (the checkpoint has no cls.predictions.*: a BertModel)\n";
   for (auto& k : rep.missing) std::cerr << "loom:   missing (kept its initial value): " << k << "\n";
   for (auto& k : rep.unexpected) std::cerr << "loom:   unexpected (ignored): " << k << "\n";
   return rep;
@@ -427,14 +444,20 @@ HfCheckpoint to_hf(const Module& model, const std::string& format, const data::T
     }
   }
   auto mlp = [](const TextConfig& t) { return int64_t(double(t.width) * t.mlp_ratio); };
+  if (target.mlm) {  // BertForMaskedLM keeps the encoder under "bert."
+    TensorMap named;
+    for (auto& [k, t] : out.tensors) named[k.rfind("cls.", 0) == 0 ? k : "bert." + k] = t;
+    out.tensors = std::move(named);
+  }
   if (target.bert) {
     const TextConfig& t = target.bert->config;
-    out.config = {{"architectures", {"BertModel"}}, {"model_type", "bert"}, {"vocab_size", t.vocab_size},
+    out.config = {{"architectures", {target.mlm ? "BertForMaskedLM" : "BertModel"}}, {"model_type", "bert"}, {"vocab_size", t.vocab_size},
                   {"hidden_size", t.width}, {"num_hidden_layers", t.layers}, {"num_attention_heads", t.heads},
                   {"intermediate_size", mlp(t)}, {"hidden_act", t.act}, {"max_position_embeddings", t.context},
                   {"type_vocab_size", t.type_vocab_size}, {"layer_norm_eps", t.norm_eps}, {"pad_token_id", t.pad_id},
                   {"position_embedding_type", "absolute"}, {"hidden_dropout_prob", 0.1},
                   {"attention_probs_dropout_prob", 0.1}, {"initializer_range", 0.02}, {"dtype", "float32"}};
+    if (target.mlm) out.config["tie_word_embeddings"] = target.mlm->config.tied;
   } else {
     const ClipConfig& c = target.clip->config;
     json text = {{"model_type", "clip_text_model"}, {"vocab_size", c.text.vocab_size}, {"hidden_size", c.text.width},

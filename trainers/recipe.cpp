@@ -234,6 +234,11 @@ bool Recipe::needs_text() const {
   return false;
 }
 
+bool Recipe::needs_mask_token() const {
+  for (const auto& s : stages) if (s.task.needs_mask_token) return true;
+  return false;
+}
+
 const DataSpec* Recipe::find_data(const std::string& n) const {
   auto it = data.find(n);
   return it == data.end() ? nullptr : &it->second;
@@ -387,11 +392,16 @@ void read_tokenizer(const Config& c, Recipe& r) {
     if (!std::filesystem::exists(r.tokenizer_path)) {
       r.vocab_size = Recipe::stand_in_vocab_size;  // only under --check, which says so
     } else {
+      std::unique_ptr<data::TextTokenizer> tok;
       try {
-        r.vocab_size = data::load_tokenizer(r.tokenizer_path, r.tokenizer_type)->vocab_size();
+        tok = data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
       } catch (const Error& e) {
         c.fail("tokenizer.path", e.what());
       }
+      r.vocab_size = tok->vocab_size();
+      if (r.needs_mask_token() && tok->mask_token() < 0)
+        c.fail("tokenizer.path", str_cat("masked language modelling needs a mask token, and this ", tok->kind(),
+                                         " tokenizer's vocabulary has none (BERT's WordPiece has [MASK]; loom's bpe makes one)"));
     }
   }
   if (r.tokenizer_type == "bpe" && r.needs_text() && r.tokenizer_train_on.empty()) {

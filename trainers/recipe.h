@@ -80,6 +80,7 @@ struct Recipe {
   ProbeOptions probe;
 
   bool needs_text() const;
+  bool needs_mask_token() const;  // a task masks tokens: loom's BPE is trained with "<mask>"
   const DataSpec* find_data(const std::string& name) const;
 
   // Reads and validates everything (types, choices, files, shapes, batch keys against the data) and

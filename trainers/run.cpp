@@ -14,7 +14,7 @@ std::unique_ptr<data::TextTokenizer> make_tokenizer(const Recipe& r) {
   std::vector<std::string> corpus;
   for (const auto& e : corpus_src.rows) if (!e.text.empty()) corpus.push_back(e.text);
   LOOM_CHECK(!corpus.empty(), r.tokenizer_train_on, ": no text to train the tokenizer on");
-  return data::train_bpe_tokenizer(corpus, r.vocab_size);
+  return data::train_bpe_tokenizer(corpus, r.vocab_size, r.needs_mask_token());
 }
 
 // The device a recipe trains on (train.device), checked against this build and machine; a failure
@@ -60,7 +60,7 @@ Metrics probe_model(MultimodalModel& model, const Recipe& r) {
   return m;
 }
 
-Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, const std::function<void(Module&)>& before_tasks,
+Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, const std::function<void(Module&)>& load_init,
                distributed::Communicator* comm) {
   Run run;
   run.tokenizer = std::move(tokenizer);
@@ -76,11 +76,13 @@ Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, 
   }
   Generator init_gen(r.seed);
   run.model = r.model.build(init_gen, ctx);
-  if (before_tasks) before_tasks(*run.model);
+  const bool after_tasks = r.init_from.format != "loom";
+  if (load_init && !after_tasks) load_init(*run.model);
   for (const StageSpec& s : r.stages) {
     TaskEnv env{*run.model, run.tokenizer.get(), r.seed, s.name, comm};
     run.tasks.push_back(s.task.build(env));
   }
+  if (load_init && after_tasks) load_init(*run.model);
   return run;
 }
 

@@ -19,11 +19,12 @@ struct Run {
   std::shared_ptr<MultimodalModel> model;
   std::unique_ptr<data::TextTokenizer> tokenizer;
   std::vector<std::unique_ptr<Task>> tasks;  // one per stage
-  // Builds the model from the seed; `before_tasks` runs between the model and the tasks (init_from
-  // loads there, so tasks' new heads are not "missing" keys). Without a tokenizer, text towers get
-  // the recipe's vocabulary size and loom's BPE ids.
+  // Builds the model from the seed and the tasks; `load_init` (init_from) runs between the model and
+  // the tasks for a loom checkpoint (so tasks' new heads are not "missing" keys) and after the tasks
+  // for a Hugging Face one (BertForMaskedLM's head then lands in the mlm task's). Without a tokenizer,
+  // text towers get the recipe's vocabulary size and loom's BPE ids.
   static Run build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer,
-                   const std::function<void(Module&)>& before_tasks = {}, distributed::Communicator* comm = nullptr);
+                   const std::function<void(Module&)>& load_init = {}, distributed::Communicator* comm = nullptr);
 };
 
 // The device a recipe trains on (train.device), checked against this build and machine; a failure

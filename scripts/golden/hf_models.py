@@ -25,16 +25,23 @@ Writes
       [4,3,16,16] ~ N(0,1), out/text_embeds F32 [N,16] and out/image_embeds F32 [4,16] (projected, not
       normalised), out/text_pooled F32 [N,32] and out/image_pooled F32 [4,32] (pooler outputs before
       projection), out/logit_scale F32 [] (the parameter, before exp).
-  Both carry metadata {"sentences": JSON list, "context": "16"}.
+  tests/fixtures/hf_bert_mlm_tiny/{config.json, model.safetensors, tokenizer.json, expected.safetensors}
+      BertForMaskedLM (decoder tied to the word embeddings, BERT's default) over the same vocabulary and
+      sentences. expected.safetensors: input/{input_ids, attention_mask, token_type_ids} as hf_bert_tiny's
+      but with every non-special position j where j % 4 == 1 replaced by [MASK], input/labels I64 [N,16]
+      (the original id there, -100 elsewhere), out/logits F32 [N,16,V] and out/loss F32 [] (the mean
+      cross-entropy over the labelled positions, as BertForMaskedLM computes it).
+  All carry metadata {"sentences": JSON list, "context": "16"}.
 
 CI does not run this; it needs a virtual environment with torch, transformers, tokenizers, safetensors:
     .venv-torch/bin/python scripts/golden/hf_models.py                (from the repository root)
+    .venv-torch/bin/python scripts/golden/hf_models.py --only bert_mlm    (one fixture: bert, bert_mlm, clip)
 
 A second mode checks a directory written by loom's exporter (config.json + model.safetensors under Hugging
 Face names): it loads it with BertModel/CLIPModel.from_pretrained (eager attention), runs it on the inputs
 stored in the fixture's expected.safetensors, prints the largest absolute difference of every output and
 exits nonzero when one exceeds 1e-4:
-    .venv-torch/bin/python scripts/golden/hf_models.py --check-export DIR --kind bert|clip
+    .venv-torch/bin/python scripts/golden/hf_models.py --check-export DIR --kind bert|bert_mlm|clip
 """
 import argparse
 import json
@@ -46,7 +53,7 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel
+from transformers import BertConfig, BertForMaskedLM, BertModel, CLIPConfig, CLIPModel
 
 from fixture_io import fixture_path, write_safetensors
 
@@ -171,6 +178,51 @@ def make_bert():
     print(f"wrote {out}: vocabulary {config.vocab_size}, {len(BERT_SENTENCES)} sentences")
 
 
+# ---------------------------------------------------------------- BERT's masked-language-model head
+
+def bert_mlm_inputs():
+    inputs = bert_inputs()
+    tok = Tokenizer.from_file(os.path.join(fixture_path("bert_wordpiece"), "tokenizer.json"))
+    special = {tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")}
+    ids = inputs["input/input_ids"].clone()
+    labels = torch.full_like(ids, -100)
+    for i in range(ids.shape[0]):
+        for j in range(ids.shape[1]):
+            if j % 4 == 1 and int(ids[i, j]) not in special:
+                labels[i, j] = ids[i, j]
+                ids[i, j] = tok.token_to_id("[MASK]")
+    assert (labels != -100).sum() > 0
+    return dict(inputs, **{"input/input_ids": ids, "input/labels": labels})
+
+
+def bert_mlm_outputs(model, inputs):
+    model.eval()
+    with torch.no_grad():
+        o = model(input_ids=inputs["input/input_ids"], attention_mask=inputs["input/attention_mask"],
+                  token_type_ids=inputs["input/token_type_ids"], labels=inputs["input/labels"], return_dict=True)
+    return {"out/logits": o.logits.float(), "out/loss": o.loss.float().reshape(())}
+
+
+def make_bert_mlm():
+    tok = Tokenizer.from_file(os.path.join(fixture_path("bert_wordpiece"), "tokenizer.json"))
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=24, type_vocab_size=2, hidden_act="gelu",
+                        layer_norm_eps=1e-12, pad_token_id=tok.token_to_id("[PAD]"),
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, tie_word_embeddings=True)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config).float()
+    randomise(model, torch.Generator().manual_seed(4))
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    out = fixture_path("hf_bert_mlm_tiny")
+    save_model(model, out, "bert_wordpiece")
+    inputs = bert_mlm_inputs()
+    tensors = dict(inputs, **bert_mlm_outputs(model, inputs))
+    write_safetensors(os.path.join(out, "expected.safetensors"), tensors,
+                      {"sentences": json.dumps(BERT_SENTENCES, ensure_ascii=False), "context": str(CONTEXT)})
+    print(f"wrote {out}: vocabulary {config.vocab_size}, {int((inputs['input/labels'] != -100).sum())} masked tokens")
+
+
 # ---------------------------------------------------------------- CLIP
 
 def clip_inputs(g):
@@ -243,7 +295,8 @@ def make_clip():
 # ---------------------------------------------------------------- checking an export
 
 def check_export(directory, kind):
-    cls, run = {"bert": (BertModel, bert_outputs), "clip": (CLIPModel, clip_outputs)}[kind]
+    cls, run = {"bert": (BertModel, bert_outputs), "bert_mlm": (BertForMaskedLM, bert_mlm_outputs),
+                "clip": (CLIPModel, clip_outputs)}[kind]
     model, info = cls.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32,
                                       output_loading_info=True)
     # a tensor transformers had to initialise itself, or one it did not know, is an exporter bug
@@ -268,14 +321,17 @@ def check_export(directory, kind):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check-export", metavar="DIR", help="check an exported directory instead of writing fixtures")
-    ap.add_argument("--kind", choices=["bert", "clip"], help="model kind of --check-export")
+    ap.add_argument("--kind", choices=["bert", "bert_mlm", "clip"], help="model kind of --check-export")
+    ap.add_argument("--only", choices=["bert", "bert_mlm", "clip"], help="write this fixture only")
     a = ap.parse_args()
     if a.check_export:
         if not a.kind:
             ap.error("--check-export needs --kind")
         sys.exit(check_export(a.check_export, a.kind))
-    make_bert()
-    make_clip()
+    makers = {"bert": make_bert, "bert_mlm": make_bert_mlm, "clip": make_clip}
+    for name, make in makers.items():
+        if a.only in (None, name):
+            make()
 
 
 if __name__ == "__main__":

@@ -341,3 +341,79 @@ TEST(HfImport, CheckLoadsInitFromIntoAClap) {
   EXPECT_NE(e.find("embeddings.word_embeddings.weight is [318, 32], but the recipe's model has text.token_embedding [318, 64]"),
             std::string::npos) << e;
 }
+
+// ---------------------------------------------------------------- BertForMaskedLM's head
+
+namespace {
+const fs::path kBertMlm = kFixtures / "hf_bert_mlm_tiny";
+
+// A text tower and the mlm task's head, as a model with task mlm holds them.
+struct MlmRoot : TextRoot {
+  MlmRoot(std::shared_ptr<TextEncoder> t, const MlmHeadConfig& hc, Generator& g) : TextRoot(std::move(t)) {
+    head = std::make_shared<MlmHead>(hc, g);
+    register_module("mlm_head", head);
+  }
+  std::shared_ptr<MlmHead> head;
+};
+
+MlmRoot mlm_root(const json& cfg, bool tied = true) {
+  Generator g(5);
+  const TextConfig t = bert_config(cfg, "cls");
+  return MlmRoot(std::make_shared<Bert>(t, g), MlmHeadConfig{t.width, t.vocab_size, t.act, t.norm_eps, tied}, g);
+}
+}  // namespace
+
+TEST(HfBertMlm, LogitsAndLossMatchTransformers) {
+  const SafetensorsFile want = load_safetensors((kBertMlm / "expected.safetensors").string());
+  MlmRoot root = mlm_root(read_json(kBertMlm / "config.json"));
+  const std::vector<float> bias_before = root.head->bias.to_vector<float>();
+  LoadReport rep = load_pretrained(root, hf(kBertMlm, "hf-bert"));
+  EXPECT_TRUE(rep.missing.empty());
+  EXPECT_TRUE(rep.unexpected.empty());
+  EXPECT_NE(root.head->bias.to_vector<float>(), bias_before) << "the head was not loaded";
+  const Bert& bert = dynamic_cast<const Bert&>(*root.text);
+  const Tensor ids = want.tensors.at("input/input_ids"), labels = want.tensors.at("input/labels");
+  Tensor logits = root.head->forward(bert.forward_tokens(ids), bert.token_embedding);
+  EXPECT_LE(max_abs_diff(logits, want.tensors.at("out/logits")), 1e-4);
+  const int64_t V = logits.size(2);
+  Tensor loss = ops::cross_entropy(logits.reshape({-1, V}), labels.reshape({-1}), -100);
+  EXPECT_LE(std::abs(loss.item<double>() - want.tensors.at("out/loss").item<double>()), 1e-4)
+      << loss.item<double>() << " vs " << want.tensors.at("out/loss").item<double>();
+}
+
+TEST(HfBertMlm, ExportIsABertForMaskedLMWithEveryKey) {
+  MlmRoot root = mlm_root(read_json(kBertMlm / "config.json"));
+  load_pretrained(root, hf(kBertMlm, "hf-bert"));
+  HfCheckpoint out = to_hf(root, "hf-bert", nullptr);
+  const TensorMap orig = load_safetensors((kBertMlm / "model.safetensors").string()).tensors;
+  for (const auto& [k, t] : orig) {
+    ASSERT_TRUE(out.tensors.count(k)) << "the export lacks " << k;
+    if (k == "bert.embeddings.position_embeddings.weight") continue;  // loom keeps the 16 positions it uses
+    EXPECT_EQ(out.tensors.at(k).to_vector<float>(), t.to_vector<float>()) << k;
+  }
+  EXPECT_EQ(out.tensors.size(), orig.size()) << "keys the checkpoint does not have";
+  EXPECT_EQ(out.config["architectures"][0], "BertForMaskedLM");
+  EXPECT_EQ(out.config["tie_word_embeddings"], true);
+  // Written and read back into a fresh model: the same logits.
+  const fs::path dir = loom::testing_support::tmp_path("loom_pretrained_mlm_export");
+  export_hf(root, "hf-bert", nullptr, dir.string());
+  MlmRoot back = mlm_root(read_json(kBertMlm / "config.json"));
+  LoadReport rep = load_pretrained(back, hf(dir, "hf-bert"));
+  EXPECT_TRUE(rep.missing.empty() && rep.unexpected.empty());
+  EXPECT_EQ(back.head->state_dict().at("transform.weight").to_vector<float>(),
+            root.head->state_dict().at("transform.weight").to_vector<float>());
+}
+
+TEST(HfBertMlm, UntiedHeadCarriesItsDecoderAndABertModelLeavesTheHeadFresh) {
+  // An untied head reads cls.predictions.decoder.weight; the tied fixture has none, so the load is
+  // strict about it and names it.
+  MlmRoot untied = mlm_root(read_json(kBertMlm / "config.json"), false);
+  const std::string e = error_of([&] { load_pretrained(untied, hf(kBertMlm, "hf-bert")); });
+  EXPECT_NE(e.find("cls.predictions.decoder.weight"), std::string::npos) << e;
+  // A BertModel (no cls.predictions.*) into a model with an mlm head: the encoder loads, the head stays.
+  MlmRoot root = mlm_root(read_json(kBert / "config.json"));
+  const std::vector<float> before = root.head->transform->weight.to_vector<float>();
+  LoadReport rep = load_pretrained(root, hf(kBert, "hf-bert"));
+  EXPECT_TRUE(rep.missing.empty() && rep.unexpected.empty());
+  EXPECT_EQ(root.head->transform->weight.to_vector<float>(), before);
+}

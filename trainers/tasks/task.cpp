@@ -5,11 +5,13 @@ namespace loom {
 
 TaskSpec parse_contrastive(const Config& c, const std::string& prefix, const ModelSpec& model);  // tasks/contrastive.cpp
 TaskSpec parse_mae(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mae.cpp
+TaskSpec parse_mlm(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mlm.cpp
 
 namespace {
 using Parser = TaskSpec (*)(const Config&, const std::string&, const ModelSpec&);
 const std::vector<std::pair<std::string, Parser>>& registry() {
-  static const std::vector<std::pair<std::string, Parser>> r = {{"contrastive", parse_contrastive}, {"mae", parse_mae}};
+  static const std::vector<std::pair<std::string, Parser>> r = {
+      {"contrastive", parse_contrastive}, {"mae", parse_mae}, {"mlm", parse_mlm}};
   return r;
 }
 }  // namespace

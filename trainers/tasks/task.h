@@ -87,6 +87,7 @@ class Task {
 struct TaskSpec {
   std::string type;
   bool needs_text = false;         // the run must have a tokenizer
+  bool needs_mask_token = false;   // ... whose vocabulary holds a mask token (masked language modelling)
   bool needs_eval_data = false;    // its evaluation settings ask for data (zero-shot, retrieval)
   std::vector<PairTemperature> pairs;  // contrastive: the pairs whose temperatures the model holds
   std::vector<std::string> needs;  // the batch keys the task reads (checked against the data up front)
