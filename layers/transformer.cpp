@@ -226,6 +226,18 @@ Tensor ViT::embed_patches(const Tensor& images) const {
   return ops::add(patch_embed->forward(images), pos_embed.narrow(0, 1, config.num_patches()));
 }
 
+Tensor ViT::embed_patches(const Tensor& images, const Tensor& mask, const Tensor& mask_token) const {
+  check_images(images);
+  const int64_t B = images.size(0), N = config.num_patches(), W = config.width;
+  if (!(mask.shape() == Shape{B, N}) || !(mask_token.shape() == Shape{W}))
+    throw OpError(str_cat("ViT::embed_patches: mask must be [", B, ", ", N, "] and mask_token [", W, "], got ",
+                          mask.describe(), " and ", mask_token.describe()));
+  Tensor x = patch_embed->forward(images);
+  const Tensor m = mask.to(x.dtype()).reshape({B, N, 1});
+  x = ops::add(ops::mul(x, ops::rsub(1.0, m)), ops::mul(mask_token.reshape({1, 1, W}), m));
+  return ops::add(x, pos_embed.narrow(0, 1, N));
+}
+
 Tensor ViT::prepend_cls(const Tensor& tokens) const {
   const int64_t W = config.width;
   if (tokens.dim() != 3 || tokens.size(2) != W)

@@ -154,6 +154,9 @@ class ViT : public Encoder {
   Tensor forward_tokens(const Tensor& images, Generator* drop_gen = nullptr) const;  // [B, 1+N, width]
   Tensor forward(const Tensor& images, Generator* drop_gen = nullptr) const;         // class token [B, width]
   Tensor embed_patches(const Tensor& images) const;                                  // [B, N, width]
+  // The same with the patches where mask [B, N] is 1 replaced by mask_token [width] before the
+  // positions are added (BEiT's masked image modelling).
+  Tensor embed_patches(const Tensor& images, const Tensor& mask, const Tensor& mask_token) const;
   Tensor prepend_cls(const Tensor& tokens) const;                                    // [B, 1+K, width]
   Tensor forward_blocks(const Tensor& x, Generator* drop_gen = nullptr) const;      // blocks, then ln_post
   // The tokens after each block [B, 1+N, width], ln_post applied to each (for probing several depths).

@@ -171,6 +171,11 @@ std::string check_recipe(const Recipe& r, const Config& c) {
       c.fail("eval.probe.blocks", str_cat(r.probe.blocks, " is more than the tower's ", v.blocks->size(), " blocks"));
   }
   out << init_line;
+  for (const auto& [name, f] : r.frozen)
+    out << "frozen " << name << ": " << run.frozen.at(name)->parameter_count() << " parameters from " << f.recipe_path
+        << (std::filesystem::is_directory(f.checkpoint) ? ", loaded from " + f.checkpoint
+                                                        : ", random weights (its checkpoint " + f.checkpoint + " is not on this machine)")
+        << "\n";
   if (tokenizer_absent)
     out << "tokenizer " << r.tokenizer_path << " is not on this machine: the model was checked with " << Recipe::stand_in_vocab_size
         << " stand-in token embeddings (a run has the file's count)\n";

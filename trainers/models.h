@@ -11,6 +11,7 @@
 // A recipe with model.towers and no model.type is of type towers. Tasks may add heads of their own.
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -28,6 +29,18 @@ struct PairTemperature {
   bool learnable = true;  // false: temperature_fixed (no parameter)
 };
 
+struct ModelSpec;
+// A frozen model a task may name (recipe section frozen.NAME: a loom checkpoint and the recipe that
+// trained it), as tasks see it when the recipe is read: its towers and what its tasks were. It is
+// built and loaded with the run (trainers/run.h), never trained, and kept out of the run's checkpoints.
+struct FrozenModel {
+  std::string key;         // "frozen.teacher", for errors
+  std::string checkpoint;  // its directory (under --check it may be absent)
+  std::shared_ptr<const ModelSpec> model;
+  std::vector<std::string> task_types;    // of its recipe's stages
+  std::map<std::string, int64_t> sizes;   // what its tasks fixed (vqkd: codebook_size, code_dim)
+};
+
 struct ModelSpec {
   std::string type;
   std::vector<std::pair<std::string, TowerSpec>> towers;  // by modality, in build order
@@ -35,6 +48,7 @@ struct ModelSpec {
   // Set when the recipe is read, from its contrastive tasks: the pairs the model needs temperatures for.
   std::vector<PairTemperature> pairs;
   std::vector<std::string> joint_over;  // the towers under joint layers (model.joint.over); empty: none
+  std::map<std::string, FrozenModel> frozen;  // the recipe's frozen models by name (frozen.NAME)
   // The family's builder (the same seed gives the same weights).
   std::function<std::shared_ptr<MultimodalModel>(const ModelSpec&, const TowerContext&, Generator&)> make;
 

@@ -247,6 +247,45 @@ const DataSpec* Recipe::find_data(const std::string& n) const {
 namespace {
 
 // data.*: every section; the audio tower fixes the mel bins.
+// frozen.NAME.{checkpoint, recipe}: each frozen model's recipe read now (its data need not be here),
+// so tasks can check what they name before any work.
+void read_frozen(const Config& c, Recipe& r) {
+  for (const std::string& name : c.keys("frozen")) {
+    const std::string k = "frozen." + name;
+    FrozenRecipe f;
+    f.name = name;
+    f.key = k;
+    f.checkpoint = c.existing_path(k + ".checkpoint");
+    if (c.has(k + ".recipe")) {
+      f.recipe_path = c.existing_path(k + ".recipe");
+    } else {  // runs/NAME/checkpoints/step_N: the run's recipe.yaml two levels up
+      const std::filesystem::path p = std::filesystem::weakly_canonical(f.checkpoint).parent_path().parent_path() / "recipe.yaml";
+      if (!std::filesystem::exists(p))
+        c.fail(k + ".checkpoint", str_cat("no recipe.yaml two levels above it (", p.string(),
+                                          "), where a run keeps its recipe: give frozen.", name, ".recipe"));
+      f.recipe_path = p.string();
+    }
+    if (!std::filesystem::exists(f.recipe_path)) c.fail(k + ".recipe", "the frozen model's recipe is not on this machine");
+    try {
+      Config fc = Config::load(f.recipe_path);
+      fc.allow_missing_files();  // its data need not be on this machine
+      f.recipe = std::make_shared<const Recipe>(Recipe::from(fc));
+    } catch (const Error& e) {
+      c.fail(k, str_cat("the frozen model's recipe does not read: ", e.what()));
+    }
+    FrozenModel m;
+    m.key = k;
+    m.checkpoint = f.checkpoint;
+    m.model = std::make_shared<const ModelSpec>(f.recipe->model);
+    for (const StageSpec& s : f.recipe->stages) {
+      m.task_types.push_back(s.task.type);
+      m.sizes.insert(s.task.sizes.begin(), s.task.sizes.end());
+    }
+    r.model.frozen[name] = m;
+    r.frozen[name] = std::move(f);
+  }
+}
+
 void read_all_data(const Config& c, Recipe& r) {
   if (!c.has("data.train")) c.fail("data.train", "required key is missing" + c.near_miss("data.train"));
   for (const std::string& name : c.keys("data")) r.data[name] = read_data(c, name);
@@ -502,6 +541,7 @@ Recipe Recipe::from(const Config& c) {
   r.name = c.str("name");
   r.seed = uint64_t(c.i64("seed", 0));
   r.model = parse_model(c);
+  read_frozen(c, r);
   read_all_data(c, r);
   read_stages(c, r);
   check_stage_data(c, r);

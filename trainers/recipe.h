@@ -24,6 +24,14 @@ struct InitFrom {
   std::string format = "loom";
 };
 
+// frozen.NAME: a model trained by another loom run, built from that run's recipe and loaded from its
+// checkpoint (a teacher, a visual tokenizer); tasks name it. ModelSpec::frozen holds what tasks check.
+struct FrozenRecipe {
+  std::string name, key;
+  std::string checkpoint, recipe_path;
+  std::shared_ptr<const struct Recipe> recipe;
+};
+
 struct StageSpec {
   std::string name;
   std::string key;  // where it is in the recipe, for errors: "stages.1" (or "task" for the implicit stage)
@@ -62,6 +70,7 @@ struct Recipe {
   std::vector<StageSpec> stages;
   bool explicit_stages = false;  // the recipe has stages: (metrics lines are tagged with the stage)
   InitFrom init_from;
+  std::map<std::string, FrozenRecipe> frozen;
 
   int64_t grad_accum = 1, checkpoint_every = 0, keep = 2, log_every = 10;
   bool tensorboard = true;  // TensorBoard event files in <run>/tensorboard beside metrics.jsonl

@@ -74,12 +74,28 @@ Run Run::build(const Recipe& r, std::unique_ptr<data::TextTokenizer> tokenizer, 
     ctx.pad_id = run.tokenizer->pad_token();
     ctx.eot_id = run.tokenizer->end_token();
   }
+  for (const auto& [name, f] : r.frozen) {
+    std::unique_ptr<data::TextTokenizer> tok;
+    const fs::path tok_path = fs::path(f.checkpoint) / "tokenizer.json";
+    if (f.recipe->needs_text() && fs::exists(tok_path)) tok = data::load_tokenizer(tok_path.string(), f.recipe->tokenizer_type);
+    Run inner = Run::build(*f.recipe, std::move(tok));
+    if (fs::is_directory(f.checkpoint)) {
+      try {
+        load_weights(*inner.model, InitFrom{f.checkpoint, {}, true});
+      } catch (const Error& e) {
+        throw Error(str_cat(f.key, ": ", e.what()));
+      }
+    }
+    inner.model->freeze({"*"});
+    inner.model->eval();
+    run.frozen[name] = inner.model;
+  }
   Generator init_gen(r.seed);
   run.model = r.model.build(init_gen, ctx);
   const bool after_tasks = r.init_from.format != "loom";
   if (load_init && !after_tasks) load_init(*run.model);
   for (const StageSpec& s : r.stages) {
-    TaskEnv env{*run.model, run.tokenizer.get(), r.seed, s.name, comm};
+    TaskEnv env{*run.model, run.tokenizer.get(), r.seed, s.name, comm, &run.frozen};
     run.tasks.push_back(s.task.build(env));
   }
   if (load_init && after_tasks) load_init(*run.model);
@@ -113,7 +129,9 @@ Metrics evaluate_recipe(const Recipe& r, const std::string& checkpoint) {
   }
   Run run = Run::build(r, std::move(tok));
   if (!checkpoint.empty()) load_weights(*run.model, InitFrom{checkpoint, {}, true});
-  run.model->to(training_device(r, 0, [](const std::string& why) { throw Error("train.device: " + why); }));
+  const Device dev = training_device(r, 0, [](const std::string& why) { throw Error("train.device: " + why); });
+  run.model->to(dev);
+  for (auto& [_, m] : run.frozen) m->to(dev);
   use_recipe_kernels(r);
   AutocastGuard autocast(autocast_of(r));
   return evaluate_stage(run, r, r.stages.size() - 1, "", 0);

@@ -19,6 +19,9 @@ struct Run {
   std::shared_ptr<MultimodalModel> model;
   std::unique_ptr<data::TextTokenizer> tokenizer;
   std::vector<std::unique_ptr<Task>> tasks;  // one per stage
+  // The recipe's frozen models (frozen.NAME), built from their recipes, loaded from their checkpoints
+  // (random weights stand in where a checkpoint is absent: --check), every parameter frozen, in eval mode.
+  std::map<std::string, std::shared_ptr<MultimodalModel>> frozen;
   // Builds the model from the seed and the tasks; `load_init` (init_from) runs between the model and
   // the tasks for a loom checkpoint (so tasks' new heads are not "missing" keys) and after the tasks
   // for a Hugging Face one (BertForMaskedLM's head then lands in the mlm task's). Without a tokenizer,

@@ -27,6 +27,7 @@ struct TowerSpec {
   EncoderInput input;   // what it reads (input.kind is the batch key), known from the recipe
   int64_t width = 0;    // its pooled output
   bool overlapping_patches = false;  // patch tokens overlap (no per-patch reconstruction)
+  int64_t grid_h = 0, grid_w = 0;    // a patch tower's token grid (0: not one)
   std::function<std::shared_ptr<Encoder>(Generator&, const TowerContext&)> build;
 };
 

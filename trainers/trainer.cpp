@@ -84,6 +84,7 @@ Trainer::Trainer(Recipe recipe, const Config& resolved, std::string run_dir, boo
   }
   // The model moves before the optimizer is built (enter_stage), so its moments live beside the weights.
   run_.model->to(device_);
+  for (auto& [_, m] : run_.frozen) m->to(device_);
   autocast_ = autocast_of(recipe_);
   use_recipe_kernels(recipe_);
   uploader_ = std::make_unique<Uploader>(device_);

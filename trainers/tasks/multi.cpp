@@ -110,6 +110,7 @@ TaskSpec parse_tasks(const Config& c, const std::string& k, const ModelSpec& mod
     out.type += (out.type.empty() ? "" : "+") + s.type;
     out.needs_text = out.needs_text || s.needs_text;
     out.needs_mask_token = out.needs_mask_token || s.needs_mask_token;
+    out.sizes.insert(s.sizes.begin(), s.sizes.end());
     out.needs_eval_data = out.needs_eval_data || s.needs_eval_data;
     out.pairs.insert(out.pairs.end(), s.pairs.begin(), s.pairs.end());
     for (const std::string& key : s.needs)

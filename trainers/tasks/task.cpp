@@ -6,12 +6,14 @@ namespace loom {
 TaskSpec parse_contrastive(const Config& c, const std::string& prefix, const ModelSpec& model);  // tasks/contrastive.cpp
 TaskSpec parse_mae(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mae.cpp
 TaskSpec parse_mlm(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mlm.cpp
+TaskSpec parse_mim(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mim.cpp
+TaskSpec parse_vqkd(const Config& c, const std::string& prefix, const ModelSpec& model);         // tasks/vqkd.cpp
 
 namespace {
 using Parser = TaskSpec (*)(const Config&, const std::string&, const ModelSpec&);
 const std::vector<std::pair<std::string, Parser>>& registry() {
   static const std::vector<std::pair<std::string, Parser>> r = {
-      {"contrastive", parse_contrastive}, {"mae", parse_mae}, {"mlm", parse_mlm}};
+      {"contrastive", parse_contrastive}, {"mae", parse_mae}, {"mlm", parse_mlm}, {"mim", parse_mim}, {"vqkd", parse_vqkd}};
   return r;
 }
 }  // namespace
@@ -33,6 +35,23 @@ TaskSpec parse_task(const Config& c, const std::string& prefix, const ModelSpec&
       return s;
     }
   c.fail(prefix + ".type", "unknown task type");  // unreachable: choice() checked it
+}
+
+const FrozenModel& named_frozen(const Config& c, const std::string& key, const ModelSpec& model) {
+  const std::string name = c.str(key);
+  auto it = model.frozen.find(name);
+  if (it == model.frozen.end()) {
+    std::string have;
+    for (const auto& [n, _] : model.frozen) have += (have.empty() ? "" : ", ") + n;
+    c.fail(key, str_cat("no frozen model '", name, "' (the recipe's frozen: ", have.empty() ? std::string("none") : have,
+                        "; give one as frozen: {", name, ": {checkpoint: DIR}})"));
+  }
+  return it->second;
+}
+
+MultimodalModel& frozen_model(const TaskEnv& env, const std::string& name, const std::string& who) {
+  if (!env.frozen || !env.frozen->count(name)) throw Error(str_cat(who, ": the run has no frozen model '", name, "'"));
+  return *env.frozen->at(name);
 }
 
 std::string default_patch_modality(const ModelSpec& model) {

@@ -40,6 +40,9 @@ struct TaskEnv {
   // The processes of a data-parallel run (null: one process). A task whose loss couples the
   // examples of a batch (contrastive negatives) gathers across them; per-example losses need nothing.
   distributed::Communicator* comm = nullptr;
+  // The recipe's frozen models by name (frozen.NAME), built and loaded, on the model's device once
+  // training starts; a task reads them, never trains them.
+  const std::map<std::string, std::shared_ptr<MultimodalModel>>* frozen = nullptr;
 };
 
 // What a task evaluates on.
@@ -94,8 +97,15 @@ struct TaskSpec {
   // With several data sources in a stage: the sets of keys any one of which lets a batch serve the
   // task (contrastive: each pair's two modalities); empty: `needs`, all of them.
   std::vector<std::vector<std::string>> serves;
+  std::map<std::string, int64_t> sizes;  // what the task fixes that another recipe may read (vqkd: codebook_size)
   std::function<std::unique_ptr<Task>(TaskEnv&)> build;
 };
+
+// The frozen model a task names at `key` (frozen.NAME of the recipe): a ConfigError naming the key and
+// the recipe's frozen models when there is none of that name.
+const FrozenModel& named_frozen(const Config& c, const std::string& key, const ModelSpec& model);
+// At run time: the built frozen model of that name (loom::Error naming `who` when absent).
+MultimodalModel& frozen_model(const TaskEnv& env, const std::string& name, const std::string& who);
 
 // Reads the task section at `prefix` ("task", "stages.1.task") through its type's factory, checked
 // against the model's towers. Without a type there, `default_type` (empty: the type is required).

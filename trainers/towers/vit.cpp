@@ -48,6 +48,8 @@ TowerSpec vit_tower(const ViTConfig& v) {
   s.input = {"image", v.channels, v.height(), v.width_px(), 0};
   s.width = v.width;
   s.overlapping_patches = v.overlapping();
+  s.grid_h = v.grid_h();
+  s.grid_w = v.grid_w();
   s.build = [v](Generator& g, const TowerContext&) -> std::shared_ptr<Encoder> { return std::make_shared<ViT>(v, g); };
   return s;
 }

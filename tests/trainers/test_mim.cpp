@@ -1,0 +1,186 @@
+// The visual tokenizer (task vqkd) and masked image modelling on its ids (task mim) through the trainer,
+// with frozen models read from other runs' checkpoints: a tiny CLIP is the teacher, its tokenizer the
+// target of a tiny BEiT. The frozen models stay bitwise unchanged and out of the checkpoints, resume
+// is bitwise (codebook averages and restarts included), and recipes naming what does not fit stop
+// before any work naming file, line and key.
+#include <gtest/gtest.h>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include "core/safetensors.h"
+#include "tests/trainers/tiny_data.h"
+#include "trainers/dry_run.h"
+#include "trainers/trainer.h"
+
+using namespace loom;
+namespace fs = std::filesystem;
+using loom::testing::losses_of;
+using loom::testing::make_dataset;
+using loom::testing::tiny_clip_recipe;
+
+namespace {
+
+std::vector<nlohmann::json> metrics_of(const fs::path& run) {
+  std::ifstream f(run / "metrics.jsonl");
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+void train(const std::string& yaml, const fs::path& run, const std::string& name) {
+  Config c = Config::parse(yaml, name);
+  Recipe r = Recipe::from(c);
+  Trainer t(r, c, run.string(), false);
+  t.train();
+}
+
+std::string vqkd_recipe(const fs::path& d, const fs::path& teacher, int64_t steps, const std::string& task_extra = "") {
+  return "name: tiny_vqkd\nseed: 6\n"
+         "frozen:\n  teacher: {checkpoint: " + teacher.string() + "}\n"
+         "model:\n  type: vit\n  vision: {type: vit, image_size: 8, channels: 1, patch: 4, width: 32, layers: 1, heads: 2}\n"
+         "task: {type: vqkd, teacher: teacher, codebook_size: 16, code_dim: 8, decay: 0.9, restart_below: 2.0, decoder: {width: 32, layers: 1, heads: 2}" +
+         task_extra + "}\n"
+         "data:\n"
+         "  train: {manifest: " + (d / "train.jsonl").string() + ", batch_size: 32, workers: 1}\n"
+         "  eval: {manifest: " + (d / "test.jsonl").string() + ", batch_size: 64, workers: 1}\n"
+         "optim: {type: adamw, lr: 3.0e-3, weight_decay: 0.01}\n"
+         "train: {steps: " + std::to_string(steps) + ", log_every: 1, checkpoint_every: 3}\n"
+         "eval: {every: 0}\n";
+}
+
+std::string mim_recipe(const fs::path& d, const fs::path& tokenizer, int64_t steps, const std::string& patch = "4",
+                       const std::string& task_extra = "") {
+  return "name: tiny_beit\nseed: 7\n"
+         "frozen:\n  tok: {checkpoint: " + tokenizer.string() + "}\n"
+         "model:\n  type: vit\n  vision: {type: vit, image_size: 8, channels: 1, patch: " + patch + ", width: 32, layers: 2, heads: 2}\n"
+         "task: {type: mim, tokenizer: tok, mask_ratio: 0.5, min_block: 1, pictures: 2" + task_extra + "}\n"
+         "data:\n"
+         "  train: {manifest: " + (d / "train.jsonl").string() + ", batch_size: 32, workers: 1}\n"
+         "  eval: {manifest: " + (d / "test.jsonl").string() + ", batch_size: 64, workers: 1}\n"
+         "optim: {type: adamw, lr: 3.0e-3, weight_decay: 0.01}\n"
+         "train: {steps: " + std::to_string(steps) + ", log_every: 1, checkpoint_every: 5}\n"
+         "eval: {every: " + std::to_string(steps) + "}\n";
+}
+
+std::string error_of(const std::string& yaml) {
+  try {
+    Config c = Config::parse(yaml, "frozen.yaml");
+    Recipe::from(c);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an error for:\n" << yaml;
+  return "";
+}
+
+// One teacher and one tokenizer for the tests below (trained once per process).
+struct Runs {
+  fs::path data, teacher, tokenizer;
+};
+const Runs& runs() {
+  static const Runs r = [] {
+    Runs x;
+    x.data = make_dataset("vqkd_mim");
+    train(tiny_clip_recipe(x.data, 10, "checkpoint_every: 10, log_every: 5"), x.data / "clip", "clip.yaml");
+    x.teacher = x.data / "clip" / "checkpoints" / "latest";
+    train(vqkd_recipe(x.data, x.teacher, 40), x.data / "vqkd", "vqkd.yaml");
+    x.tokenizer = x.data / "vqkd" / "checkpoints" / "latest";
+    return x;
+  }();
+  return r;
+}
+
+}  // namespace
+
+TEST(VqKd, TokenizerLearnsTheTeachersFeaturesAndUsesItsCodebook) {
+  const Runs& r = runs();
+  const auto m = metrics_of(r.data / "vqkd");
+  std::vector<double> rec;
+  for (const auto& j : m)
+    if (j.contains("train/vqkd_rec")) rec.push_back(j["train/vqkd_rec"].get<double>());
+  ASSERT_EQ(rec.size(), 40u);
+  EXPECT_LT(rec.back(), 0.5 * rec.front()) << "1 - cosine to the teacher, first and last step";
+  Config c = Config::parse(vqkd_recipe(r.data, r.teacher, 40), "vqkd.yaml");
+  const Metrics e = evaluate_recipe(Recipe::from(c), r.tokenizer.string());
+  EXPECT_GE(e.at("eval/codebook_usage"), 0.5) << "codes used on held-out images";
+  EXPECT_GT(e.at("eval/codebook_perplexity"), 4.0);
+  EXPECT_GT(e.at("eval/teacher_cosine"), 0.6);
+  // The codebook and its averages are checkpointed buffers, the teacher is not in the checkpoint.
+  auto ck = load_safetensors((r.tokenizer / "model.safetensors").string());
+  EXPECT_TRUE(ck.tensors.count("vqkd.codebook") && ck.tensors.count("vqkd.ema_sum"));
+  for (const auto& [k, _] : ck.tensors) EXPECT_EQ(k.find("teacher"), std::string::npos) << k;
+  // The teacher's file is untouched by the run.
+  auto before = load_safetensors((r.data / "clip" / "checkpoints" / "latest" / "model.safetensors").string());
+  EXPECT_TRUE(before.tensors.count("visual.pos_embed"));
+}
+
+TEST(VqKd, ResumeIsBitwiseExact) {
+  const Runs& r = runs();
+  Config c = Config::parse(vqkd_recipe(r.data, r.teacher, 6), "vqkd.yaml");
+  Recipe rec = Recipe::from(c);
+  {
+    Trainer t(rec, c, (r.data / "vq_straight").string(), false);
+    t.train();
+  }
+  {
+    Trainer t(rec, c, (r.data / "vq_resumed").string(), false);
+    t.train(3);
+  }
+  {
+    Trainer t(rec, c, (r.data / "vq_resumed").string(), true);
+    t.train();
+  }
+  EXPECT_EQ(losses_of(r.data / "vq_straight"), losses_of(r.data / "vq_resumed"));
+  auto a = load_safetensors((r.data / "vq_straight/checkpoints/latest/model.safetensors").string());
+  auto b = load_safetensors((r.data / "vq_resumed/checkpoints/latest/model.safetensors").string());
+  for (auto& [k, t] : a.tensors) EXPECT_EQ(t.to_vector<float>(), b.tensors.at(k).to_vector<float>()) << k;
+}
+
+TEST(Mim, TinyBeitLearnsTheTokenizersIdsAndDrawsItsMasks) {
+  const Runs& r = runs();
+  const auto tok_before = load_safetensors((r.tokenizer / "model.safetensors").string());
+  train(mim_recipe(r.data, r.tokenizer, 40), r.data / "beit", "beit.yaml");
+  const auto losses = losses_of(r.data / "beit");
+  ASSERT_EQ(losses.size(), 40u);
+  EXPECT_LT(losses.back(), 0.75 * losses.front());
+  double acc = -1;
+  for (const auto& j : metrics_of(r.data / "beit"))
+    if (j.contains("eval/mim_acc")) acc = j["eval/mim_acc"].get<double>();
+  EXPECT_GT(acc, 1.0 / 16 * 2) << "masked-token accuracy, twice chance";
+  EXPECT_TRUE(fs::exists(r.data / "beit" / "eval" / "mim_masks_step_40.png"));
+  auto ck = load_safetensors((r.data / "beit/checkpoints/latest/model.safetensors").string());
+  EXPECT_TRUE(ck.tensors.count("mim_head.mask_token"));
+  for (const auto& [k, _] : ck.tensors) EXPECT_EQ(k.find("vqkd"), std::string::npos) << "the frozen tokenizer was saved: " << k;
+  const auto tok_after = load_safetensors((r.tokenizer / "model.safetensors").string());
+  for (const auto& [k, t] : tok_before.tensors) EXPECT_EQ(t.to_vector<float>(), tok_after.tensors.at(k).to_vector<float>()) << k;
+}
+
+TEST(Mim, RecipesNamingWhatDoesNotFitAreOneClearError) {
+  const Runs& r = runs();
+  // A teacher without the tower the task names.
+  std::string e = error_of(vqkd_recipe(r.data, r.teacher, 2, ", teacher_tower: audio"));
+  EXPECT_NE(e.find("frozen.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("task.teacher_tower: the teacher (frozen.teacher) has no image tower 'audio'"), std::string::npos) << e;
+  // A frozen model the recipe does not have.
+  std::string bad = vqkd_recipe(r.data, r.teacher, 2);
+  bad.replace(bad.find("teacher: teacher"), 16, "teacher: teachr");
+  e = error_of(bad);
+  EXPECT_NE(e.find("task.teacher: no frozen model 'teachr' (the recipe's frozen: teacher"), std::string::npos) << e;
+  // A tokenizer of another shape: the MIM tower cuts 2x2 patches, the tokenizer 4x4.
+  e = error_of(mim_recipe(r.data, r.tokenizer, 2, "2"));
+  EXPECT_NE(e.find("task.tokenizer: the tokenizer (frozen.tok) reads 1x8x8 images as a 2x2 patch grid"), std::string::npos) << e;
+  // A frozen model that is no tokenizer: the CLIP run.
+  e = error_of(mim_recipe(r.data, r.teacher, 2));
+  EXPECT_NE(e.find("task.tokenizer: frozen.tok is no visual tokenizer"), std::string::npos) << e;
+  // A mask ratio outside (0, 1).
+  std::string ratio = mim_recipe(r.data, r.tokenizer, 2);
+  ratio.replace(ratio.find("mask_ratio: 0.5"), 15, "mask_ratio: 1.2");
+  e = error_of(ratio);
+  EXPECT_NE(e.find("task.mask_ratio: must be in (0, 1)"), std::string::npos) << e;
+  // A checkpoint that is not there.
+  e = error_of(vqkd_recipe(r.data, r.data / "nowhere", 2));
+  EXPECT_NE(e.find("frozen.teacher.checkpoint"), std::string::npos) << e;
+  // The check builds the frozen models and runs one forward pass.
+  Config c = Config::parse(mim_recipe(r.data, r.tokenizer, 2), "beit.yaml");
+  EXPECT_NE(check_recipe(Recipe::from(c), c).find("check passed"), std::string::npos);
+}
