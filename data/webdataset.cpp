@@ -109,11 +109,18 @@ std::string read_text(const Blob& b, const std::string& name) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-// The samples of one shard, appended to `out`.
-void add_samples(const std::string& shard, std::vector<Example>& out) {
-  const std::vector<TarMember> members = index_tar(shard);
+// The samples of one shard's members, appended to `out`. `last_may_be_incomplete`: the members end at
+// damage, so the last sample is kept only when it has every kind of member the one before it has.
+// Returns how many samples that dropped (0 or 1).
+int add_samples(const std::string& shard, const std::vector<TarMember>& members, bool last_may_be_incomplete,
+                std::vector<Example>& out) {
   std::map<std::string, size_t> by_key;  // key -> index into `samples`
-  struct Sample { std::string key; Example ex; bool any = false; bool has_text = false, has_label = false; };
+  struct Sample {
+    std::string key;
+    Example ex;
+    bool any = false, has_text = false, has_label = false;
+    unsigned kinds = 0;  // a bit per Kind among its members
+  };
   std::vector<Sample> samples;
   for (const TarMember& m : members) {
     const size_t slash = m.name.rfind('/');
@@ -125,6 +132,7 @@ void add_samples(const std::string& shard, std::vector<Example>& out) {
     auto [it, fresh] = by_key.try_emplace(key, samples.size());
     if (fresh) samples.push_back({key, {}, false});
     Sample& s = samples[it->second];
+    s.kinds |= 1u << unsigned(kind);
     const std::string where = str_cat(shard, ":", m.name);
     const Blob blob{shard, m.offset, m.size};
     auto once = [&](bool taken, const char* what) {
@@ -178,8 +186,18 @@ void add_samples(const std::string& shard, std::vector<Example>& out) {
     }
     s.any = true;
   }
+  int dropped = 0;
+  if (last_may_be_incomplete && !samples.empty()) {
+    const bool like_before = samples.size() >= 2 && (samples.back().kinds & samples[samples.size() - 2].kinds) ==
+                                                        samples[samples.size() - 2].kinds;
+    if (!like_before) {
+      dropped = samples.back().any ? 1 : 0;
+      samples.pop_back();
+    }
+  }
   for (Sample& s : samples)
     if (s.any) out.push_back(std::move(s.ex));
+  return dropped;
 }
 
 }  // namespace
@@ -206,47 +224,105 @@ std::vector<std::string> expand_braces(const std::string& pattern) {
   return out;
 }
 
-std::vector<TarMember> index_tar(const std::string& path) {
+namespace {
+
+int64_t parse_octal(const char* field, size_t n) {
+  int64_t v = 0;
+  bool any = false;
+  for (size_t i = 0; i < n && field[i] != '\0'; ++i) {
+    if (field[i] == ' ') { if (any) break; continue; }
+    if (field[i] < '0' || field[i] > '7') return -1;
+    v = v * 8 + (field[i] - '0');
+    any = true;
+  }
+  return any ? v : -1;
+}
+
+// Where the data of the entry whose header records start at `header` begins: past any pax ('x',
+// 'g') or GNU long-name ('L', 'K') records before its own header; -1 when the records are not
+// whole. Needed after a damaged header, where libarchive no longer says where the stream stood.
+int64_t data_offset_after_headers(const std::string& path, int64_t header, int64_t file_size) {
+  std::ifstream in(path, std::ios::binary);
+  for (int records = 0; records < 8 && header + 512 <= file_size; ++records) {
+    char h[512];
+    in.seekg(header);
+    in.read(h, 512);
+    if (in.gcount() != 512) return -1;
+    const char type = h[156];
+    if (type != 'x' && type != 'g' && type != 'L' && type != 'K') return header + 512;
+    const int64_t size = parse_octal(h + 124, 12);
+    if (size < 0) return -1;
+    header += 512 + (size + 511) / 512 * 512;
+  }
+  return -1;
+}
+
+}  // namespace
+
+TarIndex index_tar_prefix(const std::string& path) {
   LOOM_CHECK(fs::is_regular_file(path), path, ": no such shard");
   const std::string compressed = compression_of(path);
   LOOM_CHECK(compressed.empty(), path, ": a ", compressed, "-compressed shard; loom reads uncompressed tar only (members are "
              "read in place by offset): decompress it, or write shards with loom data pack");
-  const int64_t file_size = int64_t(fs::file_size(path));
+  TarIndex index;
+  index.file_size = int64_t(fs::file_size(path));
   ArchiveReader r;
   archive_read_support_format_tar(r.a);
   LOOM_CHECK(archive_read_open_filename(r.a, path.c_str(), 1 << 16) == ARCHIVE_OK, path, ": cannot open as tar (",
              archive_error_string(r.a) ? archive_error_string(r.a) : "unknown error", ")");
+  auto why = [&] { return std::string(archive_error_string(r.a) ? archive_error_string(r.a) : "unknown error"); };
   struct Entry { std::string name; int64_t header, size; bool regular; };
   std::vector<Entry> entries;
   archive_entry* e = nullptr;
+  bool data_cut = false;  // the last entry's data is damaged (else a header after it is, or nothing is)
   for (;;) {
     const int rc = archive_read_next_header(r.a, &e);
     if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN)  // ARCHIVE_WARN: e.g. a name in another character set; the entry itself is whole
-      throw Error(str_cat(path, ": corrupt tar after ", entries.size(), " members (",
-                          archive_error_string(r.a) ? archive_error_string(r.a) : "unknown error", ")"));
+    if (rc < ARCHIVE_WARN) {  // ARCHIVE_WARN: e.g. a name in another character set; the entry itself is whole
+      index.damage = str_cat("corrupt tar after ", entries.size(), " members (", why(), ")");
+      index.damage_at = 0;
+      if (!entries.empty()) {  // the failed header starts where the last member's padded data ends
+        const int64_t data = data_offset_after_headers(path, entries.back().header, index.file_size);
+        index.damage_at = data < 0 ? entries.back().header : data + (entries.back().size + 511) / 512 * 512;
+        if (data < 0) data_cut = true;  // its data's place is unknown: count it as damaged
+      }
+      break;
+    }
     const char* u = archive_entry_pathname_utf8(e);
     const char* n = u ? u : archive_entry_pathname(e);
     entries.push_back({n ? n : "", int64_t(archive_read_header_position(r.a)), int64_t(archive_entry_size(e)),
                        archive_entry_filetype(e) == AE_IFREG});
-    if (archive_read_data_skip(r.a) != ARCHIVE_OK)
-      throw Error(str_cat(path, ": member ", entries.back().name, " is truncated or corrupt (",
-                          archive_error_string(r.a) ? archive_error_string(r.a) : "unknown error", ")"));
+    if (archive_read_data_skip(r.a) != ARCHIVE_OK) {
+      index.damage = str_cat("member ", entries.back().name, " is truncated or corrupt (", why(), ")");
+      index.damage_at = entries.back().header;
+      data_cut = true;
+      break;
+    }
   }
   // A member's data ends where the next header starts, padded to 512-byte records; the last one
-  // ends at the end-of-archive marker.
-  const int64_t end = int64_t(archive_read_header_position(r.a));
-  std::vector<TarMember> out;
-  for (size_t i = 0; i < entries.size(); ++i) {
+  // ends at the end-of-archive marker (or, in a damaged shard, where the damaged header starts).
+  const int64_t end = index.damage.empty() ? int64_t(archive_read_header_position(r.a)) : index.damage_at;
+  const size_t whole = entries.size() - (data_cut ? 1 : 0);
+  for (size_t i = 0; i < whole; ++i) {
     const int64_t next = i + 1 < entries.size() ? entries[i + 1].header : end;
     const int64_t padded = (entries[i].size + 511) / 512 * 512;
     const int64_t offset = next - padded;
-    if (!entries[i].regular) continue;
-    LOOM_CHECK(entries[i].size >= 0 && offset > entries[i].header && offset + entries[i].size <= file_size, path,
-               ": member ", entries[i].name, " lies outside the file (offset ", offset, ", ", entries[i].size, " bytes)");
-    out.push_back({entries[i].name, offset, entries[i].size});
+    if (entries[i].size < 0 || offset <= entries[i].header || offset + entries[i].size > index.file_size) {
+      index.damage = str_cat("member ", entries[i].name, " lies outside the file (offset ", offset, ", ", entries[i].size, " bytes)");
+      index.damage_at = entries[i].header;
+      index.cut_member = entries[i].name;
+      return index;
+    }
+    if (entries[i].regular) index.members.push_back({entries[i].name, offset, entries[i].size});
   }
-  return out;
+  if (!index.damage.empty() && !entries.empty()) index.cut_member = entries.back().name;
+  return index;
+}
+
+std::vector<TarMember> index_tar(const std::string& path) {
+  TarIndex index = index_tar_prefix(path);
+  if (!index.damage.empty()) throw Error(str_cat(path, ": ", index.damage));
+  return std::move(index.members);
 }
 
 Manifest load_webdataset(const std::string& pattern, const std::string& on_error, WebDatasetReport* report) {
@@ -257,7 +333,18 @@ Manifest load_webdataset(const std::string& pattern, const std::string& on_error
   for (const std::string& shard : expand_braces(pattern)) {
     try {
       std::vector<Example> rows;
-      add_samples(shard, rows);
+      TarIndex index;
+      if (on_error == "fail")
+        index.members = index_tar(shard);
+      else
+        index = index_tar_prefix(shard);
+      const bool damaged = !index.damage.empty();
+      const int dropped = add_samples(shard, index.members, damaged, rows);
+      if (damaged && rows.empty()) throw Error(str_cat(shard, ": ", index.damage));
+      if (damaged)
+        rep.cut.push_back(str_cat(shard, ": ", index.damage, " at byte ", index.damage_at, " of ", index.file_size, "; kept the ",
+                                  rows.size(), " samples before it", dropped ? ", dropped the one in progress" : "",
+                                  ", lost the rest (", index.file_size - index.damage_at, " bytes)"));
       m.rows.insert(m.rows.end(), std::make_move_iterator(rows.begin()), std::make_move_iterator(rows.end()));
       ++rep.shards;
     } catch (const Error& e) {

@@ -35,13 +35,29 @@ struct TarMember {
 // libarchive. loom::Error naming the shard when it cannot be opened, is compressed, or is corrupt.
 std::vector<TarMember> index_tar(const std::string& path);
 
+// What index_tar reads up to the first damage (a cut inside a member's data or a header, a
+// corrupt header, a member past the end): the members before it, every one whole.
+struct TarIndex {
+  std::vector<TarMember> members;
+  std::string damage;      // empty when the shard is whole
+  int64_t damage_at = -1;  // the byte where the damaged header or member starts
+  std::string cut_member;  // the last member whose header was read before the damage (its sample may be incomplete)
+  int64_t file_size = 0;
+};
+// loom::Error only when the shard is missing, compressed or cannot be opened.
+TarIndex index_tar_prefix(const std::string& path);
+
 struct WebDatasetReport {
   int64_t shards = 0, samples = 0;
   std::vector<std::string> skipped;  // "shard: why" for shards skipped under on_error skip
+  std::vector<std::string> cut;      // "shard: ..." for damaged shards whose samples before the damage were kept
 };
 // The samples of every shard of `pattern` (brace-expanded; relative names are relative to the
-// working directory) as manifest rows. on_error "skip": an unreadable or corrupt shard is left out
-// and listed in the report; "fail": loom::Error naming it. A sample whose members are all of
+// working directory) as manifest rows. on_error "skip": a damaged shard (cut short, a corrupt
+// header) keeps every sample before the damage, as WebDataset's tar reader does, and is listed in
+// `cut`: the sample in progress at the damage is kept only when it has every kind of member the
+// sample before it has; a shard that cannot be read at all is left out and listed in `skipped`.
+// "fail": loom::Error naming the shard. A sample whose members are all of
 // unknown extensions is left out; a member that cannot be parsed (a .cls that is not an integer, a
 // .json that is not JSON) is an error naming shard and member under "fail", and drops its sample
 // (listed) under "skip". Image and audio bytes are decoded later, by the loader, as files are.

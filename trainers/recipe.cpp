@@ -89,6 +89,7 @@ DataSpec read_data(const Config& c, const std::string& name) {
       d.rows = std::make_shared<const data::Manifest>(d.shards ? data::load_webdataset(d.manifest, d.on_error, &rep)
                                                                : data::Manifest::load(d.manifest));
       for (const std::string& s : rep.skipped) std::cerr << "loom: " << src << ": skipped shard " << s << "\n";
+      for (const std::string& s : rep.cut) std::cerr << "loom: " << src << ": damaged shard " << s << "\n";
     } catch (const Error& e) {
       c.fail(src, e.what());
     }

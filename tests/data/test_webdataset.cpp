@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include "data/loader.h"
+#include "core/error.h"
 #include "data/webdataset.h"
 #include "helpers.h"
 
 namespace {
 using namespace loom::data;
+using loom::str_cat;
 using loom::data::testing::error_of;
 using loom::data::testing::TempDir;
 using loom::data::testing::write_file;
@@ -124,6 +126,66 @@ TEST(WebDataset, PackThenLoadGivesTheManifestsBatches) {
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
   EXPECT_EQ(bytes(s.dir.file("shards/part-001.tar")), bytes(s.dir.file("again/part-001.tar")));
+}
+
+// A 300-sample shard cut short keeps every sample before the cut (as WebDataset's reader does):
+// cut inside a member's data, the sample of that member goes, and so does everything after; cut
+// inside a header, the samples before it stay whole; the sample in progress is kept only when it has
+// every kind of member the one before it has. Under on_error fail the damage stops the load.
+TEST(WebDataset, AShardCutShortKeepsTheSamplesBeforeTheCut) {
+  Set s(300);
+  pack_webdataset(s.manifest, s.dir.file("one-%d.tar"), 300);
+  const std::string whole = s.dir.file("one-0.tar");
+  const std::vector<TarMember> members = index_tar(whole);
+  ASSERT_EQ(members.size(), 300u * 3 - 2);  // row 3 has no label, row 5 no text
+  std::string bytes;
+  {
+    std::ifstream in(whole, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  auto member = [&](const std::string& name) {
+    auto it = std::find_if(members.begin(), members.end(), [&](const TarMember& m) { return m.name == name; });
+    EXPECT_NE(it, members.end()) << name;
+    return *it;
+  };
+  struct Cut { const char* what; int64_t at; size_t kept; bool dropped; };
+  const TarMember pgm150 = member("000000150.pgm"), txt150 = member("000000150.txt");
+  const std::vector<Cut> cuts = {
+      {"inside 150.pgm's data", pgm150.offset + 20, 150, false},
+      {"inside 150.pgm's header", pgm150.offset - 512 + 100, 150, false},
+      {"inside 150.txt's data", txt150.offset + 5, 150, true},  // 150 has its image but not its text
+      {"inside 150.txt's header", txt150.offset - 512 + 300, 150, true},
+  };
+  for (const Cut& c : cuts) {
+    const std::string path = s.dir.file("cut.tar");
+    write_file(path, bytes.substr(0, size_t(c.at)));
+    WebDatasetReport rep;
+    const Manifest m = load_webdataset(path, "skip", &rep);
+    ASSERT_EQ(m.rows.size(), c.kept) << c.what << ": " << (rep.cut.empty() ? "" : rep.cut[0]);
+    for (size_t i = 0; i < m.rows.size(); ++i) {
+      EXPECT_EQ(m.rows[i].text, s.manifest.rows[i].text) << c.what << " " << i;
+      EXPECT_EQ(m.rows[i].label, s.manifest.rows[i].label) << c.what << " " << i;
+    }
+    EXPECT_TRUE(rep.skipped.empty()) << c.what;
+    ASSERT_EQ(rep.cut.size(), 1u) << c.what;
+    EXPECT_NE(rep.cut[0].find("cut.tar: "), std::string::npos) << rep.cut[0];
+    EXPECT_NE(rep.cut[0].find(str_cat("kept the ", c.kept, " samples")), std::string::npos) << rep.cut[0];
+    EXPECT_EQ(rep.cut[0].find("dropped the one in progress") != std::string::npos, c.dropped) << rep.cut[0];
+    EXPECT_NE(rep.cut[0].find(str_cat("of ", c.at, ";")), std::string::npos) << rep.cut[0];
+    // The kept samples decode: their bytes lie before the cut.
+    LoaderConfig lc;
+    lc.batch_size = int64_t(c.kept);
+    lc.workers = 0;
+    lc.shuffle = false;
+    lc.on_error = "fail";
+    Loader l(std::make_shared<const Manifest>(m), nullptr, lc);
+    EXPECT_EQ(l.next()->size(), int64_t(c.kept)) << c.what;
+    EXPECT_NE(error_of([&] { load_webdataset(path, "fail"); }).find("cut.tar"), std::string::npos) << c.what;
+  }
+  // Cut at a header boundary (no end-of-archive marker): every sample before it, nothing reported lost.
+  write_file(s.dir.file("cut.tar"), bytes.substr(0, size_t(pgm150.offset - 512)));
+  WebDatasetReport rep;
+  EXPECT_EQ(load_webdataset(s.dir.file("cut.tar"), "skip", &rep).rows.size(), 150u);
 }
 
 TEST(WebDataset, BrokenShardsAndMembersAreNamed) {
