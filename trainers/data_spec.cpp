@@ -5,16 +5,17 @@ namespace loom {
 
 std::vector<std::string> DataSpec::provides() const {
   if (!present) return {"audio", "image", "label", "text"};
-  bool image = false, audio = false, text = false;
+  bool image = false, audio = false, text = false, label = false;
   for (const data::Example& e : rows->rows) {
     image = image || !e.image.empty();
     audio = audio || !e.audio.empty();
     text = text || !e.text.empty();
+    label = label || e.label >= 0;
   }
   std::vector<std::string> out;
   if (audio) out.push_back("audio");
   if (image) out.push_back("image");
-  out.push_back("label");
+  if (label) out.push_back("label");
   if (text) out.push_back("text");
   return out;
 }

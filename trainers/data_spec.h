@@ -24,7 +24,7 @@ struct DataSpec {
   std::string on_error = "skip";  // skip | fail
   data::ImageTransform transform;
   data::AudioConfig audio;  // data.NAME.audio (defaults when absent)
-  // The batch keys this data can fill: "image", "audio", "text" (rows have them), "label"; all of
+  // The batch keys this data can fill: "image", "audio", "text", "label" (some row has them); all of
   // them when the manifest is not present (so --check validates the rest of the recipe).
   std::vector<std::string> provides() const;
 };

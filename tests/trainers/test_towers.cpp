@@ -361,7 +361,7 @@ TEST(Towers, DataSourcesATaskCannotUseAreRecipeErrors) {
   text = two_source_recipe(d, 4, "{it: 0.5, ia: 0.4, texts: 0.1}");
   text.insert(text.find("  ia: {"), "  texts: {manifest: " + d.string() + "/texts.jsonl}\n");
   e = error(text);
-  EXPECT_NE(e.find("train.data.texts: task contrastive cannot use data.texts (it provides label, text; the task reads "
+  EXPECT_NE(e.find("train.data.texts: task contrastive cannot use data.texts (it provides text; the task reads "
                    "image, text or image, audio)"), std::string::npos) << e;
   e = error(two_source_recipe(d, 4).replace(two_source_recipe(d, 4).find("steps: 4"), 8, "epochs: 1"));
   EXPECT_NE(e.find("give steps"), std::string::npos) << e;

@@ -3,6 +3,7 @@
 
 namespace loom {
 
+TaskSpec parse_classify(const Config& c, const std::string& prefix, const ModelSpec& model);     // tasks/classify.cpp
 TaskSpec parse_contrastive(const Config& c, const std::string& prefix, const ModelSpec& model);  // tasks/contrastive.cpp
 TaskSpec parse_mae(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mae.cpp
 TaskSpec parse_mlm(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mlm.cpp
@@ -13,7 +14,7 @@ namespace {
 using Parser = TaskSpec (*)(const Config&, const std::string&, const ModelSpec&);
 const std::vector<std::pair<std::string, Parser>>& registry() {
   static const std::vector<std::pair<std::string, Parser>> r = {
-      {"contrastive", parse_contrastive}, {"mae", parse_mae}, {"mlm", parse_mlm}, {"mim", parse_mim}, {"vqkd", parse_vqkd}};
+      {"classify", parse_classify}, {"contrastive", parse_contrastive}, {"mae", parse_mae}, {"mlm", parse_mlm}, {"mim", parse_mim}, {"vqkd", parse_vqkd}};
   return r;
 }
 }  // namespace

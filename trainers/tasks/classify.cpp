@@ -1,0 +1,179 @@
+// task.type: classify — supervised fine-tuning of one tower on labels (MAE's and AudioMAE's
+// fine-tuning): the tower's pooled output (pool: cls, the tower's own; or mean, MAE's global pool over
+// the patch tokens of an image or audio tower) through a head registered as "classifier" (linear, or an MLP with head.hidden units),
+// cross-entropy with label smoothing. Logged: train/classify and train/acc. Evaluated on the stage's
+// evaluation data: eval/top1, eval/top5 and eval/classify_loss (without smoothing).
+//
+// Not yet: multi-label targets (binary cross-entropy, mAP), mixup/CutMix, a class-balanced sampler.
+#include <algorithm>
+#include <iostream>
+#include "core/autograd.h"
+#include "trainers/tasks/task.h"
+
+namespace loom {
+namespace {
+
+constexpr uint64_t kClassifierSalt = 0x636C7366ull;  // "clsf"
+
+struct ClassifySpec {
+  std::string input;
+  bool mean_pool = false;
+  int64_t classes = 0;
+  int64_t hidden = 0;  // 0: a linear head
+  double label_smoothing = 0.0;
+  double init_std = 0.01;  // the last layer's weights; small, as MAE's fine-tuning starts its head
+};
+
+// Linear(width, classes), or Linear(width, hidden) → GELU → Linear(hidden, classes).
+class Classifier : public Module {
+ public:
+  Classifier(int64_t width, const ClassifySpec& s, Generator& gen) : classes(s.classes), width(width) {
+    if (s.hidden > 0) {
+      hidden = std::make_shared<Linear>(width, s.hidden, true, gen);
+      register_module("hidden", hidden);
+    }
+    out = std::make_shared<Linear>(s.hidden > 0 ? s.hidden : width, s.classes, true, gen, s.init_std);
+    register_module("out", out);
+  }
+  Tensor forward(const Tensor& x) const { return out->forward(hidden ? hidden->forward(x, ops::Activation::gelu) : x); }
+  int64_t classes, width;
+  std::shared_ptr<Linear> hidden, out;
+};
+
+class ClassifyTask : public Task {
+ public:
+  ClassifyTask(const ClassifySpec& s, TaskEnv& env) : s_(s), model_(env.model) {
+    LOOM_CHECK(env.model.has_tower(s.input), "task classify: the model has no ", s.input, " tower");
+    const int64_t width = env.model.tower(s.input).output_width();
+    if (s.mean_pool) vit_ = &patch_tower(env.model, s.input, "task classify's pool: mean");
+    if (auto existing = std::dynamic_pointer_cast<Classifier>(env.model.child("classifier"))) {
+      LOOM_CHECK(existing->classes == s.classes && existing->width == width && bool(existing->hidden) == (s.hidden > 0),
+                 "stage ", env.stage, ": its classifier differs from the one an earlier stage added to the model");
+      head_ = existing.get();
+    } else {
+      LOOM_CHECK(!env.model.has_child("classifier"), "task classify: the model already has a child 'classifier' of another kind");
+      Generator gen(env.seed ^ kClassifierSalt);  // its own stream: the model's other weights do not depend on it
+      auto h = std::make_shared<Classifier>(width, s, gen);
+      added_ = h->parameter_count();
+      head_ = &env.model.register_module("classifier", h);
+    }
+  }
+  int64_t added_parameters() const { return added_; }
+
+  void configure(data::LoaderConfig& c) const override { configure_input(model_.tower(s_.input).input(), c); }
+
+  // Labels of a batch as a CPU i64 tensor, each checked against the class count.
+  Tensor labels_of(const data::Batch& b, const char* where) const {
+    const Tensor y = b["label"];
+    for (int64_t v : y.to_vector<int64_t>())
+      LOOM_CHECK(v >= 0 && v < s_.classes, "task classify: a ", where, " example has label ", v, ", and task.classes is ",
+                 s_.classes, v < 0 ? " (the row has no label)" : "");
+    return y;
+  }
+
+  Tensor features(const Tensor& x, Generator* drop_gen) const {
+    if (!vit_) return model_.encode(s_.input, x, drop_gen);
+    const Tensor tokens = vit_->forward_tokens(x, drop_gen);  // [B, 1 + N, W], the class token first
+    return ops::mean(tokens.narrow(1, 1, tokens.size(1) - 1), {1});
+  }
+
+  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
+    const Tensor logits = head_->forward(features(b[s_.input], &drop_gen));
+    const Tensor y = labels_of(b, "training").to(logits.device());
+    {
+      NoGradGuard ng;
+      last_correct_ = ops::sum(ops::eq(ops::argmax(logits, -1), y).to(DType::f32));
+      last_rows_ = y.size(0);
+    }
+    return {{"classify", ops::cross_entropy(logits, y, -100, s_.label_smoothing)}};
+  }
+  Metrics train_metrics() const override {
+    if (!last_correct_.defined() || last_rows_ == 0) return {};
+    return {{"train/acc", last_correct_.item<double>() / double(last_rows_)}};
+  }
+
+  bool evaluates() const override { return true; }
+  Metrics evaluate(const EvalEnv& env) override {
+    if (!env.data) return {};
+    const bool was_training = model_.is_training();
+    model_.eval();
+    NoGradGuard ng;
+    data::LoaderConfig lc = loader_config(*env.data, 0, false);
+    configure(lc);
+    data::Loader loader(env.data->rows, nullptr, lc);
+    const int64_t limit = env.max_samples > 0 ? env.max_samples : INT64_MAX;
+    const int64_t k = std::min<int64_t>(5, s_.classes);
+    double loss_sum = 0, top1 = 0, topk = 0;
+    int64_t seen = 0;
+    while (seen < limit) {
+      auto b = loader.next();
+      if (!b) break;
+      if (b->size() == 0) continue;
+      Tensor x = (*b)[s_.input], y = labels_of(*b, "evaluation");
+      if (x.size(0) > limit - seen) x = x.narrow(0, 0, limit - seen), y = y.narrow(0, 0, limit - seen);
+      const Tensor logits = head_->forward(features(x, nullptr)).to(DType::f32).to(Device::cpu());
+      loss_sum += ops::cross_entropy(logits, y).item<double>() * double(x.size(0));
+      const int64_t C = s_.classes, n = x.size(0);
+      const std::vector<float> l = logits.contiguous().to_vector<float>();
+      const std::vector<int64_t> t = y.to_vector<int64_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        const float* row = l.data() + i * C;
+        // The target's rank: how many classes score above it (ties count against it).
+        int64_t above = 0;
+        for (int64_t c = 0; c < C; ++c)
+          if (c != t[size_t(i)] && row[c] >= row[t[size_t(i)]]) ++above;
+        top1 += above == 0;
+        topk += above < k;
+      }
+      seen += n;
+    }
+    LOOM_CHECK(seen > 0, env.data->manifest, ": task classify found no evaluation example that could be read");
+    model_.train(was_training);
+    return {{"eval/top1", top1 / double(seen)}, {str_cat("eval/top", k), topk / double(seen)},
+            {"eval/classify_loss", loss_sum / double(seen)}, {"eval/samples", double(seen)}};
+  }
+
+ private:
+  ClassifySpec s_;
+  MultimodalModel& model_;
+  ViT* vit_ = nullptr;  // with pool: mean
+  Classifier* head_ = nullptr;
+  int64_t added_ = 0;
+  Tensor last_correct_;
+  int64_t last_rows_ = 0;
+};
+
+}  // namespace
+
+TaskSpec parse_classify(const Config& c, const std::string& k, const ModelSpec& model) {
+  ClassifySpec s;
+  s.input = c.str(k + ".input", model.towers.size() == 1 ? model.towers.begin()->first : default_patch_modality(model));
+  if (!model.tower(s.input))
+    c.fail(c.has(k + ".input") ? k + ".input" : k + ".type",
+           str_cat("task classify needs the tower it fine-tunes, '", s.input, "', and the model has: ", model.describe_towers()));
+  s.mean_pool = c.choice(k + ".pool", {"cls", "mean"}, "cls") == "mean";
+  if (s.mean_pool && model.tower(s.input)->input.kind == "text")
+    c.fail(k + ".pool", "mean pooling is over patch tokens; the text tower pools as its type does (pool: cls)");
+  if (!c.has(k + ".classes")) c.fail(k + ".classes", "required: the number of classes (labels are 0 .. classes-1)");
+  s.classes = c.i64(k + ".classes", 0);
+  if (s.classes < 2) c.fail(k + ".classes", str_cat("must be >= 2, got ", s.classes));
+  s.hidden = c.i64(k + ".head.hidden", 0);
+  if (s.hidden < 0) c.fail(k + ".head.hidden", "must be >= 0 (0: a linear head)");
+  s.label_smoothing = c.f64(k + ".label_smoothing", 0.0);
+  if (!(s.label_smoothing >= 0 && s.label_smoothing < 1)) c.fail(k + ".label_smoothing", "must be in [0, 1)");
+  s.init_std = c.f64(k + ".head.init_std", 0.01);
+  if (!(s.init_std > 0)) c.fail(k + ".head.init_std", "must be > 0");
+  TaskSpec spec;
+  spec.needs = {s.input, "label"};
+  spec.needs_text = model.tower(s.input)->input.kind == "text";
+  spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
+    auto t = std::make_unique<ClassifyTask>(s, env);
+    if (t->added_parameters() > 0)
+      std::cerr << "loom: stage " << env.stage << ": task classify added classifier to the model (" << t->added_parameters()
+                << " parameters, newly initialised)\n";
+    return t;
+  };
+  return spec;
+}
+
+}  // namespace loom
