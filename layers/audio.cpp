@@ -16,6 +16,7 @@ ViTConfig AudioTransformerConfig::vit() const {
   v.pos_embed = pos_embed;
   v.layer_scale_init = layer_scale_init;
   v.drop_path = drop_path;
+  v.patch_dropout = patch_dropout;
   return v;
 }
 

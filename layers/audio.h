@@ -16,7 +16,7 @@ struct AudioTransformerConfig {
   int64_t stride = 0;  // 0: patch
   double mlp_ratio = 4.0;
   std::string pos_embed = "learned";  // learned | sincos
-  double layer_scale_init = 0.0, drop_path = 0.0;
+  double layer_scale_init = 0.0, drop_path = 0.0, patch_dropout = 0.0;
   ViTConfig vit() const;  // the equivalent ViT: channels 1, image mel_bins x frames
   int64_t grid_f() const { return vit().grid_h(); }
   int64_t grid_t() const { return vit().grid_w(); }

@@ -2,6 +2,7 @@
 #include "layers/transformer.h"
 #include "core/autocast.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace loom {
@@ -214,6 +215,22 @@ Tensor ViT::forward_tokens(const Tensor& images, Generator* drop_gen) const {
   const int64_t B = x.size(0);
   Tensor cls = cls_token.reshape({1, 1, W}).expand({B, 1, W});
   x = ops::add(ops::cat({cls, x}, 1), pos_embed);
+  if (config.patch_dropout > 0 && drop_gen && is_training()) {
+    const int64_t N = x.size(1) - 1;
+    const int64_t K = std::max<int64_t>(1, std::llround(double(N) * (1.0 - config.patch_dropout)));
+    // The K patches of smallest uniform noise, in their grid order, after the class token (row 0).
+    const std::vector<int64_t> order = ops::argsort(ops::rand({B, N}, *drop_gen, DType::f64), 1).to_vector<int64_t>();
+    std::vector<int64_t> rows;
+    rows.reserve(size_t(B * (K + 1)));
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int64_t> kept(order.begin() + b * N, order.begin() + b * N + K);
+      std::sort(kept.begin(), kept.end());
+      rows.push_back(0);
+      for (int64_t k : kept) rows.push_back(k + 1);
+    }
+    const Tensor index = Tensor::from(rows, {B, K + 1, 1}).to(x.device());
+    x = ops::gather(x, 1, index.expand({B, K + 1, W}).contiguous());
+  }
   return forward_blocks(x, drop_gen);
 }
 

@@ -123,6 +123,10 @@ struct ViTConfig {
   double mlp_ratio = 4.0;
   std::string pos_embed = "learned";  // learned | sincos (2-D, fixed buffer)
   double layer_scale_init = 0.0, drop_path = 0.0;
+  // FLIP's patch dropout (open_clip's patch_dropout): in training, with a drop generator, each image
+  // keeps a random max(1, round((1 - p) N)) of its N patch tokens after the positions are added (the
+  // class token always), so the blocks see fewer tokens; evaluation sees all of them.
+  double patch_dropout = 0.0;
   // Pixels between patch origins; 0 means patch. Below patch the patches overlap (AST: 16 with
   // stride 10), and the grid is that of a convolution, (size - patch) / stride + 1.
   int64_t stride = 0;

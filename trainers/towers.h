@@ -28,6 +28,7 @@ struct TowerSpec {
   int64_t width = 0;    // its pooled output
   bool overlapping_patches = false;  // patch tokens overlap (no per-patch reconstruction)
   int64_t grid_h = 0, grid_w = 0;    // a patch tower's token grid (0: not one)
+  double patch_dropout = 0.0;        // model.<tower>.patch_dropout (vit, ast)
   std::function<std::shared_ptr<Encoder>(Generator&, const TowerContext&)> build;
 };
 

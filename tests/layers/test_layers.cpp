@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <set>
 
 #include "layers/audio.h"
 #include "layers/clip.h"
@@ -433,4 +434,58 @@ TEST(DropPath, OffInEvalAndWithoutGenerator) {
   EXPECT_EQ(v.forward(img, &drop).to_vector<float>(), v.forward(img).to_vector<float>());
   v.train();
   EXPECT_NE(v.forward(img, &drop).to_vector<float>(), v.forward(img).to_vector<float>());
+}
+
+// FLIP's patch dropout: in training with a generator, each image keeps round((1 - p) N) patch tokens
+// (the class token first, the rest in grid order): the blocks' output equals the blocks on exactly
+// those tokens, a dropped patch's position gets no gradient, and evaluation drops nothing.
+TEST(PatchDropout, KeepsARandomSubsetOfPatchesInTrainingOnly) {
+  Generator gen(12);
+  ViTConfig vc;
+  vc.image_size = 12;
+  vc.patch = 3;  // 16 patches
+  vc.width = 8;
+  vc.layers = 2;
+  vc.heads = 2;
+  vc.patch_dropout = 0.5;
+  ViT v(vc, gen);
+  const Tensor img = ops::randn({5, 1, 12, 12}, gen);
+  const int64_t N = 16, K = 8, B = 5;
+  Generator drop(3);
+  v.eval();
+  EXPECT_EQ(v.forward_tokens(img, &drop).shape(), (Shape{B, 1 + N, 8}));
+  EXPECT_EQ(drop.offset(), 0u);
+  v.train();
+  EXPECT_EQ(v.forward_tokens(img).shape(), (Shape{B, 1 + N, 8})) << "no generator: nothing dropped";
+
+  Generator a(3), replay(3);
+  const Tensor out = v.forward_tokens(img, &a);
+  ASSERT_EQ(out.shape(), (Shape{B, 1 + K, 8}));
+  // The same draw by hand: the K smallest of uniform noise per image, sorted, after the class token.
+  const std::vector<int64_t> order = ops::argsort(ops::rand({B, N}, replay, DType::f64), 1).to_vector<int64_t>();
+  const Tensor all = v.prepend_cls(v.embed_patches(img));
+  std::vector<Tensor> rows;
+  std::set<int64_t> kept_anywhere;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> kept(order.begin() + b * N, order.begin() + b * N + K);
+    std::sort(kept.begin(), kept.end());
+    std::vector<int64_t> idx{0};
+    for (int64_t k : kept) idx.push_back(k + 1), kept_anywhere.insert(k);
+    rows.push_back(ops::index_select(all.select(0, b), 0, Tensor::from(idx, {K + 1})).reshape({1, K + 1, 8}));
+  }
+  const Tensor ref = v.forward_blocks(ops::cat(rows, 0));
+  EXPECT_EQ(out.to_vector<float>(), ref.to_vector<float>());
+  // Gradient: on one image, none to the position rows of the patches it dropped.
+  Generator again(5), replay1(5);
+  const Tensor one = img.narrow(0, 0, 1).contiguous();
+  ops::sum(v.forward_tokens(one, &again)).backward();
+  const std::vector<int64_t> order1 = ops::argsort(ops::rand({1, N}, replay1, DType::f64), 1).to_vector<int64_t>();
+  kept_anywhere = std::set<int64_t>(order1.begin(), order1.begin() + K);
+  const Tensor g = v.pos_embed.grad();
+  ASSERT_TRUE(g.defined());
+  for (int64_t n = 0; n < N; ++n) {
+    const std::vector<float> row = g.select(0, n + 1).contiguous().to_vector<float>();
+    const bool zero = std::all_of(row.begin(), row.end(), [](float x) { return x == 0.0f; });
+    EXPECT_EQ(zero, !kept_anywhere.count(n)) << "patch " << n;
+  }
 }

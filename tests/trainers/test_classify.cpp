@@ -77,6 +77,20 @@ TEST(Classify, TinyVitLearnsTheLabels) {
   EXPECT_EQ(with_acc, 40);
 }
 
+// FLIP's patch dropout on the tower: training sees half the patches, evaluation all of them.
+TEST(Classify, LearnsWithPatchDropout) {
+  const fs::path d = make_dataset("classify_patch_dropout");
+  const std::string yaml = replaced(classify_recipe(d, 40), "heads: 2}", "heads: 2, patch_dropout: 0.5}");
+  Config c = Config::parse(yaml, "classify.yaml");
+  Recipe r = Recipe::from(c);
+  Trainer t(r, c, (d / "run").string(), false);
+  t.train();
+  const Metrics after = t.evaluate();
+  EXPECT_GT(after.at("eval/top1"), 0.9);
+  EXPECT_NE(error_of(replaced(yaml, "patch_dropout: 0.5", "patch_dropout: 1.0")).find("model.vision.patch_dropout: must be in [0, 1)"),
+            std::string::npos);
+}
+
 TEST(Classify, FineTunesFromAnotherRunsCheckpointAndResumesBitwise) {
   const fs::path d = make_dataset("classify_finetune");
   // A pretraining run of the same tower (MAE), then classify from its checkpoint.

@@ -161,6 +161,11 @@ TEST(Mim, RecipesNamingWhatDoesNotFitAreOneClearError) {
   std::string e = error_of(vqkd_recipe(r.data, r.teacher, 2, ", teacher_tower: audio"));
   EXPECT_NE(e.find("frozen.yaml:"), std::string::npos) << e;
   EXPECT_NE(e.find("task.teacher_tower: the teacher (frozen.teacher) has no image tower 'audio'"), std::string::npos) << e;
+  // An encoder that drops patches: no code for the dropped ones.
+  std::string dropping = vqkd_recipe(r.data, r.teacher, 2);
+  dropping.replace(dropping.find("heads: 2}"), 9, "heads: 2, patch_dropout: 0.5}");
+  e = error_of(dropping);
+  EXPECT_NE(e.find("model.vision.patch_dropout: task vqkd gives every patch a code"), std::string::npos) << e;
   // A frozen model the recipe does not have.
   std::string bad = vqkd_recipe(r.data, r.teacher, 2);
   bad.replace(bad.find("teacher: teacher"), 16, "teacher: teachr");

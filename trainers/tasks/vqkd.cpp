@@ -186,6 +186,8 @@ TaskSpec parse_vqkd(const Config& c, const std::string& k, const ModelSpec& mode
   if (!tower || tower->input.kind != "image" || tower->grid_h == 0)
     c.fail(c.has(k + ".input") ? k + ".input" : k + ".type",
            str_cat("task vqkd tokenizes an image tower '", s.input, "', and the model has: ", model.describe_towers()));
+  if (tower->patch_dropout > 0)
+    c.fail(tower->key + ".patch_dropout", "task vqkd gives every patch a code, so its encoder cannot drop patches (set it to 0)");
   if (!c.has(k + ".teacher")) c.fail(k + ".teacher", "required key is missing: the frozen model whose features the decoder regresses");
   const FrozenModel& teacher = named_frozen(c, k + ".teacher", model);
   s.teacher = c.str(k + ".teacher");

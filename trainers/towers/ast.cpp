@@ -21,6 +21,8 @@ AudioTransformerConfig read_ast_config(const Config& c, const std::string& k) {
   a.layer_scale_init = c.f64(k + ".layer_scale_init", 0.0);
   a.drop_path = c.f64(k + ".drop_path", 0.0);
   if (!(a.drop_path >= 0 && a.drop_path < 1)) c.fail(k + ".drop_path", "must be in [0, 1)");
+  a.patch_dropout = c.f64(k + ".patch_dropout", 0.0);
+  if (!(a.patch_dropout >= 0 && a.patch_dropout < 1)) c.fail(k + ".patch_dropout", "must be in [0, 1)");
   if (!(a.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
   if (!(a.mlp_ratio > 0)) c.fail(k + ".mlp_ratio", str_cat("must be > 0, got ", a.mlp_ratio));
   if (a.mel_bins < 4 || a.mel_bins > 1024) c.fail(k + ".mel_bins", "must be in [4, 1024]");
@@ -39,6 +41,7 @@ TowerSpec ast_tower(const AudioTransformerConfig& a) {
   s.input = {"audio", 1, a.mel_bins, a.frames, 0};
   s.width = a.width;
   s.overlapping_patches = a.stride != 0 && a.stride != a.patch;
+  s.patch_dropout = a.patch_dropout;
   s.build = [a](Generator& g, const TowerContext&) -> std::shared_ptr<Encoder> {
     return std::make_shared<AudioTransformer>(a, g);
   };

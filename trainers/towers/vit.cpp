@@ -30,6 +30,8 @@ ViTConfig read_vit_config(const Config& c, const std::string& k) {
   v.layer_scale_init = c.f64(k + ".layer_scale_init", 0.0);
   v.drop_path = c.f64(k + ".drop_path", 0.0);
   if (!(v.drop_path >= 0 && v.drop_path < 1)) c.fail(k + ".drop_path", "must be in [0, 1)");
+  v.patch_dropout = c.f64(k + ".patch_dropout", 0.0);
+  if (!(v.patch_dropout >= 0 && v.patch_dropout < 1)) c.fail(k + ".patch_dropout", "must be in [0, 1)");
   if (!(v.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
   if (!(v.mlp_ratio > 0)) c.fail(k + ".mlp_ratio", str_cat("must be > 0, got ", v.mlp_ratio));
   v.ln_pre = c.boolean(k + ".ln_pre", false);
@@ -50,6 +52,7 @@ TowerSpec vit_tower(const ViTConfig& v) {
   s.overlapping_patches = v.overlapping();
   s.grid_h = v.grid_h();
   s.grid_w = v.grid_w();
+  s.patch_dropout = v.patch_dropout;
   s.build = [v](Generator& g, const TowerContext&) -> std::shared_ptr<Encoder> { return std::make_shared<ViT>(v, g); };
   return s;
 }
