@@ -19,7 +19,7 @@ int64_t int_value(const char* flag, const std::string& v) {
 // Commands taking more than one plain argument after the first: how many.
 size_t positional_limit(const std::string& command) {
   if (command == "export") return 1;
-  if (command == "data") return 2;
+  if (command == "data") return 3;  // pack MANIFEST OUT; import FORMAT ROOT OUT
   if (command == "plot") return 64;  // further run directories
   return 0;
 }
@@ -43,6 +43,8 @@ Args parse_args(int argc, char** argv) {
     else if (s == "--random-init") a.random_init = true;
     else if (s == "--steps") a.steps = int_value("--steps", value("--steps"));
     else if (s == "--per-shard") a.per_shard = int_value("--per-shard", value("--per-shard"));
+    else if (s == "--split") a.split = value("--split");
+    else if (s == "--skip-missing") a.skip_missing = true;
     else if (s == "--check") a.check = true;
     else if (s == "--profile") a.profile = true;
     else if (s == "--in-memory") a.in_memory = true;

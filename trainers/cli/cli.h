@@ -12,11 +12,11 @@ namespace loom::cli {
 
 struct Args {
   std::string command, recipe, resume, run_dir, checkpoint, data = "train";
-  std::string input, out, kind, index, query_kind, query, format, recipe_file, metrics;
+  std::string input, out, kind, index, query_kind, query, format, recipe_file, metrics, split;
   std::vector<std::string> positional;  // after the first argument (loom export's OUT_DIR, loom plot's runs)
   std::vector<std::string> overrides;
   int64_t steps = 20, samples = 0, k = 10, per_shard = 10000;
-  bool help = false, random_init = false, check = false, profile = false, in_memory = false;
+  bool help = false, random_init = false, check = false, profile = false, in_memory = false, skip_missing = false;
 };
 
 // What a command leaves for main's error handler: the communicator of a multi-process run, so that
