@@ -479,6 +479,12 @@ void read_init_from(const Config& c, Recipe& r) {
 void read_train_and_kernels(const Config& c, Recipe& r) {
   r.grad_accum = c.i64("train.grad_accum", 1);
   if (r.grad_accum < 1) c.fail("train.grad_accum", "must be >= 1");
+  r.grad_cache = c.boolean("train.grad_cache", false);
+  if (r.grad_cache)
+    for (const StageSpec& s : r.stages)
+      if (!s.task.caches_features)
+        c.fail("train.grad_cache", str_cat("stage ", s.name, "'s task ", s.task.type, " cannot cache features (only a single "
+                                           "contrastive task can: its loss couples the examples of the batch)"));
   r.clip_grad_norm = c.f64("train.clip_grad_norm", 0.0);
   if (!(r.clip_grad_norm >= 0)) c.fail("train.clip_grad_norm", "must be >= 0 (0: off)");
   // Whether this machine has the device is the trainer's question (--check reads GPU recipes anywhere).

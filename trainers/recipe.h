@@ -73,6 +73,10 @@ struct Recipe {
   std::map<std::string, FrozenRecipe> frozen;
 
   int64_t grad_accum = 1, checkpoint_every = 0, keep = 2, log_every = 10;
+  // train.grad_cache (GradCache, open_clip's accum_freq): with grad_accum > 1 the loss contrasts the
+  // whole accumulated batch: features of every micro-batch first, without graphs, then the loss over
+  // all of them, then each micro-batch re-encoded with its graph and given its slice of the gradient.
+  bool grad_cache = false;
   bool tensorboard = true;  // TensorBoard event files in <run>/tensorboard beside metrics.jsonl
   double clip_grad_norm = 0.0;
   std::string device = "cpu", precision = "fp32";

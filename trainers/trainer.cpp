@@ -410,6 +410,92 @@ void Trainer::micro_step(int64_t a, StepReadback& rb) {
   backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
 }
 
+// GradCache (Gao et al. 2021; open_clip's accum_freq): 1. every micro-batch encoded without a graph,
+// the drop generator's state noted before each; 2. the loss over all of their features, as leaves,
+// backward to their gradients (and to what the loss reads directly: the temperature); 3. each
+// micro-batch encoded again from its noted state (the same dropout and drop-path) with its graph,
+// backward from its slice of the gradient. The last backward carries the loss's direct gradients
+// too, so the reducer sees every gradient in its one armed backward. Equal to one big batch.
+void Trainer::grad_cache_step(StepReadback& rb) {
+  Task& task = *run_.tasks[stage_];
+  const StageSpec& stage = recipe_.stages[stage_];
+  const int64_t G = recipe_.grad_accum;
+  std::vector<data::Batch> batches;
+  std::vector<std::pair<uint64_t, uint64_t>> gen_at;
+  std::vector<Task::Features> cached;
+  double local_rows = 0, global_rows = 0;
+  for (int64_t a = 0; a < G; ++a) {
+    int64_t rows = 0;
+    batches.push_back(next_usable_batch(rows));
+    global_rows += double(rows);
+    local_rows += double(batches.back().size());
+    gen_at.push_back({drop_gen_.seed(), drop_gen_.offset()});
+    NoGradGuard ng;
+    AutocastGuard autocast(autocast_);
+    Task::Features f = task.features(batches.back(), drop_gen_);
+    for (auto& [_, t] : f) t = t.detach().set_requires_grad(true);
+    cached.push_back(std::move(f));
+  }
+  const std::pair<uint64_t, uint64_t> gen_end{drop_gen_.seed(), drop_gen_.offset()};
+  const double share = local_rows / global_rows;  // this rank's part of the global accumulated batch
+  std::vector<LossPart> ps;
+  Tensor loss;
+  {
+    AutocastGuard autocast(autocast_);
+    ps = task.loss_of_features(cached, batches);
+    for (const LossPart& p : ps) {
+      Tensor w = p.weight == 1.0 ? p.value : ops::mul(p.value, p.weight);
+      loss = loss.defined() ? ops::add(loss, w) : w;
+    }
+  }
+  for (const LossPart& p : ps) rb.part_names.push_back(p.name);
+  {
+    NoGradGuard ng;
+    auto scalar = [share](const Tensor& v) { return ops::mul(v.detach().to(DType::f64), share).reshape({}); };
+    // end_step averages G micro-steps' values: the one loss of the whole batch stands for each.
+    for (int64_t a = 0; a < G; ++a) {
+      rb.values.push_back(scalar(loss));
+      for (const LossPart& p : ps) rb.values.push_back(scalar(p.value));
+    }
+  }
+  const auto b0 = std::chrono::steady_clock::now();
+  (share != 1.0 ? ops::mul(loss, share) : loss).backward();
+  // What the loss reads besides the features (the temperature) has its gradient now: held back for
+  // the last backward, so that no gradient reaches a parameter outside the reducer's armed pass.
+  std::vector<std::pair<Tensor, Tensor>> direct;
+  for (Tensor& p : params_)
+    if (p.grad().defined()) {
+      direct.push_back({p, p.grad()});
+      p.zero_grad();
+    }
+  for (int64_t a = 0; a < G; ++a) {
+    drop_gen_.set_state(gen_at[size_t(a)].first, gen_at[size_t(a)].second);
+    Tensor surrogate;
+    {
+      AutocastGuard autocast(autocast_);
+      const Task::Features f = task.features(batches[size_t(a)], drop_gen_);
+      for (const auto& [m, t] : f) {
+        const Tensor g = cached[size_t(a)].at(m).grad();
+        if (!g.defined()) continue;  // a modality the loss did not read
+        const Tensor term = ops::sum(ops::mul(t.to(g.dtype()), g));
+        surrogate = surrogate.defined() ? ops::add(surrogate, term) : term;
+      }
+      if (a + 1 == G)
+        for (const auto& [p, g] : direct) {
+          const Tensor term = ops::sum(ops::mul(p, g));
+          surrogate = surrogate.defined() ? ops::add(surrogate, term) : term;
+        }
+    }
+    LOOM_CHECK(surrogate.defined(), "task ", stage.task.type, ": no feature of micro-batch ", a, " reached the loss");
+    const bool reduce = reducer_ && a + 1 == G;
+    if (reduce) reducer_->arm();
+    surrogate.backward();
+    if (reduce) reducer_->finish();
+  }
+  drop_gen_.set_state(gen_end.first, gen_end.second);
+  backward_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
+}
+
 void Trainer::train_step(double lr) {
   const StageSpec& stage = recipe_.stages[stage_];
   step_context_.step = step_;
@@ -419,7 +505,10 @@ void Trainer::train_step(double lr) {
   // Every micro-batch's loss and parts stay on the device until the step's one read-back (with the
   // gradient norm): a GPU step queues all its work before the host waits once.
   StepReadback rb;
-  for (int64_t a = 0; a < recipe_.grad_accum; ++a) micro_step(a, rb);
+  if (recipe_.grad_cache && recipe_.grad_accum > 1)
+    grad_cache_step(rb);
+  else
+    for (int64_t a = 0; a < recipe_.grad_accum; ++a) micro_step(a, rb);
   if (defer_scalars()) return deferred_step_end(lr, rb.values, rb.part_names, stage.task.type);
   prefetch_next_batch();  // the step's backward is queued: the next batch's copy runs beside it
   end_step(lr, rb);

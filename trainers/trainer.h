@@ -92,6 +92,7 @@ class Trainer {
   // Micro-batch `a` of the step: a usable batch, the task's forward, the weighted loss's backward
   // (the gradient all-reduce armed on the last one).
   void micro_step(int64_t a, StepReadback& rb);
+  void grad_cache_step(StepReadback& rb);  // train.grad_cache: every micro-batch of the step in one loss
   // The step's end on the host: one read-back of the losses and the gradient norm, the non-finite
   // policy (stop naming the part or parameter, or skip_step), clipping, the optimizer step.
   void end_step(double lr, StepReadback& rb);

@@ -181,7 +181,8 @@ std::string recipe_text(const fs::path& data, int64_t steps, const std::string& 
   r += "optim: {type: adamw, lr: 3.0e-3, weight_decay: 0.01, betas: [0.9, 0.98]}\n"
        "schedule: {type: cosine, warmup_steps: 5}\n"
        "train: {steps: " + std::to_string(steps) + ", checkpoint_every: 10, keep: 3, log_every: 1, threads: 1, "
-       "clip_grad_norm: 1.0, grad_accum: 2, bucket_mb: 0.01" + (sources ? ", data: {train: 0.5, images: 0.5}" : "") + "}\n";
+       "clip_grad_norm: 1.0, grad_accum: 2, bucket_mb: 0.01" + (sources ? ", data: {train: 0.5, images: 0.5}" : "") +
+       (task == "grad_cache" ? ", grad_cache: true" : "") + "}\n";
   return r;
 }
 
@@ -284,6 +285,9 @@ TEST(Distributed, TinyClipOnTwoRanksEqualsOneProcessAndResumesExactly) { check_a
 
 // MAE draws each example's mask from the global batch's noise, so two ranks mask as one process does.
 TEST(Distributed, TinyMaeOnTwoRanksEqualsOneProcessAndResumesExactly) { check_against_one_process("mae", 5e-6); }
+
+// GradCache: every rank's micro-batches in one loss, the features gathered over ranks: as one process.
+TEST(Distributed, GradCacheOnTwoRanksEqualsOneProcessAndResumesExactly) { check_against_one_process("grad_cache", 5e-6); }
 
 // Two tasks on two sources (steps of MAE alone and of MAE + CLIP): the same within the tolerance.
 TEST(Distributed, TwoTasksOnTwoSourcesOnTwoRanksEqualOneProcessAndResumeExactly) { check_against_one_process("sources", 5e-6); }

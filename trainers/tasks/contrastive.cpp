@@ -61,26 +61,62 @@ class ContrastiveTask : public Task {
     for (const std::string& m : encoded_) configure_input(model_.tower(m).input(), c);
   }
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext& step) override {
+    return loss_over(embed_batch(b, drop_gen, &step), labels_of(b), present_pairs(b));
+  }
+
+  Features features(const data::Batch& b, Generator& drop_gen) override { return embed_batch(b, drop_gen, nullptr); }
+  std::vector<LossPart> loss_of_features(const std::vector<Features>& feats, const std::vector<data::Batch>& batches) override {
+    LOOM_CHECK(!feats.empty() && feats.size() == batches.size(), "task contrastive: ", feats.size(), " feature sets for ",
+               batches.size(), " batches");
+    Features all;
+    for (const auto& [m, _] : feats[0]) {
+      std::vector<Tensor> parts;
+      for (const Features& f : feats) {
+        LOOM_CHECK(f.count(m), "task contrastive: the micro-batches of one step hold different modalities");
+        parts.push_back(f.at(m));
+      }
+      all[m] = ops::cat(parts, 0);
+    }
     Tensor labels;
     if (s_.options.same_label_positives) {
-      labels = b["label"];
-      for (int64_t y : labels.to_vector<int64_t>())
-        LOOM_CHECK(y >= 0, "task.same_label_positives needs a label on every training example, and a row has none");
+      std::vector<Tensor> ls;
+      for (const data::Batch& b : batches) ls.push_back(labels_of(b));
+      labels = ops::cat(ls, 0);
     }
-    // The pairs this batch holds (a stage's sources may each serve some), each modality encoded
-    // once, in the order the pairs first name them (CLIP: image, then text).
+    return loss_over(all, labels, present_pairs(batches[0]));
+  }
+
+ private:
+  Tensor labels_of(const data::Batch& b) const {
+    if (!s_.options.same_label_positives) return Tensor();
+    Tensor labels = b["label"];
+    for (int64_t y : labels.to_vector<int64_t>())
+      LOOM_CHECK(y >= 0, "task.same_label_positives needs a label on every training example, and a row has none");
+    return labels;
+  }
+  // The pairs this batch holds (a stage's sources may each serve some).
+  std::vector<const Pair*> present_pairs(const data::Batch& b) const {
     std::vector<const Pair*> present;
-    std::map<std::string, Tensor> emb;
     for (const Pair& p : pairs_)
       if (b.has(p.a) && b.has(p.b)) present.push_back(&p);
     LOOM_CHECK(!present.empty(), "task contrastive: a batch with ", b.keys(), " holds none of its pairs");
+    return present;
+  }
+  // Each modality of the present pairs encoded once, in the order the pairs first name them (CLIP:
+  // image, then text).
+  Features embed_batch(const data::Batch& b, Generator& drop_gen, StepContext* step) const {
+    Features emb;
     for (const std::string& m : encoded_)
-      for (const Pair* p : present)
+      for (const Pair* p : present_pairs(b))
         if ((p->a == m || p->b == m) && !emb.count(m)) {
           // A task before this one in the stage encoded the tower already (CAV-MAE: joint MAE's masked pass).
-          auto shared = step.shared.find(m + ".tokens");
-          emb[m] = shared != step.shared.end() ? model_.embed_tokens(m, shared->second, &drop_gen) : model_.embed(m, b[m], &drop_gen);
+          auto shared = step ? step->shared.find(m + ".tokens") : std::map<std::string, Tensor>::iterator();
+          emb[m] = step && shared != step->shared.end() ? model_.embed_tokens(m, shared->second, &drop_gen)
+                                                        : model_.embed(m, b[m], &drop_gen);
         }
+    return emb;
+  }
+  std::vector<LossPart> loss_over(Features emb, const Tensor& labels, const std::vector<const Pair*>& present) {
     // A fixed temperature is a host constant: it moves to the features' device once, not every step.
     for (Pair& p : pairs_)
       if (!p.learnable && p.log_scale.device() != emb.begin()->second.device()) p.log_scale = p.log_scale.to(emb.begin()->second.device());
@@ -101,6 +137,8 @@ class ContrastiveTask : public Task {
       out.push_back({p->part, clip_loss(emb[p->a], emb[p->b], p->log_scale, labels, s_.options)});
     return out;
   }
+
+ public:
   void after_step() override {  // open_clip clamps the learnable log-scale to [0, log max] after each step
     NoGradGuard ng;
     for (Pair& p : pairs_)
@@ -202,6 +240,7 @@ TaskSpec parse_contrastive(const Config& c, const std::string& k, const ModelSpe
   for (const auto& [a, b] : pairs)
     for (const std::string& m : {a, b})
       if (std::find(spec.needs.begin(), spec.needs.end(), m) == spec.needs.end()) spec.needs.push_back(m);
+  spec.caches_features = true;
   spec.needs_text = std::find(spec.needs.begin(), spec.needs.end(), "text") != spec.needs.end() || s.eval.zeroshot;
   for (const auto& [a, b] : pairs) {  // with several sources, each serves the pairs whose two modalities it has
     spec.serves.push_back({a, b});

@@ -79,6 +79,19 @@ class Task {
   // Loader settings that depend on the model: channels, image size, text context.
   virtual void configure(data::LoaderConfig& c) const = 0;
   virtual std::vector<LossPart> forward(const data::Batch& batch, Generator& drop_gen, StepContext& step) = 0;
+  // GradCache (train.grad_cache; TaskSpec::caches_features): forward in two halves, so that the loss
+  // can see every micro-batch of an accumulated step. features() encodes one micro-batch (with its
+  // graph when grad mode is on); loss_of_features() is forward's loss over the micro-batches' features
+  // (in order, each a leaf the trainer made) and their batches.
+  using Features = std::map<std::string, Tensor>;
+  virtual Features features(const data::Batch& batch, Generator& drop_gen) {
+    (void)batch, (void)drop_gen;
+    throw Error("this task cannot cache features (train.grad_cache)");
+  }
+  virtual std::vector<LossPart> loss_of_features(const std::vector<Features>& feats, const std::vector<data::Batch>& batches) {
+    (void)feats, (void)batches;
+    throw Error("this task cannot cache features (train.grad_cache)");
+  }
   virtual void after_step() {}                       // e.g. the logit-scale clamp
   virtual Metrics train_metrics() const { return {}; }  // logged with the loss (train/logit_scale)
   virtual bool evaluates() const { return false; }   // evaluate() has something to report
@@ -92,6 +105,7 @@ struct TaskSpec {
   bool needs_text = false;         // the run must have a tokenizer
   bool needs_mask_token = false;   // ... whose vocabulary holds a mask token (masked language modelling)
   bool needs_eval_data = false;    // its evaluation settings ask for data (zero-shot, retrieval)
+  bool caches_features = false;    // implements Task::features / loss_of_features (train.grad_cache)
   std::vector<PairTemperature> pairs;  // contrastive: the pairs whose temperatures the model holds
   std::vector<std::string> needs;  // the batch keys the task reads (checked against the data up front)
   // With several data sources in a stage: the sets of keys any one of which lets a batch serve the
