@@ -170,3 +170,27 @@ TEST(Classify, RecipesItCannotRunAreOneClearError) {
   e = error_of(replaced(good, "classes: 4", "classes: 3"), d / "run_bad_label");
   EXPECT_NE(e.find("has label 3, and task.classes is 3"), std::string::npos) << e;
 }
+
+// Rows without a label (a set where only some are classified) are left out of the loss and metrics.
+TEST(Classify, RowsWithoutALabelAreLeftOut) {
+  const fs::path d = make_dataset("classify_partial");
+  for (const char* split : {"train", "test"}) {
+    std::ifstream in(d / (std::string(split) + ".jsonl"));
+    std::ofstream out(d / (std::string(split) + "_partial.jsonl"));
+    int i = 0;
+    for (std::string line; std::getline(in, line); ++i) {
+      auto j = nlohmann::json::parse(line);
+      if (i % 3 == 1) j.erase("label");
+      out << j.dump() << "\n";
+    }
+  }
+  std::string yaml = replaced(classify_recipe(d, 40), (d / "train.jsonl").string(), (d / "train_partial.jsonl").string());
+  yaml = replaced(yaml, (d / "test.jsonl").string(), (d / "test_partial.jsonl").string());
+  Config c = Config::parse(yaml, "classify.yaml");
+  Recipe r = Recipe::from(c);
+  Trainer t(r, c, (d / "run").string(), false);
+  t.train();
+  const Metrics m = t.evaluate();
+  EXPECT_EQ(m.at("eval/samples"), 43.0);  // 64 test rows, every third without a label
+  EXPECT_GT(m.at("eval/top1"), 0.9);
+}

@@ -1,8 +1,9 @@
 // task.type: classify — supervised fine-tuning of one tower on labels (MAE's and AudioMAE's
 // fine-tuning): the tower's pooled output (pool: cls, the tower's own; or mean, MAE's global pool over
 // the patch tokens of an image or audio tower) through a head registered as "classifier" (linear, or an MLP with head.hidden units),
-// cross-entropy with label smoothing. Logged: train/classify and train/acc. Evaluated on the stage's
-// evaluation data: eval/top1, eval/top5 and eval/classify_loss (without smoothing).
+// cross-entropy with label smoothing; rows without a label are left out. Logged: train/classify and
+// train/acc. Evaluated on the labelled rows of the stage's evaluation data: eval/top1, eval/top5 and
+// eval/classify_loss (without smoothing).
 //
 // Not yet: multi-label targets (binary cross-entropy, mAP), mixup/CutMix, a class-balanced sampler.
 #include <algorithm>
@@ -62,12 +63,16 @@ class ClassifyTask : public Task {
 
   void configure(data::LoaderConfig& c) const override { configure_input(model_.tower(s_.input).input(), c); }
 
-  // Labels of a batch as a CPU i64 tensor, each checked against the class count.
-  Tensor labels_of(const data::Batch& b, const char* where) const {
+  // Labels of a batch as a CPU i64 tensor, each checked against the class count (-1: the row has
+  // none, and is left out of the loss and the metrics); `labelled` counts the others.
+  Tensor labels_of(const data::Batch& b, const char* where, int64_t& labelled) const {
     const Tensor y = b["label"];
-    for (int64_t v : y.to_vector<int64_t>())
-      LOOM_CHECK(v >= 0 && v < s_.classes, "task classify: a ", where, " example has label ", v, ", and task.classes is ",
-                 s_.classes, v < 0 ? " (the row has no label)" : "");
+    labelled = 0;
+    for (int64_t v : y.to_vector<int64_t>()) {
+      LOOM_CHECK(v >= -1 && v < s_.classes, "task classify: a ", where, " example has label ", v, ", and task.classes is ",
+                 s_.classes);
+      labelled += v >= 0;
+    }
     return y;
   }
 
@@ -79,13 +84,15 @@ class ClassifyTask : public Task {
 
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
     const Tensor logits = head_->forward(features(b[s_.input], &drop_gen));
-    const Tensor y = labels_of(b, "training").to(logits.device());
+    int64_t labelled = 0;
+    const Tensor y = labels_of(b, "training", labelled).to(logits.device());
+    LOOM_CHECK(labelled > 0, "task classify: a training batch of ", y.size(0), " rows holds no label");
     {
       NoGradGuard ng;
-      last_correct_ = ops::sum(ops::eq(ops::argmax(logits, -1), y).to(DType::f32));
-      last_rows_ = y.size(0);
+      last_correct_ = ops::sum(ops::eq(ops::argmax(logits, -1), y).to(DType::f32));  // -1 never matches
+      last_rows_ = labelled;
     }
-    return {{"classify", ops::cross_entropy(logits, y, -100, s_.label_smoothing)}};
+    return {{"classify", ops::cross_entropy(logits, y, -1, s_.label_smoothing)}};
   }
   Metrics train_metrics() const override {
     if (!last_correct_.defined() || last_rows_ == 0) return {};
@@ -109,8 +116,16 @@ class ClassifyTask : public Task {
       auto b = loader.next();
       if (!b) break;
       if (b->size() == 0) continue;
-      Tensor x = (*b)[s_.input], y = labels_of(*b, "evaluation");
-      if (x.size(0) > limit - seen) x = x.narrow(0, 0, limit - seen), y = y.narrow(0, 0, limit - seen);
+      int64_t labelled = 0;
+      const Tensor all = labels_of(*b, "evaluation", labelled);
+      if (labelled == 0) continue;
+      std::vector<int64_t> rows;
+      const std::vector<int64_t> yv = all.to_vector<int64_t>();
+      for (size_t i = 0; i < yv.size() && seen + int64_t(rows.size()) < limit; ++i)
+        if (yv[i] >= 0) rows.push_back(int64_t(i));
+      const Tensor pick = Tensor::from(rows, {int64_t(rows.size())});
+      const Tensor y = ops::index_select(all, 0, pick);
+      const Tensor x = ops::index_select((*b)[s_.input], 0, pick.to((*b)[s_.input].device()));
       const Tensor logits = head_->forward(features(x, nullptr)).to(DType::f32).to(Device::cpu());
       loss_sum += ops::cross_entropy(logits, y).item<double>() * double(x.size(0));
       const int64_t C = s_.classes, n = x.size(0);
@@ -127,7 +142,7 @@ class ClassifyTask : public Task {
       }
       seen += n;
     }
-    LOOM_CHECK(seen > 0, env.data->manifest, ": task classify found no evaluation example that could be read");
+    LOOM_CHECK(seen > 0, env.data->manifest, ": task classify found no labelled evaluation example that could be read");
     model_.train(was_training);
     return {{"eval/top1", top1 / double(seen)}, {str_cat("eval/top", k), topk / double(seen)},
             {"eval/classify_loss", loss_sum / double(seen)}, {"eval/samples", double(seen)}};
