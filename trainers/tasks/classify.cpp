@@ -7,7 +7,6 @@
 //
 // Not yet: multi-label targets (binary cross-entropy, mAP), mixup/CutMix, a class-balanced sampler.
 #include <algorithm>
-#include <iostream>
 #include "core/autograd.h"
 #include "trainers/tasks/task.h"
 
@@ -183,9 +182,7 @@ TaskSpec parse_classify(const Config& c, const std::string& k, const ModelSpec& 
   spec.needs_text = model.tower(s.input)->input.kind == "text";
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<ClassifyTask>(s, env);
-    if (t->added_parameters() > 0)
-      std::cerr << "loom: stage " << env.stage << ": task classify added classifier to the model (" << t->added_parameters()
-                << " parameters, newly initialised)\n";
+    report_added(env, "classify", "classifier", t->added_parameters());
     return t;
   };
   return spec;

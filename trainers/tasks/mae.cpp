@@ -9,7 +9,6 @@
 #include <cmath>
 #include <functional>
 #include <filesystem>
-#include <iostream>
 #include "core/json_integer.h"
 #include "data/image.h"
 #include "layers/mae.h"
@@ -390,18 +389,14 @@ TaskSpec parse_mae(const Config& c, const std::string& k, const ModelSpec& model
   if (!s.inputs.empty()) {
     spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
       auto t = std::make_unique<JointMaeTask>(s, env);
-      if (t->added_parameters() > 0)
-        std::cerr << "loom: stage " << env.stage << ": task mae added a joint mae_decoder to the model (" << t->added_parameters()
-                  << " parameters, newly initialised)\n";
+      report_added(env, "mae", "a joint mae_decoder", t->added_parameters());
       return t;
     };
     return spec;
   }
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<MaeTask>(s, env);
-    if (t->added_parameters() > 0)
-      std::cerr << "loom: stage " << env.stage << ": task mae added mae_decoder to the model (" << t->added_parameters()
-                << " parameters, newly initialised)\n";
+    report_added(env, "mae", "mae_decoder", t->added_parameters());
     return t;
   };
   return spec;

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <iostream>
 #include "core/autograd.h"
 #include "core/json_integer.h"
 #include "data/image.h"
@@ -248,9 +247,7 @@ TaskSpec parse_mim(const Config& c, const std::string& k, const ModelSpec& model
   spec.needs = {s.input};
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<MimTask>(s, env);
-    if (t->added_parameters() > 0)
-      std::cerr << "loom: stage " << env.stage << ": task mim added mim_head to the model (" << t->added_parameters()
-                << " parameters, newly initialised)\n";
+    report_added(env, "mim", "mim_head", t->added_parameters());
     return t;
   };
   return spec;

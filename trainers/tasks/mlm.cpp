@@ -8,7 +8,6 @@
 // frequent of the held-out targets (a frequency baseline the model must beat).
 #include <algorithm>
 #include <cmath>
-#include <iostream>
 #include <map>
 #include "core/autograd.h"
 #include "core/json_integer.h"
@@ -203,9 +202,7 @@ TaskSpec parse_mlm(const Config& c, const std::string& k, const ModelSpec& model
   spec.needs_mask_token = true;
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<MlmTask>(s, env);
-    if (t->added_parameters() > 0)
-      std::cerr << "loom: stage " << env.stage << ": task mlm added mlm_head to the model (" << t->added_parameters()
-                << " parameters, newly initialised)\n";
+    report_added(env, "mlm", "mlm_head", t->added_parameters());
     return t;
   };
   return spec;

@@ -1,5 +1,6 @@
 // The task registry: one factory per task type, each in its own file.
 #include "trainers/tasks/task.h"
+#include <iostream>
 
 namespace loom {
 
@@ -53,6 +54,12 @@ const FrozenModel& named_frozen(const Config& c, const std::string& key, const M
 MultimodalModel& frozen_model(const TaskEnv& env, const std::string& name, const std::string& who) {
   if (!env.frozen || !env.frozen->count(name)) throw Error(str_cat(who, ": the run has no frozen model '", name, "'"));
   return *env.frozen->at(name);
+}
+
+void report_added(const TaskEnv& env, const std::string& task, const std::string& module, int64_t parameters) {
+  if (parameters > 0)
+    std::cerr << "loom: stage " << env.stage << ": task " << task << " added " << module << " to the model (" << parameters
+              << " parameters, newly initialised)\n";
 }
 
 std::string default_patch_modality(const ModelSpec& model) {

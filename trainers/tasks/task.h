@@ -131,6 +131,10 @@ TaskSpec parse_task(const Config& c, const std::string& prefix, const ModelSpec&
 TaskSpec parse_tasks(const Config& c, const std::string& prefix, const ModelSpec& model);
 std::vector<std::string> task_types();
 
+// The one line a task's build prints when it registered `module` (`parameters` > 0) on the model:
+// "stage S: task T added M to the model (N parameters, newly initialised)"; nothing otherwise.
+void report_added(const TaskEnv& env, const std::string& task, const std::string& module, int64_t parameters);
+
 // The modality a masked-patch task or a probe reads by default: the first image or audio tower of
 // the model ("image" for clip and vit, "audio" for clap and ast); empty when it has neither.
 std::string default_patch_modality(const ModelSpec& model);

@@ -11,7 +11,6 @@
 // checkpoint is the visual tokenizer task mim reads (frozen.NAME).
 #include <algorithm>
 #include <cmath>
-#include <iostream>
 #include "core/autograd.h"
 #include "core/json_integer.h"
 #include "layers/vqkd.h"
@@ -225,9 +224,7 @@ TaskSpec parse_vqkd(const Config& c, const std::string& k, const ModelSpec& mode
   spec.sizes = {{"codebook_size", s.vq.codebook_size}, {"code_dim", s.vq.code_dim}};
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<VqKdTask>(s, env);
-    if (t->added_parameters() > 0)
-      std::cerr << "loom: stage " << env.stage << ": task vqkd added vqkd to the model (" << t->added_parameters()
-                << " parameters, newly initialised)\n";
+    report_added(env, "vqkd", "vqkd", t->added_parameters());
     return t;
   };
   return spec;
