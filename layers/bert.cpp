@@ -47,15 +47,23 @@ void Bert::check_tokens(const Tensor& tokens) const {
                           tokens.describe()));
 }
 
-Tensor Bert::forward_tokens(const Tensor& tokens) const {
+Tensor Bert::embed_tokens(const Tensor& tokens) const {
   check_tokens(tokens);
   const int64_t S = tokens.size(1);
   Tensor x = ops::add(ops::embedding(token_embedding, tokens), pos_embed.narrow(0, 0, S));
-  x = ln_embed->forward(ops::add(x, type_embedding.select(0, 0)));
+  return ln_embed->forward(ops::add(x, type_embedding.select(0, 0)));
+}
+
+Tensor Bert::forward_layers(const Tensor& x, const ops::AttentionOptions& opt, Generator*) const {
+  Tensor h = x;
+  for (size_t i = 0; i < layers->size(); ++i) h = (*layers)[i].forward(h, opt);
+  return h;
+}
+
+Tensor Bert::forward_tokens(const Tensor& tokens) const {
   ops::AttentionOptions opt;
-  opt.key_padding_mask = ops::eq(tokens, double(config.pad_id));
-  for (size_t i = 0; i < layers->size(); ++i) x = (*layers)[i].forward(x, opt);
-  return x;
+  opt.key_padding_mask = padding_mask(tokens);
+  return forward_layers(embed_tokens(tokens), opt);
 }
 
 Tensor Bert::pooler_output(const Tensor& hidden) const {
@@ -70,11 +78,19 @@ Tensor Bert::mean_pool(const Tensor& hidden, const Tensor& tokens) const {
   return ops::div(ops::sum(ops::mul(hidden, keep), {1}), count);
 }
 
-Tensor Bert::forward(const Tensor& tokens, int64_t) const {
-  Tensor h = forward_tokens(tokens);
+Tensor Bert::pool(const Tensor& h, const Tensor& tokens) const {
   if (config.pool == "pooler") return pooler_output(h);
   if (config.pool == "mean") return mean_pool(h, tokens);
   return h.select(1, 0);
+}
+
+Tensor Bert::forward(const Tensor& tokens, int64_t) const { return pool(forward_tokens(tokens), tokens); }
+
+// With a drop generator, so that layers which take one (a Multiway tower's) see it.
+Tensor Bert::encode(const Tensor& tokens, Generator* drop_gen) const {
+  ops::AttentionOptions opt;
+  opt.key_padding_mask = padding_mask(tokens);
+  return pool(forward_layers(embed_tokens(tokens), opt, drop_gen), tokens);
 }
 
 MlmHead::MlmHead(const MlmHeadConfig& c, Generator& gen) : config(c) {

@@ -26,8 +26,16 @@ class Bert : public TextEncoder {
   // tokens i64 [B, S], S <= context -> the last hidden states [B, S, W]; keys holding config.pad_id
   // are masked out of attention. Token types are all 0 (one segment).
   Tensor forward_tokens(const Tensor& tokens) const;
+  // The embeddings alone [B, S, W] (token + position + type 0, ln_embed), for a fusion encoder that
+  // joins them to another modality's tokens.
+  Tensor embed_tokens(const Tensor& tokens) const;
+  // The layers over embedded tokens (a tower whose layers live elsewhere overrides it, layers/multiway.h).
+  virtual Tensor forward_layers(const Tensor& x, const ops::AttentionOptions& opt, Generator* drop_gen = nullptr) const;
+  // True where a token is padding [B, S] (attention ignores those keys).
+  Tensor padding_mask(const Tensor& tokens) const { return ops::eq(tokens, double(config.pad_id)); }
   // Pooled [B, W] as config.pool says (cls, pooler or mean over the non-padding tokens).
   Tensor forward(const Tensor& tokens, int64_t eot_id = -1) const override;
+  Tensor encode(const Tensor& tokens, Generator* drop_gen = nullptr) const override;
   // BERT's pooler output tanh(dense(h[:, 0])) from the hidden states (needs the pooler).
   Tensor pooler_output(const Tensor& hidden) const;
   // The mean of the hidden states over the positions whose token is not config.pad_id.
@@ -38,8 +46,9 @@ class Bert : public TextEncoder {
   std::shared_ptr<ModuleList<BertLayer>> layers;
   std::shared_ptr<Linear> pooler;  // null unless pool == "pooler"
 
- private:
+ protected:
   void check_tokens(const Tensor& tokens) const;
+  Tensor pool(const Tensor& hidden, const Tensor& tokens) const;
 };
 
 // BERT's masked-language-model head (BertForMaskedLM's cls.predictions): a transform (Linear W -> W,

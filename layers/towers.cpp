@@ -92,6 +92,14 @@ MultimodalModel::MultimodalModel(const TowerLayout& layout, Generator& gen) : em
     register_module(t.name, s.tower);
     slots_.push_back(std::move(s));
   }
+  for (const auto& [name, module] : layout.shared) {
+    LOOM_CHECK(module, "the shared module '", name, "' was not built");
+    register_module(name, module);
+    if (auto* f = dynamic_cast<const FusionEncoder*>(module.get())) {
+      LOOM_CHECK(!fusion_, "a model has one fusion encoder, and '", name, "' is a second");
+      fusion_ = f;
+    }
+  }
   for (size_t i = 0; i < slots_.size(); ++i) {
     const TowerLayout::Tower& t = layout.towers[i];
     if (!t.head) continue;

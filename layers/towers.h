@@ -6,6 +6,7 @@
 // casting to a family (trainers/models.h builds these from recipes).
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,21 @@ class JointLayers : public Module {
   size_t index(const std::string& modality) const;
 };
 
+// An encoder of several towers' inputs as one sequence, whose weights the towers share (VLMo's
+// Multiway Transformer, layers/multiway.h): the fusion path of image-text matching and of masked
+// language modelling conditioned on the image. Registered on the model under its layout name.
+class FusionEncoder : public Module {
+ public:
+  virtual std::vector<std::string> fuses() const = 0;  // the modalities it reads, in sequence order
+  // inputs by modality (each as its tower reads it) -> the hidden states [B, S, width] of the
+  // concatenated sequence, the modalities' tokens in fuses() order (position 0: the first one's first
+  // token, text's [CLS] in VLMo's order); drop_gen drives drop-path (training only).
+  virtual Tensor fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen = nullptr) const = 0;
+  // How many positions of the fused sequence a modality's input takes (text: its token count).
+  virtual int64_t tokens_of(const std::string& modality, const Tensor& input) const = 0;
+  virtual int64_t fusion_width() const = 0;
+};
+
 struct TowerLayout {
   struct Tower {
     std::string modality;  // the batch key it reads: image | audio | text | ...
@@ -77,6 +93,9 @@ struct TowerLayout {
   int64_t embed_dim = 0;
   std::vector<Scale> scales;
   Joint joint;
+  // Modules the towers share, built before the towers (they capture them) and registered on the model
+  // under their names after them; a FusionEncoder among them is the model's fusion().
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> shared;
 };
 
 class MultimodalModel : public Module {
@@ -103,6 +122,8 @@ class MultimodalModel : public Module {
   // visible patches of a masked pass, so a task can reuse what another encoded).
   Tensor embed_tokens(const std::string& modality, const Tensor& tokens, Generator* drop_gen = nullptr) const;
   const JointLayers* joint() const { return joint_.get(); }
+  // The encoder over several towers' inputs together (TowerLayout::shared); null when the model has none.
+  const FusionEncoder* fusion() const { return fusion_; }
   // The pair's learnable log scale (a handle onto the parameter, either order of a and b), or an
   // undefined tensor when the model has none for it.
   Tensor pair_logit_scale(const std::string& a, const std::string& b) const;
@@ -118,6 +139,7 @@ class MultimodalModel : public Module {
   std::vector<Slot> slots_;
   std::vector<std::pair<TowerLayout::Scale, Tensor>> scales_;
   std::shared_ptr<JointLayers> joint_;
+  const FusionEncoder* fusion_ = nullptr;
   int64_t embed_dim_ = 0;
 };
 

@@ -16,7 +16,8 @@ Tensor init_weight(const Shape& shape, int64_t fan_in, double std, Generator& ge
   return ops::mul(ops::add(ops::mul(ops::rand(shape, gen), 2.0), -1.0), bound);
 }
 
-// Stochastic depth: each sample's branch is kept with probability 1 - p and scaled by 1/(1 - p).
+}  // namespace
+
 Tensor drop_path(const Tensor& branch, double p, bool training, Generator* gen) {
   if (!training || gen == nullptr || p <= 0.0) return branch;
   const int64_t B = branch.size(0);
@@ -31,8 +32,6 @@ Tensor drop_path(const Tensor& branch, double p, bool training, Generator* gen) 
   if (!autocast_dtype() && factor.dtype() != branch.dtype()) factor = factor.to(branch.dtype());
   return ops::mul(branch, factor);
 }
-
-}  // namespace
 
 // ---- Linear, LayerNorm, Mlp ----
 
@@ -195,8 +194,10 @@ ViT::ViT(const ViTConfig& c, Generator& gen) : config(c) {
     register_module("ln_pre", ln_pre);
   }
   blocks = make_blocks(*this, c.width, c.heads, c.mlp_ratio, c.layers, c.layer_scale_init, c.drop_path, gen, c.act);
-  ln_post = std::make_shared<LayerNorm>(c.width);
-  register_module("ln_post", ln_post);
+  if (c.ln_post) {
+    ln_post = std::make_shared<LayerNorm>(c.width);
+    register_module("ln_post", ln_post);
+  }
 }
 
 void ViT::check_images(const Tensor& images) const {
@@ -267,7 +268,7 @@ Tensor ViT::prepend_cls(const Tensor& tokens) const {
 Tensor ViT::forward_blocks(const Tensor& x, Generator* drop_gen) const {
   Tensor h = ln_pre ? ln_pre->forward(x) : x;
   for (size_t i = 0; i < blocks->size(); ++i) h = (*blocks)[i].forward(h, {}, drop_gen);
-  return ln_post->forward(h);
+  return ln_post ? ln_post->forward(h) : h;
 }
 
 std::vector<Tensor> ViT::block_outputs(const Tensor& images) const {
@@ -277,7 +278,7 @@ std::vector<Tensor> ViT::block_outputs(const Tensor& images) const {
   std::vector<Tensor> out;
   for (size_t i = 0; i < blocks->size(); ++i) {
     h = (*blocks)[i].forward(h, {}, nullptr);
-    out.push_back(ln_post->forward(h));
+    out.push_back(ln_post ? ln_post->forward(h) : h);
   }
   return out;
 }

@@ -43,6 +43,10 @@ class Encoder : public Module {
   virtual EncoderInput input() const = 0;
 };
 
+// Stochastic depth: each sample's branch is kept with probability 1 - p and scaled by 1/(1 - p)
+// (identity unless training with a generator and p > 0).
+Tensor drop_path(const Tensor& branch, double p, bool training, Generator* gen);
+
 class Linear : public Module {
  public:
   // weight [out, in] ~ N(0, std²) (std <= 0: PyTorch's default U(±1/√in)), bias zeros.
@@ -134,6 +138,9 @@ struct ViTConfig {
   // projection without bias, quick_gelu in the MLPs.
   bool ln_pre = false, patch_bias = true;
   std::string act = "gelu";
+  // The LayerNorm "ln_post" after the blocks; off for a tower whose blocks live elsewhere and end in
+  // their own norm (layers/multiway.h).
+  bool ln_post = true;
   int64_t height() const { return image_height > 0 ? image_height : image_size; }
   int64_t width_px() const { return image_width > 0 ? image_width : image_size; }
   int64_t step() const { return stride > 0 ? stride : patch; }
@@ -162,14 +169,14 @@ class ViT : public Encoder {
   // positions are added (BEiT's masked image modelling).
   Tensor embed_patches(const Tensor& images, const Tensor& mask, const Tensor& mask_token) const;
   Tensor prepend_cls(const Tensor& tokens) const;                                    // [B, 1+K, width]
-  Tensor forward_blocks(const Tensor& x, Generator* drop_gen = nullptr) const;      // blocks, then ln_post
+  virtual Tensor forward_blocks(const Tensor& x, Generator* drop_gen = nullptr) const;  // blocks, then ln_post
   // The tokens after each block [B, 1+N, width], ln_post applied to each (for probing several depths).
-  std::vector<Tensor> block_outputs(const Tensor& images) const;
+  virtual std::vector<Tensor> block_outputs(const Tensor& images) const;
   void check_images(const Tensor& images) const;  // throws OpError unless [B, channels, height, width]
   std::shared_ptr<PatchEmbed> patch_embed;
   Tensor cls_token, pos_embed;
   std::shared_ptr<ModuleList<Block>> blocks;
-  std::shared_ptr<LayerNorm> ln_pre, ln_post;  // ln_pre null unless config.ln_pre
+  std::shared_ptr<LayerNorm> ln_pre, ln_post;  // ln_pre null unless config.ln_pre, ln_post unless config.ln_post
   ViTConfig config;
 };
 

@@ -8,12 +8,13 @@ ModelSpec read_clap_model(const Config& c);    // models/clap.cpp
 ModelSpec read_vit_model(const Config& c);     // models/vit.cpp
 ModelSpec read_ast_model(const Config& c);     // models/ast.cpp
 ModelSpec read_towers_model(const Config& c);  // models/towers.cpp
+ModelSpec read_vlmo_model(const Config& c);    // models/vlmo.cpp
 
 namespace {
 std::vector<std::pair<std::string, ModelReader>>& registry() {
   static std::vector<std::pair<std::string, ModelReader>> r = {
       {"clip", read_clip_model}, {"clap", read_clap_model}, {"vit", read_vit_model},
-      {"ast", read_ast_model},   {"towers", read_towers_model},
+      {"ast", read_ast_model},   {"towers", read_towers_model}, {"vlmo", read_vlmo_model},
   };
   return r;
 }

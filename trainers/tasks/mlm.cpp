@@ -182,7 +182,7 @@ TaskSpec parse_mlm(const Config& c, const std::string& k, const ModelSpec& model
   if (!tower || tower->input.kind != "text")
     c.fail(c.has(k + ".input") ? k + ".input" : k + ".type",
            str_cat("task mlm needs a text tower '", s.input, "', and the model has: ", model.describe_towers()));
-  if (tower->type != "bert")
+  if (tower->type != "bert" && tower->type != "multiway")
     c.fail(c.has(k + ".input") ? k + ".input" : k + ".type",
            str_cat("task mlm predicts masked tokens from both sides, so it needs a bidirectional text tower (type: bert); the ",
                    s.input, " tower is ", tower->type, ", which is causal (", tower->key, ".type: bert)"));
