@@ -48,6 +48,7 @@ struct ModelSpec {
   // Set when the recipe is read, from its contrastive tasks: the pairs the model needs temperatures for.
   std::vector<PairTemperature> pairs;
   std::vector<std::string> joint_over;  // the towers under joint layers (model.joint.over); empty: none
+  std::vector<std::string> fusion_over;  // what the model's fusion encoder reads (vlmo: text, image); empty: none
   std::map<std::string, FrozenModel> frozen;  // the recipe's frozen models by name (frozen.NAME)
   // The family's builder (the same seed gives the same weights).
   std::function<std::shared_ptr<MultimodalModel>(const ModelSpec&, const TowerContext&, Generator&)> make;

@@ -12,6 +12,7 @@
 #include "trainers/distributed/communicator.h"
 #include "trainers/distributed/gather.h"
 #include "trainers/distributed/reducer.h"
+#include "trainers/tasks/itm.h"
 #include "trainers/recipe.h"
 #include "trainers/trainer.h"
 #include "../trainers/tiny_data.h"
@@ -307,3 +308,37 @@ TEST(Distributed, GlobalBatchMustSplitEvenly) {
 }
 
 }  // namespace
+
+// ITM's hard negatives over the data-parallel batch (trainers/tasks/itm.h): each rank's images are
+// most similar to the other rank's texts, so with a large scale the negatives come from there; never
+// the positive nor a text equal to it.
+TEST(Distributed, ItmHardNegativesComeFromTheOtherRank) {
+  Communicator& c = world();
+  const int r = c.rank();
+  const int64_t B = 4, E = 8, S = 3;
+  // Text embeddings: one direction per rank; image embeddings point at the other rank's.
+  std::vector<float> img(size_t(B * E), 0.f), txt(size_t(B * E), 0.f);
+  std::vector<int64_t> tokens;
+  for (int64_t b = 0; b < B; ++b) {
+    txt[size_t(b * E + r)] = 1.f;
+    img[size_t(b * E + (1 - r))] = 1.f;
+    tokens.insert(tokens.end(), {1, 10 + r * B + b, 2});  // every text distinct
+  }
+  const Tensor images = ops::randn({B, 1, 2, 2});
+  Generator gen(11);
+  const ItmNegatives n = itm_hard_negatives(Tensor::from(img, {B, E}), Tensor::from(txt, {B, E}), images,
+                                            Tensor::from(tokens, {B, S}), 50.0, &c, gen);
+  EXPECT_EQ(n.offset, r * B);
+  EXPECT_EQ(n.all_texts.size(0), 2 * B);
+  EXPECT_EQ(n.all_images.size(0), 2 * B);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t j = n.text_for_image[size_t(b)];
+    EXPECT_TRUE(j >= (1 - r) * B && j < (2 - r) * B) << "rank " << r << " image " << b << " got text " << j;
+    EXPECT_NE(n.image_for_text[size_t(b)], r * B + b);  // never its own image
+  }
+  // The generator advanced alike on both ranks (one draw per global row and direction).
+  Tensor off = Tensor::from(std::vector<double>{double(gen.offset())}, {1});
+  Tensor sum = off;
+  c.all_reduce_sum(sum);
+  EXPECT_EQ(sum.to_vector<double>()[0], 2 * double(gen.offset()));
+}

@@ -71,6 +71,7 @@ ModelSpec read_vlmo_model(const Config& c) {
   text.key = "model.text";
   m.towers = {{"image", image}, {"text", text}};
   m.embed_dim = read_embed_dim(c);
+  m.fusion_over = {"text", "image"};
   m.make = [mw, v, t](const ModelSpec& s, const TowerContext& ctx, Generator& gen) -> std::shared_ptr<MultimodalModel> {
     // The shared blocks first, so a seed gives the same weights whatever the towers' order.
     auto shared = std::make_shared<MultiwayTransformer>(mw, gen);

@@ -113,6 +113,8 @@ class ContrastiveTask : public Task {
           auto shared = step ? step->shared.find(m + ".tokens") : std::map<std::string, Tensor>::iterator();
           emb[m] = step && shared != step->shared.end() ? model_.embed_tokens(m, shared->second, &drop_gen)
                                                         : model_.embed(m, b[m], &drop_gen);
+          // For a later task of the stage (ITM draws its negatives by these similarities).
+          if (step) step->shared[m + ".embed"] = emb[m];
         }
     return emb;
   }

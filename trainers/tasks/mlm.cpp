@@ -6,6 +6,8 @@
 // train/mlm_acc. Evaluated on held-out texts with the same masks every time: eval/mlm_loss,
 // eval/mlm_acc, eval/mlm_perplexity, and eval/mlm_unigram_acc, the accuracy of always answering the most
 // frequent of the held-out targets (a frequency baseline the model must beat).
+// With `with_image: true` (VLMo's stage 3, VL-BEiT) the masked text is read with its image through the
+// model's fusion encoder (model.type: vlmo), so the image can fill in what the text hides.
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -23,6 +25,7 @@ constexpr uint64_t kMlmHeadSalt = 0x6D6C6D68ull;  // "mlmh"
 
 struct MlmSpec {
   std::string input = "text";  // the text tower's modality
+  std::string image;           // with_image: the image the fusion encoder reads beside it; empty: text alone
   data::TokenMasking masking;
   bool tied = true;
 };
@@ -53,6 +56,9 @@ class MlmTask : public Task {
     LOOM_CHECK(env.model.has_tower(s.input), "task mlm: the model has no ", s.input, " tower");
     bert_ = dynamic_cast<Bert*>(&env.model.tower(s.input));
     LOOM_CHECK(bert_, "task mlm needs a bidirectional text tower (type: bert); the model's ", s.input, " tower is not one");
+    fusion_ = env.model.fusion();
+    LOOM_CHECK(s.image.empty() || fusion_, "task mlm with_image needs a model with a fusion encoder (model.type: vlmo)");
+    image_tower_ = s.image.empty() ? nullptr : &env.model.tower(s.image);
     const TextConfig& t = bert_->config;
     MlmHeadConfig hc{t.width, t.vocab_size, t.act, t.norm_eps, s.tied};
     if (auto existing = std::dynamic_pointer_cast<MlmHead>(env.model.child("mlm_head"))) {
@@ -70,7 +76,10 @@ class MlmTask : public Task {
   }
   int64_t added_parameters() const { return added_; }
 
-  void configure(data::LoaderConfig& c) const override { configure_input(bert_->input(), c); }
+  void configure(data::LoaderConfig& c) const override {
+    configure_input(bert_->input(), c);
+    if (image_tower_) configure_input(image_tower_->input(), c);
+  }
 
   struct Pass {
     Tensor loss, correct;  // mean cross-entropy over the chosen tokens; how many the head got right (no gradient)
@@ -78,12 +87,14 @@ class MlmTask : public Task {
     int64_t chosen = 0;
   };
   // `ids` are rows [offset, offset + B) of the global batch (data parallelism: the same masks in any world).
-  Pass run(const Tensor& ids, Generator& gen, int64_t offset) const {
+  Pass run(const Tensor& ids, const Tensor& images, Generator& gen, int64_t offset, Generator* drop_gen) const {
     const data::MaskedTokens mt = data::mask_tokens(ids, *tok_, s_.masking, gen, offset);
     LOOM_CHECK(mt.chosen > 0, "task mlm: a batch of ", ids.size(0), " texts holds no token to mask (only special tokens)");
     const Device dev = bert_->token_embedding.device();
     const Chosen ch = chosen_positions(mt);
-    Tensor hidden = bert_->forward_tokens(mt.input.to(dev));  // [B, S, W]
+    Tensor hidden = s_.image.empty() ? bert_->forward_tokens(mt.input.to(dev))  // [B, S, W]
+                                     : fusion_->fuse({{s_.input, mt.input.to(dev)}, {s_.image, images.to(dev)}}, drop_gen)
+                                           .narrow(1, 0, ids.size(1));  // the text comes first
     hidden = ops::index_select(hidden.reshape({hidden.size(0) * hidden.size(1), hidden.size(2)}), 0, ch.positions.to(dev));
     Tensor logits = head_->forward(hidden, bert_->token_embedding);  // [M, V]
     const Tensor targets = ch.targets.to(dev);
@@ -98,8 +109,8 @@ class MlmTask : public Task {
     return p;
   }
 
-  std::vector<LossPart> forward(const data::Batch& b, Generator&, StepContext&) override {
-    Pass p = run(b[s_.input], mask_gen_, b.global_offset);
+  std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
+    Pass p = run(b[s_.input], s_.image.empty() ? Tensor() : b[s_.image], mask_gen_, b.global_offset, &drop_gen);
     last_correct_ = p.correct;
     last_chosen_ = p.chosen;
     return {{"mlm", p.loss}};
@@ -115,10 +126,12 @@ class MlmTask : public Task {
     const bool was_training = bert_->is_training();
     bert_->eval();
     head_->eval();
+    if (fusion_) const_cast<FusionEncoder*>(fusion_)->eval();
     NoGradGuard ng;
     data::LoaderConfig lc = loader_config(*env.data, 0, false);
     configure(lc);
-    lc.read_images = lc.read_audio = false;
+    lc.read_audio = false;
+    lc.read_images = !s_.image.empty();
     data::Loader loader(env.data->rows, tok_, lc);
     Generator gen(eval_seed_);  // the same masks at every evaluation
     const int64_t limit = env.max_samples > 0 ? env.max_samples : 2000;
@@ -128,9 +141,12 @@ class MlmTask : public Task {
     while (seen < limit) {
       auto b = loader.next();
       if (!b) break;
-      Tensor ids = (*b)[s_.input];
-      if (ids.size(0) > limit - seen) ids = ids.narrow(0, 0, limit - seen);
-      Pass p = run(ids, gen, seen);
+      Tensor ids = (*b)[s_.input], images = s_.image.empty() ? Tensor() : (*b)[s_.image];
+      if (ids.size(0) > limit - seen) {
+        ids = ids.narrow(0, 0, limit - seen);
+        if (images.defined()) images = images.narrow(0, 0, limit - seen);
+      }
+      Pass p = run(ids, images, gen, seen, nullptr);
       loss_sum += p.loss.item<double>() * double(p.chosen);
       correct += p.correct.item<double>();
       chosen += p.chosen;
@@ -141,6 +157,7 @@ class MlmTask : public Task {
     LOOM_CHECK(seen > 0 && chosen > 0, env.data->manifest, ": no evaluation text could be read");
     bert_->train(was_training);
     head_->train(was_training);
+    if (fusion_) const_cast<FusionEncoder*>(fusion_)->train(was_training);
     int64_t most = 0;
     for (const auto& [_, n] : target_counts) most = std::max(most, n);
     const double loss = loss_sum / double(chosen);
@@ -165,6 +182,8 @@ class MlmTask : public Task {
   MlmSpec s_;
   const data::TextTokenizer* tok_ = nullptr;
   Bert* bert_ = nullptr;
+  const FusionEncoder* fusion_ = nullptr;
+  const Encoder* image_tower_ = nullptr;
   MlmHead* head_ = nullptr;
   int64_t added_ = 0;
   Generator mask_gen_;
@@ -196,8 +215,15 @@ TaskSpec parse_mlm(const Config& c, const std::string& k, const ModelSpec& model
   s.masking.to_random = split[1];
   s.masking.whole_word = c.boolean(k + ".whole_word", false);
   s.tied = c.boolean(k + ".head.tied", true);
+  if (c.boolean(k + ".with_image", false)) {
+    s.image = "image";
+    if (model.fusion_over.empty() || !model.has("image"))
+      c.fail(k + ".with_image", str_cat("reading the masked text with its image needs a fusion encoder over both (model.type: "
+                                        "vlmo); model.type ", model.type, " has none"));
+  }
   TaskSpec spec;
   spec.needs = {s.input};
+  if (!s.image.empty()) spec.needs.push_back(s.image);
   spec.needs_text = true;
   spec.needs_mask_token = true;
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {

@@ -9,13 +9,14 @@ TaskSpec parse_contrastive(const Config& c, const std::string& prefix, const Mod
 TaskSpec parse_mae(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mae.cpp
 TaskSpec parse_mlm(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mlm.cpp
 TaskSpec parse_mim(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/mim.cpp
+TaskSpec parse_itm(const Config& c, const std::string& prefix, const ModelSpec& model);          // tasks/itm.cpp
 TaskSpec parse_vqkd(const Config& c, const std::string& prefix, const ModelSpec& model);         // tasks/vqkd.cpp
 
 namespace {
 using Parser = TaskSpec (*)(const Config&, const std::string&, const ModelSpec&);
 const std::vector<std::pair<std::string, Parser>>& registry() {
   static const std::vector<std::pair<std::string, Parser>> r = {
-      {"classify", parse_classify}, {"contrastive", parse_contrastive}, {"mae", parse_mae}, {"mlm", parse_mlm}, {"mim", parse_mim}, {"vqkd", parse_vqkd}};
+      {"classify", parse_classify}, {"contrastive", parse_contrastive}, {"itm", parse_itm}, {"mae", parse_mae}, {"mlm", parse_mlm}, {"mim", parse_mim}, {"vqkd", parse_vqkd}};
   return r;
 }
 }  // namespace
