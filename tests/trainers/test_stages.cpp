@@ -149,7 +149,7 @@ TEST(Stages, BrokenStageRecipesNameFileLineAndKey) {
   e = config_error(replaced(good, "steps: 6,\n     freeze", "steps: 6, fraeze: [x],\n     freeze"));
   EXPECT_NE(e.find("stages.0.fraeze: unknown key (did you mean 'freeze'?)"), std::string::npos) << e;
   e = config_error(replaced(good, "type: contrastive", "type: contrastiv"));
-  EXPECT_NE(e.find("bad.yaml:18: stages.1.task.type: 'contrastiv' is not one of: classify, contrastive, mae"), std::string::npos) << e;
+  EXPECT_NE(e.find("bad.yaml:18: stages.1.task.type: 'contrastiv' is not one of: classify, contrastive, itm, mae"), std::string::npos) << e;
   e = config_error(replaced(good, "freeze: ['visual.blocks.0.*']", "freeze: ['visual.blockz.0.*']"), data / "run_pattern");
   EXPECT_NE(e.find("bad.yaml:17: stages.0.freeze: pattern 'visual.blockz.0.*' matches no parameter"), std::string::npos) << e;
   e = config_error(replaced(good, "steps: 6, freeze: ['mae_decoder.*']", "steps: 6, data: imgs, freeze: ['mae_decoder.*']"));
