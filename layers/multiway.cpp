@@ -3,8 +3,6 @@
 
 namespace loom {
 
-const char* expert_name(Expert e) { return e == Expert::image ? "image" : e == Expert::text ? "text" : "vl"; }
-
 namespace {
 
 // open_clip's initialisation, as Block (layers/transformer.cpp).
@@ -182,12 +180,6 @@ std::vector<Tensor> MultiwayTransformer::forward_each(const Tensor& x, const std
     out.push_back(norm->forward(h));
   }
   return out;
-}
-
-int64_t MultiwayTransformer::tokens_of(const std::string& modality, const Tensor& input) const {
-  if (modality == "text") return input.size(1);
-  LOOM_CHECK(modality == "image" && image_, "MultiwayTransformer fuses text and image, not ", modality);
-  return image_->config.num_patches() + 1;
 }
 
 Tensor MultiwayTransformer::fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen) const {

@@ -30,7 +30,6 @@ struct MultiwayConfig {
 };
 
 enum class Expert { image, text, vl };
-const char* expert_name(Expert e);
 // A run of consecutive tokens that one expert takes.
 struct ExpertSpan {
   Expert expert;
@@ -80,7 +79,6 @@ class MultiwayTransformer : public FusionEncoder {
 
   std::vector<std::string> fuses() const override { return {"text", "image"}; }
   Tensor fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen = nullptr) const override;
-  int64_t tokens_of(const std::string& modality, const Tensor& input) const override;
   int64_t fusion_width() const override { return config.width; }
 
   // The towers that embed each modality's tokens (set when they are built; they are the model's children).

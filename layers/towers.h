@@ -65,8 +65,6 @@ class FusionEncoder : public Module {
   // concatenated sequence, the modalities' tokens in fuses() order (position 0: the first one's first
   // token, text's [CLS] in VLMo's order); drop_gen drives drop-path (training only).
   virtual Tensor fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen = nullptr) const = 0;
-  // How many positions of the fused sequence a modality's input takes (text: its token count).
-  virtual int64_t tokens_of(const std::string& modality, const Tensor& input) const = 0;
   virtual int64_t fusion_width() const = 0;
 };
 

@@ -13,6 +13,7 @@
 using namespace loom;
 namespace fs = std::filesystem;
 using loom::testing::losses_of;
+using loom::testing::replaced;
 using loom::testing::make_dataset;
 
 namespace {
@@ -43,12 +44,6 @@ std::string error_of(const std::string& yaml, const fs::path& run = {}) {
   }
   ADD_FAILURE() << "expected an error for:\n" << yaml;
   return "";
-}
-
-std::string replaced(std::string s, const std::string& from, const std::string& to) {
-  const size_t at = s.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  return at == std::string::npos ? s : s.replace(at, from.size(), to);
 }
 
 }  // namespace

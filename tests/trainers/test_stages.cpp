@@ -12,7 +12,10 @@
 
 using namespace loom;
 namespace fs = std::filesystem;
+using loom::testing::config_error;
 using loom::testing::losses_of;
+using loom::testing::replaced;
+using loom::testing::snapshot;
 using loom::testing::make_dataset;
 
 namespace {
@@ -38,12 +41,6 @@ std::string staged_recipe(const fs::path& data) {
          "train: {checkpoint_every: 0, keep: 0, log_every: 1}\n";
 }
 
-std::map<std::string, std::vector<float>> snapshot(Module& m) {
-  std::map<std::string, std::vector<float>> out;
-  for (auto& [k, t] : m.state_dict()) out[k] = t.to(DType::f32).contiguous().to_vector<float>();
-  return out;
-}
-
 // Names matching `prefix` whose values are equal (want_equal) or differ between two snapshots.
 void expect_params(const std::map<std::string, std::vector<float>>& a, const std::map<std::string, std::vector<float>>& b,
                    const std::string& prefix, bool want_equal, const std::string& when) {
@@ -55,24 +52,6 @@ void expect_params(const std::map<std::string, std::vector<float>>& a, const std
     else EXPECT_NE(v, b.at(k)) << k << " did not change " << when;
   }
   EXPECT_GT(seen, 0) << prefix;
-}
-
-std::string config_error(const std::string& yaml, const fs::path& run = {}) {
-  try {
-    Config c = Config::parse(yaml, "bad.yaml");
-    Recipe r = Recipe::from(c);
-    if (!run.empty()) Trainer t(r, c, run.string(), false);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a ConfigError for:\n" << yaml;
-  return "";
-}
-
-std::string replaced(std::string s, const std::string& from, const std::string& to) {
-  const size_t at = s.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  return at == std::string::npos ? s : s.replace(at, from.size(), to);
 }
 
 }  // namespace

@@ -15,7 +15,10 @@
 
 using namespace loom;
 namespace fs = std::filesystem;
+using loom::testing::config_error;
 using loom::testing::losses_of;
+using loom::testing::replaced;
+using loom::testing::snapshot;
 using loom::testing::make_dataset;
 
 namespace {
@@ -67,12 +70,6 @@ void write_hard_negatives(const fs::path& data) {
   }
 }
 
-std::map<std::string, std::vector<float>> snapshot(Module& m) {
-  std::map<std::string, std::vector<float>> out;
-  for (auto& [k, t] : m.state_dict()) out[k] = t.to(DType::f32).contiguous().to_vector<float>();
-  return out;
-}
-
 int count_changed(const std::map<std::string, std::vector<float>>& a, const std::map<std::string, std::vector<float>>& b,
                   const std::string& prefix, int* seen) {
   int changed = 0;
@@ -83,24 +80,6 @@ int count_changed(const std::map<std::string, std::vector<float>>& a, const std:
       changed += v != b.at(k);
     }
   return changed;
-}
-
-std::string config_error(const std::string& yaml) {
-  try {
-    Config c = Config::parse(yaml, "bad.yaml");
-    Recipe r = Recipe::from(c);
-    Trainer t(r, c, (loom::testing_support::tmp_path("loom_vlmo_bad")).string(), false);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a ConfigError for:\n" << yaml;
-  return "";
-}
-
-std::string replaced(std::string s, const std::string& from, const std::string& to) {
-  const size_t at = s.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  return at == std::string::npos ? s : s.replace(at, from.size(), to);
 }
 
 }  // namespace
@@ -239,12 +218,13 @@ TEST(Vlmo, BrokenRecipesNameFileLineAndKey) {
   fs::path data = make_dataset("vlmo_errors");
   write_hard_negatives(data);
   const std::string ok = vlmo_recipe(data, 1, 1, 1);
+  const fs::path run = data / "run";
   // The VL expert past the last layer.
-  std::string e = config_error(replaced(ok, "vl_from: 1", "vl_from: 2"));
+  std::string e = config_error(replaced(ok, "vl_from: 1", "vl_from: 2"), run);
   EXPECT_NE(e.find("bad.yaml:"), std::string::npos) << e;
   EXPECT_NE(e.find("model.vl_from"), std::string::npos) << e;
   // A stage freezing a pattern that matches nothing.
-  e = config_error(replaced(ok, "freeze: ['mae_decoder.*']", "freeze: ['multiway.blocks.*.ffn.*']"));
+  e = config_error(replaced(ok, "freeze: ['mae_decoder.*']", "freeze: ['multiway.blocks.*.ffn.*']"), run);
   EXPECT_NE(e.find("stages.2.freeze"), std::string::npos) << e;
   EXPECT_NE(e.find("matches no parameter"), std::string::npos) << e;
   // ITM on a model without a text tower, and on one without a fusion encoder.
@@ -253,13 +233,13 @@ TEST(Vlmo, BrokenRecipesNameFileLineAndKey) {
            "data:\n  train: {manifest: " + data.string() + "/train.jsonl, batch_size: 16}\n"
            "task: {type: itm}\ntrain: {steps: 1}\n";
   };
-  e = config_error(itm_only("  type: vit\n  vision: {type: vit, image_size: 8, channels: 1, patch: 2, width: 32, layers: 1, heads: 2}\n"));
+  e = config_error(itm_only("  type: vit\n  vision: {type: vit, image_size: 8, channels: 1, patch: 2, width: 32, layers: 1, heads: 2}\n"), run);
   EXPECT_NE(e.find("bad.yaml:"), std::string::npos) << e;
   EXPECT_NE(e.find("task.type"), std::string::npos) << e;
   EXPECT_NE(e.find("no text tower"), std::string::npos) << e;
   e = config_error(itm_only("  type: clip\n  embed_dim: 16\n"
                             "  vision: {type: vit, image_size: 8, channels: 1, patch: 2, width: 32, layers: 1, heads: 2}\n"
-                            "  text: {type: transformer, context: 8, width: 32, layers: 1, heads: 2}\n"));
+                            "  text: {type: transformer, context: 8, width: 32, layers: 1, heads: 2}\n"), run);
   EXPECT_NE(e.find("fusion encoder"), std::string::npos) << e;
   EXPECT_NE(e.find("task.type"), std::string::npos) << e;
   fs::remove_all(data);

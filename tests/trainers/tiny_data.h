@@ -1,7 +1,11 @@
 // A synthetic image-text set made on the spot for the trainer tests: 8x8 grayscale images whose
 // class's quadrant is bright (plus noise), captions naming the quadrant, labels 0..3.
 #pragma once
+#include <gtest/gtest.h>
 #include <filesystem>
+#include <map>
+#include "layers/module.h"
+#include "trainers/trainer.h"
 #include "tests/tmp_dir.h"
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -47,6 +51,34 @@ inline fs::path make_dataset_in(const fs::path& dir) {
 // The same in this test process's own scratch directory.
 inline fs::path make_dataset(const std::string& tag) {
   return make_dataset_in(loom::testing_support::tmp_path("loom_trainer_" + tag));
+}
+
+// `s` with the first `from` replaced by `to` (a failure when `from` is absent).
+inline std::string replaced(std::string s, const std::string& from, const std::string& to) {
+  const size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return at == std::string::npos ? s : s.replace(at, from.size(), to);
+}
+
+// Every parameter and buffer by name, as f32 values (to compare a model before and after training).
+inline std::map<std::string, std::vector<float>> snapshot(const Module& m) {
+  std::map<std::string, std::vector<float>> out;
+  for (auto& [k, t] : m.state_dict()) out[k] = t.to(DType::f32).contiguous().to_vector<float>();
+  return out;
+}
+
+// The ConfigError a recipe stops with: when the recipe is read, or with `run`, when a trainer is
+// built on it there (checks against the built model: freeze patterns). A failure when there is none.
+inline std::string config_error(const std::string& yaml, const fs::path& run = {}) {
+  try {
+    Config c = Config::parse(yaml, "bad.yaml");
+    Recipe r = Recipe::from(c);
+    if (!run.empty()) Trainer t(r, c, run.string(), false);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a ConfigError for:\n" << yaml;
+  return "";
 }
 
 inline std::vector<double> losses_of(const fs::path& run) {
