@@ -83,6 +83,7 @@ struct Batch {
   // numbers per example draws them for the whole global batch and keeps its rows, so any world size
   // draws the same numbers for the same example.
   int64_t global_offset = 0, global_size = 0;
+  std::string source;  // the data section it came from (set by the trainer; a task of several sources reads it)
   int64_t size() const { return int64_t(indices.size()); }
   bool has(const std::string& key) const { return tensors.count(key) > 0; }
   // The tensor under `key`; throws loom::Error naming the key and the keys the batch holds.

@@ -182,13 +182,16 @@ std::vector<Tensor> MultiwayTransformer::forward_each(const Tensor& x, const std
   return out;
 }
 
-Tensor MultiwayTransformer::fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen) const {
+Tensor MultiwayTransformer::fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen, const PatchMask* masked) const {
   LOOM_CHECK(image_ && text_, "MultiwayTransformer: fuse needs the image and text towers attached");
   auto it = inputs.find("image"), tt = inputs.find("text");
   LOOM_CHECK(it != inputs.end() && tt != inputs.end(), "MultiwayTransformer: fuse reads 'text' and 'image'");
+  LOOM_CHECK(!masked || masked->modality == "image", "MultiwayTransformer: only the image's patches can be masked, not ",
+             masked ? masked->modality : "");
   const Tensor& tokens = tt->second;
-  Tensor text = text_->embed_tokens(tokens);     // [B, T, W]
-  Tensor image = image_->embed_image(it->second);  // [B, 1+N, W]
+  Tensor text = text_->embed_tokens(tokens);  // [B, T, W]
+  Tensor image = masked ? image_->prepend_cls(image_->embed_patches(it->second, masked->mask, masked->token))
+                        : image_->embed_image(it->second);  // [B, 1+N, W]
   LOOM_CHECK(text.size(0) == image.size(0), "MultiwayTransformer: fuse got ", text.size(0), " texts and ", image.size(0),
              " images");
   const int64_t B = text.size(0), T = text.size(1), I = image.size(1);

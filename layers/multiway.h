@@ -78,7 +78,8 @@ class MultiwayTransformer : public FusionEncoder {
   Tensor image_position_bias() const;
 
   std::vector<std::string> fuses() const override { return {"text", "image"}; }
-  Tensor fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen = nullptr) const override;
+  Tensor fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen = nullptr,
+              const PatchMask* masked = nullptr) const override;
   int64_t fusion_width() const override { return config.width; }
 
   // The towers that embed each modality's tokens (set when they are built; they are the model's children).
@@ -107,6 +108,7 @@ class MultiwayImageTower : public ViT {
   MultiwayImageTower(ViTConfig c, std::shared_ptr<MultiwayTransformer> shared, Generator& gen);
   Tensor forward_blocks(const Tensor& x, Generator* drop_gen = nullptr) const override;
   std::vector<Tensor> block_outputs(const Tensor& images) const override;
+  int64_t depth() const override { return shared_->config.layers; }
   // Class token and patches with positions [B, 1+N, W], before any block (the fused sequence's image part).
   Tensor embed_image(const Tensor& images) const { return prepend_cls(embed_patches(images)); }
 

@@ -64,7 +64,14 @@ class FusionEncoder : public Module {
   // inputs by modality (each as its tower reads it) -> the hidden states [B, S, width] of the
   // concatenated sequence, the modalities' tokens in fuses() order (position 0: the first one's first
   // token, text's [CLS] in VLMo's order); drop_gen drives drop-path (training only).
-  virtual Tensor fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen = nullptr) const = 0;
+  // masked: BEiT's masked-patch input for one patch modality (VL-BEiT's masked vision-language
+  // modelling): its patches where mask [B, N] is 1 enter as `token` before the positions are added.
+  struct PatchMask {
+    std::string modality;
+    Tensor mask, token;
+  };
+  virtual Tensor fuse(const std::map<std::string, Tensor>& inputs, Generator* drop_gen = nullptr,
+                      const PatchMask* masked = nullptr) const = 0;
   virtual int64_t fusion_width() const = 0;
 };
 

@@ -172,6 +172,7 @@ class ViT : public Encoder {
   virtual Tensor forward_blocks(const Tensor& x, Generator* drop_gen = nullptr) const;  // blocks, then ln_post
   // The tokens after each block [B, 1+N, width], ln_post applied to each (for probing several depths).
   virtual std::vector<Tensor> block_outputs(const Tensor& images) const;
+  virtual int64_t depth() const { return int64_t(blocks->size()); }  // how many block_outputs there are
   void check_images(const Tensor& images) const;  // throws OpError unless [B, channels, height, width]
   std::shared_ptr<PatchEmbed> patch_embed;
   Tensor cls_token, pos_embed;

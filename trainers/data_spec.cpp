@@ -1,10 +1,18 @@
+#include <algorithm>
 #include "trainers/data_spec.h"
 #include "core/error.h"
 
 namespace loom {
 
 std::vector<std::string> DataSpec::provides() const {
-  if (!present) return {"audio", "image", "label", "text"};
+  if (!present) {
+    if (!read.empty()) {
+      std::vector<std::string> out = read;
+      std::sort(out.begin(), out.end());
+      return out;
+    }
+    return {"audio", "image", "label", "text"};
+  }
   bool image = false, audio = false, text = false, label = false;
   for (const data::Example& e : rows->rows) {
     image = image || !e.image.empty();

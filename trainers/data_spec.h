@@ -24,6 +24,10 @@ struct DataSpec {
   std::string on_error = "skip";  // skip | fail
   data::ImageTransform transform;
   data::AudioConfig audio;  // data.NAME.audio (defaults when absent)
+  // data.NAME.read: the columns read from each row (image, audio, text, label); empty: all. The
+  // others are dropped when the manifest is read, so one paired manifest can serve as images alone
+  // or texts alone (VL-BEiT's monomodal data beside its pairs).
+  std::vector<std::string> read;
   // The batch keys this data can fill: "image", "audio", "text", "label" (some row has them); all of
   // them when the manifest is not present (so --check validates the rest of the recipe).
   std::vector<std::string> provides() const;

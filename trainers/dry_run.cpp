@@ -106,16 +106,26 @@ void check_stage(const Recipe& r, const Config& c, Run& run, size_t k, Generator
         c.fail(str_cat("data.", s.data, ".audio.duration"), "shorter than one fbank window");
     }
   }
-  // One forward pass, no gradient: shapes and the task's wiring, as the first step would meet them.
-  data::Batch b = random_batch(lc, s.task.needs, r.vocab_size, run.tokenizer.get(), gen);
+  // One forward pass per source, no gradient: shapes and the task's wiring, as the first steps would
+  // meet them (a source's batch holds what the task reads of what the source provides).
+  data::Batch b;
   std::vector<LossPart> parts;
-  {
+  for (const StageSpec::Source& src : s.sources) {
+    if (src.weight <= 0 && s.sources.size() > 1) continue;
+    std::vector<std::string> keys;
+    const std::vector<std::string> have = r.data.at(src.name).provides();
+    for (const std::string& need : s.task.needs)
+      if (s.sources.size() == 1 || std::find(have.begin(), have.end(), need) != have.end()) keys.push_back(need);
+    data::Batch sb = random_batch(lc, keys, r.vocab_size, run.tokenizer.get(), gen);
+    sb.source = src.name;
     NoGradGuard ng;
     Generator drop(r.seed + 1);
     StepContext step;
     step.step = k ? r.stages[k - 1].steps : 0;
     step.stage_steps = std::max<int64_t>(1, s.steps);
-    parts = run.tasks[k]->forward(b, drop, step);
+    for (LossPart& p : run.tasks[k]->forward(sb, drop, step))
+      if (std::none_of(parts.begin(), parts.end(), [&](const LossPart& q) { return q.name == p.name; })) parts.push_back(std::move(p));
+    if (b.tensors.size() < sb.tensors.size()) b = std::move(sb);  // the batch shown: the widest
   }
   int64_t trainable = 0;
   for (auto& [_, p] : m.named_parameters()) p.set_requires_grad(true);
@@ -143,7 +153,7 @@ void check_stage(const Recipe& r, const Config& c, Run& run, size_t k, Generator
 std::string check_recipe(const Recipe& r, const Config& c) {
   std::ostringstream out;
   // loom's BPE is trained with the run (random ids stand in); a tokenizer file is read now.
-  const bool tokenizer_file = r.needs_text() && r.tokenizer_type != "bpe";
+  const bool tokenizer_file = r.needs_text() && !r.tokenizer_path.empty();
   const bool tokenizer_absent = tokenizer_file && !std::filesystem::exists(r.tokenizer_path);
   // init_from is loaded as a run loads it, so a checkpoint that does not fit the model fails here.
   const bool init_present = !r.init_from.path.empty() && std::filesystem::exists(r.init_from.path);
@@ -167,8 +177,8 @@ std::string check_recipe(const Recipe& r, const Config& c) {
   for (size_t k = 0; k < r.stages.size(); ++k) check_stage(r, c, run, k, gen, out);
   if (r.has_probe) {
     const ViT& v = patch_tower(*run.model, default_patch_modality(r.model), "eval.probe");
-    if (r.probe.blocks > int64_t(v.blocks->size()))
-      c.fail("eval.probe.blocks", str_cat(r.probe.blocks, " is more than the tower's ", v.blocks->size(), " blocks"));
+    if (r.probe.blocks > v.depth())
+      c.fail("eval.probe.blocks", str_cat(r.probe.blocks, " is more than the tower's ", v.depth(), " blocks"));
   }
   out << init_line;
   for (const auto& [name, f] : r.frozen)

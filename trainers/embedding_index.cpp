@@ -1,5 +1,7 @@
 #include "trainers/embedding_index.h"
+#include "trainers/tasks/itm.h"
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include "core/autograd.h"
@@ -41,6 +43,11 @@ void Embedder::check_kind(const std::string& kind, const char* who) const {
 
 Tensor Embedder::embed_inputs(std::shared_ptr<const data::Manifest> m, const std::string& kind, std::vector<int64_t>* rows,
                               bool progress) const {
+  return read_inputs(m, kind, rows, progress, [&](const Tensor& x) { return run_.model->embed(kind, x); });
+}
+
+Tensor Embedder::read_inputs(std::shared_ptr<const data::Manifest> m, const std::string& kind, std::vector<int64_t>* rows,
+                             bool progress, const std::function<Tensor(const Tensor&)>& embed) const {
   // The evaluation data's transform / audio settings (the model saw inputs made this way).
   const DataSpec* spec = recipe_.find_data("eval") ? recipe_.find_data("eval") : recipe_.find_data("train");
   DataSpec d = *spec;
@@ -56,7 +63,7 @@ Tensor Embedder::embed_inputs(std::shared_ptr<const data::Manifest> m, const std
   int64_t done = 0;
   while (auto b = loader.next()) {
     if (b->size() == 0) continue;
-    out.push_back(run_.model->embed(kind, (*b)[kind]));
+    out.push_back(embed((*b)[kind]));
     if (rows) rows->insert(rows->end(), b->indices.begin(), b->indices.end());
     done += b->size();
     if (progress) std::cerr << "\rloom embed: " << done << "/" << m->rows.size() << std::flush;
@@ -125,6 +132,54 @@ Tensor Embedder::embed_query(const std::string& kind, const std::string& value) 
   (kind == "audio" ? e.audio : e.image) = value;
   m->rows.push_back(e);
   return embed_inputs(m, kind, nullptr, false).select(0, 0);
+}
+
+std::vector<Hit> Embedder::rerank(const std::string& query_kind, const std::string& query, const std::string& kind,
+                                  const data::Manifest& m, std::vector<Hit> hits) const {
+  const char* who = "loom retrieve --rerank";
+  LOOM_CHECK((query_kind == "text" && kind == "image") || (query_kind == "image" && kind == "text"), who,
+             ": re-ranks image-text pairs, not a ", query_kind, " query against ", kind, " rows");
+  check_kind(query_kind, who);
+  check_kind(kind, who);
+  if (hits.empty()) return hits;
+  NoGradGuard ng;
+  const int64_t n = int64_t(hits.size());
+  auto one = std::make_shared<data::Manifest>();  // the candidates' rows (image queries: the query itself)
+  one->path = query_kind == "image" ? query : m.path;
+  std::vector<std::string> texts;
+  for (const Hit& h : hits) {
+    LOOM_CHECK(h.row >= 0 && h.row < int64_t(m.rows.size()), who, ": row ", h.row, " of the index is not in ", m.path,
+               " (", m.rows.size(), " rows): the index was made from another manifest");
+    const data::Example& x = m.rows[size_t(h.row)];
+    if (kind == "text") {
+      texts.push_back(x.text);
+    } else {
+      data::Example e;
+      e.image = x.image;
+      one->rows.push_back(e);
+    }
+  }
+  if (query_kind == "image") {
+    LOOM_CHECK(fs::exists(query), who, ": ", query, ": file not found");
+    data::Example e;
+    e.image = query;
+    one->rows.push_back(e);
+  } else {
+    texts.assign(size_t(n), query);
+  }
+  const auto identity = [](const Tensor& x) { return x; };
+  std::vector<int64_t> read;
+  Tensor images = read_inputs(one, "image", &read, false, identity);
+  LOOM_CHECK(int64_t(read.size()) == int64_t(one->rows.size()), who, ": ", one->rows.size() - read.size(),
+             " of the images to re-rank could not be read (", m.path, ")");
+  if (query_kind == "image") images = images.expand({n, images.size(1), images.size(2), images.size(3)}).contiguous();
+  const Tensor tokens = run_.tokenizer->encode_batch(texts, towers_->context()).to(images.device());
+  const std::vector<float> odds = itm_match_log_odds(*run_.model, images, tokens, who).to_vector<float>();
+  const Tensor log_scale = run_.model->pair_logit_scale("image", "text");
+  const double scale = log_scale.defined() ? std::exp(log_scale.item<double>()) : 1.0 / 0.07;
+  for (int64_t i = 0; i < n; ++i) hits[size_t(i)].score = double(odds[size_t(i)]) + scale * hits[size_t(i)].score;
+  std::stable_sort(hits.begin(), hits.end(), [](const Hit& a, const Hit& b) { return a.score > b.score; });
+  return hits;
 }
 
 void save_embeddings(const std::string& path, const Embeddings& e) {

@@ -6,6 +6,7 @@
 // tower, any of the model's (an audio query against an image index), and ranks the rows by cosine
 // similarity, exactly (one matrix product).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,11 @@ struct Embeddings {
   std::string kind, manifest, recipe, checkpoint;
 };
 
+struct Hit {
+  int64_t row;
+  double score;
+};
+
 // The recipe's model with a checkpoint's weights and tokenizer; its last stage must be contrastive.
 class Embedder {
  public:
@@ -29,11 +35,21 @@ class Embedder {
   // One query: kind "text" (value is the text) or another tower's (value is a file path). [E].
   Tensor embed_query(const std::string& kind, const std::string& value) const;
   const std::vector<std::string>& kinds() const;  // the towers with heads: "image", "audio", "text"
+  // ITM re-ranking (VLMo, BLIP): `hits` of an index of `kind` rows read from manifest `m` (a text
+  // query against images, or an image query against texts), each re-scored through the fusion
+  // encoder by the ITM log-odds plus the ITC logit (its cosine x the pair's logit scale), best first.
+  // Throws loom::Error for a model without an ITM head or another pair of kinds.
+  std::vector<Hit> rerank(const std::string& query_kind, const std::string& query, const std::string& kind,
+                                 const data::Manifest& m, std::vector<Hit> hits) const;
 
  private:
   void check_kind(const std::string& kind, const char* who) const;
   Tensor embed_inputs(std::shared_ptr<const data::Manifest> m, const std::string& kind, std::vector<int64_t>* rows,
                       bool progress) const;
+  // The tower inputs of m's rows of `kind` (images or audio as the loader makes them), in row order;
+  // `embed` maps each batch (the identity for the raw inputs).
+  Tensor read_inputs(std::shared_ptr<const data::Manifest> m, const std::string& kind, std::vector<int64_t>* rows,
+                     bool progress, const std::function<Tensor(const Tensor&)>& embed) const;
   Recipe recipe_;
   std::string checkpoint_;
   Run run_;
@@ -43,10 +59,6 @@ class Embedder {
 void save_embeddings(const std::string& path, const Embeddings& e);
 Embeddings load_embeddings(const std::string& path);  // loom::Error naming the path for a file not written by embed
 
-struct Hit {
-  int64_t row;
-  double score;
-};
 // The k rows of `e` most similar to `query` [E], best first (ties: lower row first).
 std::vector<Hit> top_k(const Embeddings& e, const Tensor& query, int64_t k);
 

@@ -9,6 +9,12 @@
 namespace loom {
 namespace {
 
+std::string join(const std::vector<std::string>& xs) {
+  std::string out;
+  for (const auto& x : xs) out += (out.empty() ? "" : ", ") + x;
+  return out;
+}
+
 data::ImageTransform read_transform(const Config& c, const std::string& k) {
   data::ImageTransform t;
   t.random_resized_crop = c.boolean(k + ".random_resized_crop", false);  // training only (loader_config)
@@ -95,6 +101,28 @@ DataSpec read_data(const Config& c, const std::string& name) {
     }
     if (d.rows->rows.empty()) c.fail(src, str_cat(d.manifest, d.shards ? ": the shards hold no samples" : ": the manifest is empty"));
   }
+  if (c.has(k + ".read")) {
+    d.read = c.str_list(k + ".read", {});
+    const std::vector<std::string> columns = {"audio", "image", "label", "text"};
+    if (d.read.empty()) c.fail(k + ".read", "expected a list of the columns to read, e.g. [image] or [text, label]");
+    for (const std::string& col : d.read)
+      if (std::find(columns.begin(), columns.end(), col) == columns.end())
+        c.fail(k + ".read", str_cat("unknown column '", col, "' (the columns: audio, image, label, text)"));
+    if (d.present) {
+      auto keep = [&](const char* col) { return std::find(d.read.begin(), d.read.end(), col) != d.read.end(); };
+      auto rows = std::make_shared<data::Manifest>(*d.rows);
+      for (data::Example& e : rows->rows) {
+        if (!keep("image")) e.image.clear(), e.image_blob = {};
+        if (!keep("audio")) e.audio.clear(), e.audio_blob = {};
+        if (!keep("text")) e.text.clear();
+        if (!keep("label")) e.label = -1;
+      }
+      std::erase_if(rows->rows, [](const data::Example& e) { return e.image.empty() && e.audio.empty() && e.text.empty(); });
+      if (rows->rows.empty())
+        c.fail(k + ".read", str_cat(d.manifest, ": no row has an image, audio or text among the columns read (", join(d.read), ")"));
+      d.rows = std::move(rows);
+    }
+  }
   d.batch_size = c.i64(k + ".batch_size", name == "eval" ? 256 : 128);
   const int64_t workers = c.i64(k + ".workers", 2);
   if (workers < 0 || workers > 256) c.fail(k + ".workers", "must be in [0, 256]");
@@ -168,12 +196,6 @@ void read_length(const Config& c, const std::string& k, StageSpec& s) {
   s.epochs = c.i64(k + ".epochs", 0);
   if (c.has(k + ".steps") && s.steps < 1) c.fail(k + ".steps", "must be >= 1");
   if (c.has(k + ".epochs") && s.epochs < 1) c.fail(k + ".epochs", "must be >= 1");
-}
-
-std::string join(const std::vector<std::string>& xs) {
-  std::string out;
-  for (const auto& x : xs) out += (out.empty() ? "" : ", ") + x;
-  return out;
 }
 
 // `data: NAME` (default train) or `data: {NAME: weight, ...}`, each a section of data:.
@@ -357,10 +379,16 @@ void check_sources_serve(const Config& c, const Recipe& r, const StageSpec& s, c
   std::vector<std::vector<std::string>> serves = s.task.serves;
   if (serves.empty()) serves = {s.task.needs};
   std::vector<bool> served(serves.size(), false);
+  auto may_serve = [&](size_t i, const std::string& source) {
+    if (i >= s.task.serves_from.size() || s.task.serves_from[i].empty()) return true;
+    const auto& from = s.task.serves_from[i];
+    return std::find(from.begin(), from.end(), source) != from.end();
+  };
   for (const StageSpec::Source& src : s.sources) {
     const std::vector<std::string> have = r.find_data(src.name)->provides();
     bool any = false;
     for (size_t i = 0; i < serves.size(); ++i) {
+      if (!may_serve(i, src.name)) continue;
       bool all = true;
       for (const std::string& k : serves[i]) all = all && std::find(have.begin(), have.end(), k) != have.end();
       if (all) any = true;
@@ -380,10 +408,29 @@ void check_sources_serve(const Config& c, const Recipe& r, const StageSpec& s, c
                            s.task.type, " reads"));
 }
 
+// A task of a tasks list limited to some sources (tasks.N.data) names sources of its stage (whether
+// they provide what it reads is checked with the rest of the stage's data).
+void check_task_sources(const Config& c, const Recipe& r, const StageSpec& s) {
+  const std::string tasks = r.explicit_stages ? s.key + ".tasks" : "tasks";
+  for (size_t i = 0; i < c.list_size(tasks); ++i) {
+    const std::string k = str_cat(tasks, ".", i, ".data");
+    if (!c.has(k)) continue;
+    for (const std::string& name : c.str_list(k, {})) {
+      auto it = std::find_if(s.sources.begin(), s.sources.end(), [&](const StageSpec::Source& x) { return x.name == name; });
+      if (it == s.sources.end()) {
+        std::vector<std::string> have;
+        for (const StageSpec::Source& x : s.sources) have.push_back(x.name);
+        c.fail(k, str_cat("'", name, "' is not a data source of this stage (its sources: ", join(have), ")"));
+      }
+    }
+  }
+}
+
 void check_stage_data(const Config& c, const Recipe& r) {
   // Every stage's data exists and provides what its task needs.
   for (const StageSpec& s : r.stages) {
     const std::string dkey = r.explicit_stages ? s.key + ".data" : c.has("train.data") ? "train.data" : "data.train.manifest";
+    check_task_sources(c, r, s);
     if (s.sources.size() == 1) {
       const DataSpec* d = r.find_data(s.data);
       const std::vector<std::string> have = d->provides();
@@ -420,8 +467,9 @@ void merge_pair_temperatures(Recipe& r) {
 // tokenizer.*: trained (bpe, on tokenizer.train_on or the first text source) or read from a file.
 void read_tokenizer(const Config& c, Recipe& r) {
   r.tokenizer_type = c.choice("tokenizer.type", {"bpe", "wordpiece", "clip_bpe"}, "bpe");
-  if (r.tokenizer_type == "bpe") {
-    if (c.has("tokenizer.path")) c.fail("tokenizer.path", "loom's bpe is trained on tokenizer.train_on; a file is read by type wordpiece or clip_bpe");
+  // loom's bpe is trained by the run, or read from an earlier run's tokenizer.json (fine-tuning its
+  // checkpoint: the ids must be the ones its embeddings learned).
+  if (r.tokenizer_type == "bpe" && !c.has("tokenizer.path")) {
     r.vocab_size = c.i64("tokenizer.vocab_size", 512);
     if (r.vocab_size < 64) c.fail("tokenizer.vocab_size", "must be >= 64");
     if (c.has("tokenizer.train_on")) r.tokenizer_train_on = c.existing_path("tokenizer.train_on");
@@ -444,7 +492,7 @@ void read_tokenizer(const Config& c, Recipe& r) {
                                          " tokenizer's vocabulary has none (BERT's WordPiece has [MASK]; loom's bpe makes one)"));
     }
   }
-  if (r.tokenizer_type == "bpe" && r.needs_text() && r.tokenizer_train_on.empty()) {
+  if (r.tokenizer_type == "bpe" && r.tokenizer_path.empty() && r.needs_text() && r.tokenizer_train_on.empty()) {
     for (const StageSpec& s : r.stages) {
       if (!s.task.needs_text) continue;
       for (const StageSpec::Source& src : s.sources) {  // the first source with text

@@ -58,7 +58,8 @@ struct Recipe {
   ModelSpec model;
   int64_t vocab_size = 512;
   // bpe: loom's own, trained on tokenizer_train_on (a manifest; empty when no task needs text) at the
-  // start of a run; wordpiece / clip_bpe: a Hugging Face tokenizer.json at tokenizer_path.
+  // start of a run, or an earlier run's file at tokenizer_path; wordpiece / clip_bpe: a Hugging Face
+  // tokenizer.json at tokenizer_path.
   std::string tokenizer_type = "bpe", tokenizer_path;
   // `loom train --check` of a recipe whose tokenizer file is not on this machine builds the model
   // with this many token embeddings instead of the file's count, and says so.

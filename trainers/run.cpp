@@ -7,9 +7,9 @@
 namespace loom {
 namespace fs = std::filesystem;
 
-// The recipe's tokenizer for a new run: loom's BPE trained on the captions, or the named file.
+// The recipe's tokenizer for a new run: the named file (tokenizer.path), or loom's BPE trained on the captions.
 std::unique_ptr<data::TextTokenizer> make_tokenizer(const Recipe& r) {
-  if (r.tokenizer_type != "bpe") return data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
+  if (!r.tokenizer_path.empty()) return data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
   const data::Manifest corpus_src = r.tokenizer_rows ? *r.tokenizer_rows : data::Manifest::load(r.tokenizer_train_on);
   std::vector<std::string> corpus;
   for (const auto& e : corpus_src.rows) if (!e.text.empty()) corpus.push_back(e.text);

@@ -313,7 +313,9 @@ data::Batch Trainer::next_batch() {
     b = std::move(*prefetched_);
     prefetched_.reset();
   } else {
-    b = *loaders_[source_at(step_)]->next();
+    const size_t src = source_at(step_);
+    b = *loaders_[src]->next();
+    b.source = recipe_.stages[stage_].sources[src].name;
     b.tensors = uploader_->upload(b.tensors);
   }
   uploader_->taken();
@@ -330,6 +332,7 @@ void Trainer::prefetch_next_batch() {
   prefetched_at_ = loaders_[prefetched_source_]->position();
   try {
     data::Batch b = *loaders_[prefetched_source_]->next();
+    b.source = recipe_.stages[stage_].sources[prefetched_source_].name;
     b.tensors = uploader_->upload(b.tensors);
     prefetched_ = std::move(b);
   } catch (...) {

@@ -176,3 +176,44 @@ TEST(Multiway, RelativePositionBiasRefusesDroppedPatches) {
   const Tensor kept = t.image->embed_patches(images).narrow(1, 0, 3);
   EXPECT_THROW(t.image->forward_blocks(t.image->prepend_cls(kept)), OpError);
 }
+
+// VL-BEiT's masked vision-language modelling reads masked patches through the fused sequence: a masked
+// patch's pixels are invisible, the text is not, and the mask token gets its gradient. Here with no
+// vision-language expert at all (vl_from = layers, BEiT-3 as released): every span its own expert.
+TEST(Multiway, MaskedPatchesInTheFusedSequenceHideTheirPixelsAndSeeTheText) {
+  Generator gen(10);
+  Tiny t = tiny(false, gen, /*vl_from=*/2);
+  for (auto& [n, _] : t.shared->named_parameters()) EXPECT_EQ(n.find(".vl."), std::string::npos) << n;
+  perturb(*t.shared, gen);
+  const Tensor images = ops::randn({2, 1, 4, 6}, gen);
+  const Tensor token = ops::randn({8}, gen);
+  const Tensor none = Tensor::zeros({2, 6}), mask = Tensor::from(std::vector<float>{0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0}, {2, 6});
+  const FusionEncoder::PatchMask unmasked{"image", none, token}, masked{"image", mask, token};
+  EXPECT_TRUE(same(t.shared->fuse({{"image", images}, {"text", kTokens}}, nullptr, &unmasked),
+                   t.shared->fuse({{"image", images}, {"text", kTokens}})));
+  const Tensor h = t.shared->fuse({{"image", images}, {"text", kTokens}}, nullptr, &masked);
+  // New pixels under the masked patches (row 0's patch 1 and 5, row 1's patch 0): nothing changes.
+  std::vector<float> px = images.to_vector<float>();
+  auto shift = [&](int64_t b, int64_t patch) {
+    for (int64_t y = 0; y < 2; ++y)
+      for (int64_t x = 0; x < 2; ++x) px[size_t(b * 24 + (patch / 3 * 2 + y) * 6 + patch % 3 * 2 + x)] += 3.0f;
+  };
+  shift(0, 1), shift(0, 5), shift(1, 0);
+  EXPECT_TRUE(same(t.shared->fuse({{"image", Tensor::from(px, {2, 1, 4, 6})}, {"text", kTokens}}, nullptr, &masked), h));
+  // Another caption changes what the masked patches' states are.
+  const Tensor other = Tensor::from(std::vector<int64_t>{1, 3, 4, 2, 0, 1, 8, 8, 2, 0}, {2, 5});
+  const Tensor h2 = t.shared->fuse({{"image", images}, {"text", other}}, nullptr, &masked);
+  EXPECT_FALSE(same(h.narrow(1, 5 + 1 + 1, 1), h2.narrow(1, 5 + 1 + 1, 1)));
+  t.shared->to(DType::f64);
+  t.image->to(DType::f64);
+  t.text->to(DType::f64);
+  Tensor token64 = token.to(DType::f64).detach();
+  token64.set_requires_grad(true);
+  const Tensor images64 = images.to(DType::f64);
+  gradient_check(
+      [&] {
+        const FusionEncoder::PatchMask m{"image", mask.to(DType::f64), token64};
+        return t.shared->fuse({{"image", images64}, {"text", kTokens}}, nullptr, &m);
+      },
+      {{"mask_token", token64}});
+}

@@ -58,6 +58,14 @@ TEST(Embed, IndexesImagesAndRetrievesTheQueriedClass) {
   EXPECT_EQ(back.vectors.to_vector<float>(), v);
   EXPECT_EQ(back.manifest, (data / "test.jsonl").string());
   EXPECT_EQ(load_safetensors(path).tensors.at("embeddings").shape(), (Shape{64, 16}));
+  // CLIP has no image-text matching head: re-ranking is refused by name.
+  const data::Manifest test = data::Manifest::load((data / "test.jsonl").string());
+  try {
+    emb.rerank("text", "a top left picture", "image", test, top_k(images, emb.embed_query("text", "a top left picture"), 4));
+    ADD_FAILURE() << "re-ranked without an ITM head";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("loom retrieve --rerank: the model has no fusion encoder"), std::string::npos) << e.what();
+  }
 
   // A caption of class k finds mostly images of class k (test row i has class i % 4).
   const char* captions[] = {"a top left picture", "a top right picture", "a bottom left picture", "a bottom right picture"};

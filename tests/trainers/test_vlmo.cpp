@@ -10,6 +10,7 @@
 #include <set>
 #include "core/safetensors.h"
 #include "tests/trainers/tiny_data.h"
+#include "trainers/embedding_index.h"
 #include "trainers/tasks/itm.h"
 #include "trainers/trainer.h"
 
@@ -159,6 +160,31 @@ TEST(Vlmo, ItmLearnsToTellTheCaptionFromItsHardNegative) {
     EXPECT_TRUE(m.count(k)) << k;
   // Text queries repeat (three templates per quadrant): text->image R@1 is of one right image among 16.
   EXPECT_GE(m.at("eval/t2i_rerank_r1"), 0.0);
+  // loom retrieve --rerank: a caption's top 8 images by cosine, re-scored by ITM log-odds + ITC logit.
+  const fs::path ckpt = data / "run" / "checkpoints" / "latest";
+  ASSERT_TRUE(fs::exists(ckpt));
+  const Embedder emb(r, ckpt.string());
+  const data::Manifest test = data::Manifest::load((data / "test.jsonl").string());
+  const Embeddings images = emb.embed_manifest((data / "test.jsonl").string(), "image", false);
+  const std::string query = "a bottom right picture";
+  const std::vector<Hit> dual = top_k(images, emb.embed_query("text", query), 8);
+  const std::vector<Hit> re = emb.rerank("text", query, "image", test, dual);
+  ASSERT_EQ(re.size(), dual.size());
+  std::multiset<int64_t> a, b;
+  for (size_t i = 0; i < re.size(); ++i) {
+    a.insert(dual[i].row), b.insert(re[i].row);
+    if (i > 0) {
+      EXPECT_GE(re[i - 1].score, re[i].score);
+    }
+  }
+  EXPECT_EQ(a, b) << "the same candidates";
+  EXPECT_EQ(test.rows[size_t(re[0].row)].label, 3) << "the bottom-right quadrant first";
+  // An image query against the captions: its own quadrant's caption first.
+  const Embeddings texts = emb.embed_manifest((data / "test.jsonl").string(), "text", false);
+  const std::string image = test.rows[1].image;
+  const std::vector<Hit> captions = emb.rerank("image", image, "text", test, top_k(texts, emb.embed_query("image", image), 8));
+  EXPECT_EQ(test.rows[size_t(captions[0].row)].label, test.rows[1].label);
+  EXPECT_THROW(emb.rerank("image", image, "image", test, dual), Error);
   fs::remove_all(data);
 }
 

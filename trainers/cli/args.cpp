@@ -53,6 +53,7 @@ Args parse_args(int argc, char** argv) {
     else if (s == "--kind") a.kind = value("--kind");
     else if (s == "--index") a.index = value("--index");
     else if (s == "--k") a.k = int_value("--k", value("--k"));
+    else if (s == "--rerank") a.rerank = int_value("--rerank", value("--rerank"));
     else if (s == "--text" || s == "--image" || s == "--audio") {
       if (!a.query_kind.empty()) throw Error("loom retrieve: give one query (--text, --image or --audio)");
       a.query_kind = s.substr(2);

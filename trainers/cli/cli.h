@@ -15,7 +15,7 @@ struct Args {
   std::string input, out, kind, index, query_kind, query, format, recipe_file, metrics, split;
   std::vector<std::string> positional;  // after the first argument (loom export's OUT_DIR, loom plot's runs)
   std::vector<std::string> overrides;
-  int64_t steps = 20, samples = 0, k = 10, per_shard = 10000;
+  int64_t steps = 20, samples = 0, k = 10, per_shard = 10000, rerank = 0;
   bool help = false, random_init = false, check = false, profile = false, in_memory = false, skip_missing = false;
 };
 

@@ -159,8 +159,7 @@ Metrics probe(const FeatureSet& train, const FeatureSet& test, const ProbeOption
 FeatureFn vit_features(const ViT& v, const ProbeOptions& o) {
   if (o.features == "pixels")
     return [](const Tensor& images) { return images.reshape({images.size(0), images.numel() / images.size(0)}); };
-  LOOM_CHECK(o.blocks <= int64_t(v.blocks->size()), "eval.probe.blocks: ", o.blocks, " is more than the tower's ",
-             v.blocks->size(), " blocks");
+  LOOM_CHECK(o.blocks <= v.depth(), "eval.probe.blocks: ", o.blocks, " is more than the tower's ", v.depth(), " blocks");
   const bool mean = o.pool == "mean";
   const size_t last = size_t(o.blocks);
   return [&v, mean, last](const Tensor& images) {

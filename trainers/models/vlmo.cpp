@@ -6,6 +6,7 @@
 //     type: vlmo
 //     embed_dim: 64
 //     width: 96, layers: 4, heads: 4, vl_from: 3      # blocks 3.. have the vision-language expert
+//     vl_expert: true                                 # false: none (BEiT-3), each span through its own expert
 //     mlp_ratio: 4, drop_path: 0.1, layer_scale_init: 0, rel_pos_bias: false
 //     image: {image_size: 32, channels: 3, patch: 4, pos_embed: learned}
 //     text:  {context: 24, pool: cls}
@@ -22,8 +23,13 @@ ModelSpec read_vlmo_model(const Config& c) {
   for (const char* key : {"model.width", "model.layers", "model.heads"})
     if (c.i64(key) < 1) c.fail(key, "must be >= 1");
   if (mw.width % mw.heads != 0) c.fail("model.heads", str_cat("heads ", mw.heads, " does not divide width ", mw.width));
-  mw.vl_from = c.i64("model.vl_from", mw.layers - 1);
-  if (mw.vl_from < 0 || mw.vl_from >= mw.layers)
+  // vl_expert: false is BEiT-3 as released (torchscale's Multiway network): no vision-language
+  // expert, the fused sequence's text through the language expert and its image through the vision one.
+  const bool vl_expert = c.boolean("model.vl_expert", true);
+  if (!vl_expert && c.has("model.vl_from"))
+    c.fail("model.vl_from", "the model has no vision-language expert (model.vl_expert: false): drop vl_from");
+  mw.vl_from = vl_expert ? c.i64("model.vl_from", mw.layers - 1) : mw.layers;
+  if (vl_expert && (mw.vl_from < 0 || mw.vl_from >= mw.layers))
     c.fail("model.vl_from", str_cat("the vision-language expert must start at a block in [0, ", mw.layers - 1,
                                     "] of the ", mw.layers, " layers, got ", mw.vl_from,
                                     " (VLMo-Base: 12 layers, vl_from 10); without one the fusion path has no VL expert"));

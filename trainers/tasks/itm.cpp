@@ -121,6 +121,8 @@ struct ItmSpec {
 };
 
 // BERT's pooler (tanh of a dense layer on the first state), then two logits: [no match, match].
+Tensor log_odds(const Tensor& logits) { return ops::sub(logits.select(1, 1), logits.select(1, 0)); }
+
 class ItmHead : public Module {
  public:
   ItmHead(int64_t width, Generator& gen) {
@@ -283,8 +285,7 @@ class ItmTask : public Task {
   }
   // log p(match) - log p(no match) [B].
   Tensor match_log_odds(const Tensor& images, const Tensor& texts) const {
-    const Tensor l = logits(images, texts, nullptr);
-    return ops::sub(l.select(1, 1), l.select(1, 0));
+    return log_odds(logits(images, texts, nullptr));
   }
 
   void evaluate_hard_negatives(const EvalEnv& env, Metrics& m) {
@@ -422,6 +423,14 @@ class ItmTask : public Task {
 };
 
 }  // namespace
+
+Tensor itm_match_log_odds(const MultimodalModel& model, const Tensor& images, const Tensor& texts, const std::string& who) {
+  const FusionEncoder* fusion = model.fusion();
+  LOOM_CHECK(fusion, who, ": the model has no fusion encoder over image and text (model.type: vlmo)");
+  const auto head = std::dynamic_pointer_cast<ItmHead>(model.child("itm_head"));
+  LOOM_CHECK(head, who, ": the model has no image-text matching head (a recipe whose stage trains task itm adds it)");
+  return log_odds(head->forward(fusion->fuse({{"image", images}, {"text", texts}}).select(1, 0)));
+}
 
 TaskSpec parse_itm(const Config& c, const std::string& k, const ModelSpec& model) {
   ItmSpec s;

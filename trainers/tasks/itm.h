@@ -3,12 +3,19 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 #include "core/rng.h"
 #include "core/tensor.h"
 
 namespace loom {
 namespace distributed { class Communicator; }
+class MultimodalModel;
+
+// The match log-odds logit(match) - logit(no match) of each pair (images[b], texts[b]) by the model's
+// ITM head ("itm_head", which task itm adds) on the fusion encoder's first state. Throws loom::Error
+// naming `who` when the model has no fusion encoder or no ITM head.
+Tensor itm_match_log_odds(const MultimodalModel& model, const Tensor& images, const Tensor& texts, const std::string& who);
 
 // For each row b of sim [B, G] (a local query's scores against G candidates), one candidate drawn
 // with probability softmax(sim[b]) renormalised over the candidates `allowed(b, j)` lets through

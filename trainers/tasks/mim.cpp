@@ -6,6 +6,9 @@
 // gives the unmasked image. Loss: cross-entropy over the masked positions (train/mim, train/mim_acc).
 // Evaluated on held-out images with the same masks every time (eval/mim_acc, eval/mim_loss) and a
 // picture of the masks (eval/mim_masks_step_N.png); eval.probe measures the encoder.
+// With `with_text: true` (VL-BEiT's masked vision-language modelling, image side) the masked image is
+// read with its caption through the model's fusion encoder (model.type: vlmo), so the text can fill
+// in what the mask hides.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -24,6 +27,7 @@ constexpr uint64_t kMimSalt = 0x6D696Dull;  // "mim"
 struct MimSpec {
   std::string input = "image";
   std::string tokenizer, tokenizer_tower = "image";
+  std::string text;  // with_text: the text the fusion encoder reads beside the image; empty: the image alone
   double mask_ratio = 0.4;
   data::BlockMasking blocks;
   int64_t codebook_size = 0;
@@ -58,8 +62,16 @@ Tensor masked_positions(const Tensor& mask) {
 
 class MimTask : public Task {
  public:
-  MimTask(const MimSpec& s, TaskEnv& env) : s_(s), mask_gen_(env.seed ^ kMimSalt), eval_seed_(env.seed ^ kMimSalt ^ 0xE7A1ull) {
+  MimTask(const MimSpec& s, TaskEnv& env)
+      : s_(s), tok_(env.tokenizer), mask_gen_(env.seed ^ kMimSalt), eval_seed_(env.seed ^ kMimSalt ^ 0xE7A1ull) {
     encoder_ = &patch_tower(env.model, s.input, "task mim");
+    if (!s.text.empty()) {
+      fusion_ = env.model.fusion();
+      LOOM_CHECK(fusion_ && fusion_->fuses() == std::vector<std::string>({s.text, s.input}),
+                 "task mim with_text needs a model whose fusion encoder reads [", s.text, "; ", s.input, "] (model.type: vlmo)");
+      LOOM_CHECK(tok_, "task mim with_text needs a tokenizer");
+      text_tower_ = &env.model.tower(s.text);
+    }
     MultimodalModel& tok = frozen_model(env, s.tokenizer, "task mim");
     tok_vit_ = &patch_tower(tok, s.tokenizer_tower, "task mim's tokenizer");
     tok_vq_ = dynamic_cast<VqKd*>(tok.child("vqkd").get());
@@ -81,10 +93,14 @@ class MimTask : public Task {
     }
   }
   int64_t added_parameters() const { return added_; }
-  void configure(data::LoaderConfig& c) const override { configure_input(encoder_->input(), c); }
+  void configure(data::LoaderConfig& c) const override {
+    configure_input(encoder_->input(), c);
+    if (text_tower_) configure_input(text_tower_->input(), c);
+  }
 
   struct Pass { Tensor loss, correct, mask; int64_t masked = 0; };
-  Pass run(const Tensor& images, Generator& gen, Generator* drop_gen, int64_t offset) const {
+  // texts: the token ids read beside the images (with_text), else undefined.
+  Pass run(const Tensor& images, const Tensor& texts, Generator& gen, Generator* drop_gen, int64_t offset) const {
     const ViTConfig& v = encoder_->config;
     const int64_t B = images.size(0), N = v.num_patches();
     const Device dev = images.device();
@@ -97,8 +113,14 @@ class MimTask : public Task {
     p.mask = data::block_mask(B, v.grid_h(), v.grid_w(), s_.blocks, gen, offset);
     const Tensor pos = masked_positions(p.mask).to(dev);
     p.masked = pos.size(0);
-    Tensor x = encoder_->embed_patches(images, p.mask.to(dev), head_->mask_token);
-    Tensor h = encoder_->forward_blocks(encoder_->prepend_cls(x), drop_gen).narrow(1, 1, N);
+    Tensor h;
+    if (fusion_) {  // [text; class token; patches]: the patches follow the text and the image's class token
+      const FusionEncoder::PatchMask masked{s_.input, p.mask.to(dev), head_->mask_token};
+      h = fusion_->fuse({{s_.text, texts.to(dev)}, {s_.input, images}}, drop_gen, &masked).narrow(1, texts.size(1) + 1, N);
+    } else {
+      Tensor x = encoder_->embed_patches(images, p.mask.to(dev), head_->mask_token);
+      h = encoder_->forward_blocks(encoder_->prepend_cls(x), drop_gen).narrow(1, 1, N);
+    }
     h = ops::index_select(h.reshape({B * N, v.width}), 0, pos);
     const Tensor logits = head_->head->forward(h);
     const Tensor want = ops::index_select(targets, 0, pos);
@@ -109,7 +131,7 @@ class MimTask : public Task {
   }
 
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
-    Pass p = run(b[s_.input], mask_gen_, &drop_gen, b.global_offset);
+    Pass p = run(b[s_.input], s_.text.empty() ? Tensor() : b[s_.text], mask_gen_, &drop_gen, b.global_offset);
     last_correct_ = p.correct;
     last_masked_ = p.masked;
     return {{"mim", p.loss}};
@@ -125,11 +147,12 @@ class MimTask : public Task {
     const bool was_training = encoder_->is_training();
     encoder_->eval();
     head_->eval();
+    if (fusion_) const_cast<FusionEncoder*>(fusion_)->eval();
     NoGradGuard ng;
     data::LoaderConfig lc = loader_config(*env.data, 0, false);
     configure(lc);
     lc.read_audio = false;
-    data::Loader loader(env.data->rows, nullptr, lc);
+    data::Loader loader(env.data->rows, fusion_ ? tok_ : nullptr, lc);
     Generator gen(eval_seed_);
     const int64_t limit = env.max_samples > 0 ? env.max_samples : 2000;
     double loss_sum = 0, correct = 0;
@@ -138,8 +161,12 @@ class MimTask : public Task {
       auto b = loader.next();
       if (!b) break;
       Tensor images = (*b)[s_.input].to(encoder_->device());
-      if (images.size(0) > limit - seen) images = images.narrow(0, 0, limit - seen);
-      Pass p = run(images, gen, nullptr, seen);
+      Tensor texts = fusion_ ? (*b)[s_.text] : Tensor();
+      if (images.size(0) > limit - seen) {
+        images = images.narrow(0, 0, limit - seen);
+        if (texts.defined()) texts = texts.narrow(0, 0, limit - seen);
+      }
+      Pass p = run(images, texts, gen, nullptr, seen);
       if (seen == 0 && s_.pictures > 0 && !env.run_dir.empty()) picture(images, p.mask, *env.data, env);
       loss_sum += p.loss.item<double>() * double(p.masked);
       correct += p.correct.item<double>();
@@ -149,6 +176,7 @@ class MimTask : public Task {
     LOOM_CHECK(seen > 0, env.data->manifest, ": no evaluation images could be read");
     encoder_->train(was_training);
     head_->train(was_training);
+    if (fusion_) const_cast<FusionEncoder*>(fusion_)->train(was_training);
     return {{"eval/mim_loss", loss_sum / double(masked)}, {"eval/mim_acc", correct / double(masked)},
             {"eval/samples", double(seen)}};
   }
@@ -190,6 +218,9 @@ class MimTask : public Task {
   }
 
   MimSpec s_;
+  const data::TextTokenizer* tok_ = nullptr;
+  const FusionEncoder* fusion_ = nullptr;
+  const Encoder* text_tower_ = nullptr;
   ViT* encoder_ = nullptr;
   ViT* tok_vit_ = nullptr;
   VqKd* tok_vq_ = nullptr;
@@ -241,10 +272,20 @@ TaskSpec parse_mim(const Config& c, const std::string& k, const ModelSpec& model
                                      " masked (mask_ratio ", s.mask_ratio, " of ", N, ")"));
   s.blocks.min_aspect = c.f64(k + ".min_aspect", 0.3);
   if (!(s.blocks.min_aspect > 0 && s.blocks.min_aspect <= 1)) c.fail(k + ".min_aspect", "must be in (0, 1]");
-  s.pictures = c.i64(k + ".pictures", 8);
+  if (c.boolean(k + ".with_text", false)) {
+    s.text = "text";
+    if (model.fusion_over.empty() || !model.has("text"))
+      c.fail(k + ".with_text", str_cat("reading the masked image with its text needs a fusion encoder over both (model.type: "
+                                       "vlmo); model.type ", model.type, " has none"));
+  }
+  s.pictures = c.i64(k + ".pictures", s.text.empty() ? 8 : 0);
   if (s.pictures < 0) c.fail(k + ".pictures", "must be >= 0");
   TaskSpec spec;
   spec.needs = {s.input};
+  if (!s.text.empty()) {
+    spec.needs.push_back(s.text);
+    spec.needs_text = true;
+  }
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<MimTask>(s, env);
     report_added(env, "mim", "mim_head", t->added_parameters());

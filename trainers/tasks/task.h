@@ -111,6 +111,9 @@ struct TaskSpec {
   // With several data sources in a stage: the sets of keys any one of which lets a batch serve the
   // task (contrastive: each pair's two modalities); empty: `needs`, all of them.
   std::vector<std::vector<std::string>> serves;
+  // Beside serves (same length, or empty): the stage's sources each entry is limited to (a task's
+  // `data:` in a tasks list); an empty entry: any source.
+  std::vector<std::vector<std::string>> serves_from;
   std::map<std::string, int64_t> sizes;  // what the task fixes that another recipe may read (vqkd: codebook_size)
   std::function<std::unique_ptr<Task>(TaskEnv&)> build;
 };
