@@ -18,6 +18,7 @@ struct Row {
   bool audio = false;
   std::string text;
   int64_t label = -1;
+  std::vector<int64_t> labels;  // multi-label sets (AudioSet)
 };
 
 std::string lower(std::string s) {
@@ -165,7 +166,7 @@ std::vector<Row> karpathy(const std::string& format, const std::string& root, co
     for (size_t k = 0; k < im["sentences"].size(); ++k) {
       const auto& s = im["sentences"][k];
       LOOM_CHECK(s.is_object() && s.contains("raw") && s["raw"].is_string(), where, ".sentences[", k, "]: expected a \"raw\" caption");
-      rows.push_back({found, false, s["raw"].get<std::string>(), -1});
+      rows.push_back({found, false, s["raw"].get<std::string>(), -1, {}});
     }
   }
   return rows;
@@ -191,7 +192,7 @@ std::vector<Row> audiocaps(const std::string& root, const ImportOptions& opt, Mi
         if (!key.empty() && (path = audio.find(key, true))) break;
       if (!path && missing.skip(where, str_cat("no audio file for audiocap_id ", f[cid], " / youtube_id ", f[yid], " under ", root)))
         continue;
-      rows.push_back({*path, true, f[cap], -1});
+      rows.push_back({*path, true, f[cap], -1, {}});
     }
   }
   return rows;
@@ -222,7 +223,7 @@ std::vector<Row> clotho(const std::string& root, const ImportOptions& opt, Missi
         throw Error(str_cat(where, ": two audio files named ", f[file], " under ", root, " (import one split's folder at a time)"));
       const std::string* path = audio.find(f[file], false);
       if (!path && missing.skip(where, str_cat("no audio file ", f[file], " under ", root))) continue;
-      for (size_t c : caps) rows.push_back({*path, true, f[c], -1});
+      for (size_t c : caps) rows.push_back({*path, true, f[c], -1, {}});
     }
   }
   return rows;
@@ -261,11 +262,102 @@ std::vector<Row> esc50(const std::string& root, const ImportOptions& opt, Missin
     if (!keep_fold.empty() && ((f[fold] == keep_fold) == negate)) continue;
     const fs::path p = fs::path(root) / "audio" / f[file];
     if (!fs::is_regular_file(p) && missing.skip(where, str_cat("no audio file ", p.string()))) continue;
-    rows.push_back({fs::absolute(p).lexically_normal().string(), true, spaced(f[category]), label});
+    rows.push_back({fs::absolute(p).lexically_normal().string(), true, spaced(f[category]), label, {}});
   }
   for (int64_t k = 0; k < int64_t(names.size()); ++k) {
     LOOM_CHECK(names.count(k), csv.path, ": the targets are not 0 .. ", names.size() - 1, " (", k, " is missing)");
     classes.push_back(spaced(names[k]));
+  }
+  return rows;
+}
+
+// ---- AudioSet ----
+std::string trimmed(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+// "30.000" -> "30" (how download scripts name the clips), else the field itself.
+std::string whole_seconds(const std::string& s) {
+  const size_t dot = s.find('.');
+  return dot != std::string::npos && s.find_first_not_of('0', dot + 1) == std::string::npos ? s.substr(0, dot) : s;
+}
+
+std::vector<Row> audioset(const std::string& root, const ImportOptions& opt, Missing& missing, std::vector<std::string>& classes) {
+  const Csv index = read_csv((fs::path(root) / "class_labels_indices.csv").string());
+  const size_t ci = index.column("index"), cm = index.column("mid"), cn = index.column("display_name");
+  std::map<std::string, int64_t> by_mid;
+  for (const auto& [line, f] : index.records) {
+    const std::string where = str_cat(index.path, ":", line);
+    LOOM_CHECK(f[ci] == std::to_string(classes.size()), where, ": index '", f[ci], "', expected ", classes.size(),
+               " (the classes are 0 .. N-1 in order)");
+    LOOM_CHECK(by_mid.emplace(f[cm], int64_t(classes.size())).second, where, ": mid ", f[cm], " is listed twice");
+    classes.push_back(f[cn]);
+  }
+  LOOM_CHECK(!classes.empty(), index.path, ": no classes");
+  std::vector<std::string> have;
+  for (const char* s : {"balanced_train", "unbalanced_train", "eval"})
+    if (fs::is_regular_file(fs::path(root) / (std::string(s) + "_segments.csv"))) have.push_back(s);
+  LOOM_CHECK(!have.empty(), root, ": no balanced_train_segments.csv, unbalanced_train_segments.csv or eval_segments.csv");
+  const FileIndex audio = index_files(root, is_audio_ext);
+  std::vector<Row> rows;
+  for (const std::string& split : splits_of("audioset", have, opt.split)) {
+    // "# YTID, start_seconds, end_seconds, positive_labels" after two comment lines, then
+    // --PJHxphWEs, 30.000, 40.000, "/m/09x0r,/t/dd00088"
+    const std::string path = (fs::path(root) / (split + "_segments.csv")).string();
+    std::ifstream in(path, std::ios::binary);
+    LOOM_CHECK(in, path, ": cannot read");
+    std::string line;
+    int64_t n = 0;
+    while (std::getline(in, line)) {
+      ++n;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty() || line[0] == '#') continue;
+      const std::string where = str_cat(path, ":", n);
+      // Not RFC 4180: the separators are ", ", so the quoted list starts after a space. Three
+      // fields, then the rest of the line is the list, its quotes stripped.
+      std::vector<std::string> f;
+      size_t from = 0;
+      for (int k = 0; k < 3 && from <= line.size(); ++k) {
+        const size_t comma = line.find(',', from);
+        if (comma == std::string::npos) break;
+        f.push_back(trimmed(line.substr(from, comma - from)));
+        from = comma + 1;
+      }
+      LOOM_CHECK(f.size() == 3 && from < line.size(), where, ": ", f.size() + (from < line.size()),
+                 " fields, expected YTID, start_seconds, end_seconds, positive_labels");
+      std::string list = trimmed(line.substr(from));
+      if (list.size() >= 2 && list.front() == '"' && list.back() == '"') list = list.substr(1, list.size() - 2);
+      LOOM_CHECK(list.find('"') == std::string::npos, where, ": positive_labels must be one quoted list, got ", trimmed(line.substr(from)));
+      f.push_back(list);
+      LOOM_CHECK(!f[0].empty(), where, ": empty YTID");
+      Row r;
+      r.audio = true;
+      std::string text;
+      size_t at = 0;
+      while (at <= f[3].size()) {
+        const size_t comma = std::min(f[3].find(',', at), f[3].size());
+        const std::string mid = trimmed(f[3].substr(at, comma - at));
+        at = comma + 1;
+        if (mid.empty()) continue;
+        auto it = by_mid.find(mid);
+        LOOM_CHECK(it != by_mid.end(), where, ": label ", mid, " is not in ", index.path);
+        if (std::find(r.labels.begin(), r.labels.end(), it->second) != r.labels.end()) continue;
+        r.labels.push_back(it->second);
+        text += (text.empty() ? "" : ", ") + classes[size_t(it->second)];
+      }
+      LOOM_CHECK(!r.labels.empty(), where, ": no positive_labels");
+      r.text = text;
+      const std::string start = whole_seconds(f[1]), end = whole_seconds(f[2]);
+      const std::string* file = nullptr;
+      for (const std::string& key : {f[0], "Y" + f[0], f[0] + "_" + start, "Y" + f[0] + "_" + start, f[0] + "_" + start + "_" + end,
+                                     "Y" + f[0] + "_" + start + "_" + end, f[0] + "_" + f[1], "Y" + f[0] + "_" + f[1] + "_" + f[2]})
+        if ((file = audio.find(key, true))) break;
+      if (!file && missing.skip(where, str_cat("no audio file for YTID ", f[0], " (", f[0], ".wav, Y", f[0], "_", start, "_", end,
+                                              ".wav, ... under ", root, ")")))
+        continue;
+      r.media = *file;
+      rows.push_back(std::move(r));
+    }
   }
   return rows;
 }
@@ -286,7 +378,7 @@ std::vector<Row> imagefolder(const std::string& root, const ImportOptions& opt, 
     LOOM_CHECK(!files.empty(), dirs[k].string(), ": a class folder with no image (", "jpg, png, ...)");
     classes.push_back(spaced(dirs[k].filename().string()));
     for (const fs::path& p : files)
-      rows.push_back({fs::absolute(p).lexically_normal().string(), false, classes.back(), int64_t(k)});
+      rows.push_back({fs::absolute(p).lexically_normal().string(), false, classes.back(), int64_t(k), {}});
   }
   LOOM_CHECK(!dirs.empty(), root, ": no class folders (imagefolder reads ROOT/<class>/<image>)");
   return rows;
@@ -332,7 +424,7 @@ std::vector<std::string> parse_csv_line(const std::string& line, const std::stri
   return out;
 }
 
-std::vector<std::string> import_formats() { return {"audiocaps", "clotho", "coco", "esc50", "flickr30k", "imagefolder"}; }
+std::vector<std::string> import_formats() { return {"audiocaps", "audioset", "clotho", "coco", "esc50", "flickr30k", "imagefolder"}; }
 
 ImportReport import_dataset(const std::string& format, const std::string& root, const std::string& out,
                             const ImportOptions& options) {
@@ -350,6 +442,7 @@ ImportReport import_dataset(const std::string& format, const std::string& root, 
   else if (format == "audiocaps") rows = audiocaps(root, options, missing);
   else if (format == "clotho") rows = clotho(root, options, missing);
   else if (format == "esc50") rows = esc50(root, options, missing, classes);
+  else if (format == "audioset") rows = audioset(root, options, missing, classes);
   else rows = imagefolder(root, options, classes);
   LOOM_CHECK(!rows.empty(), "loom data import ", format, ": ", root, " gave no rows",
              options.split.empty() ? std::string() : str_cat(" for split ", options.split),
@@ -366,6 +459,7 @@ ImportReport import_dataset(const std::string& format, const std::string& root, 
       j[r.audio ? "audio" : "image"] = fs::path(r.media).lexically_relative(base).string();
       if (!r.text.empty()) j["text"] = r.text;
       if (r.label >= 0) j["label"] = r.label;
+      if (!r.labels.empty()) j["labels"] = r.labels;
       try {
         f << j.dump() << "\n";
       } catch (const nlohmann::json::exception&) {

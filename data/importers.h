@@ -15,10 +15,17 @@
 //   esc50            ROOT/meta/esc50.csv (filename, fold, target, category, ...), audio in ROOT/audio:
 //                    label = target, text = the category ("chirping birds"). Splits: fold1 .. fold5
 //                    (that fold) and not-fold1 .. not-fold5 (the other four, ESC-50's training side).
+//   audioset         ROOT/class_labels_indices.csv (index, mid, display_name) and
+//                    ROOT/{balanced_train,unbalanced_train,eval}_segments.csv (YTID, start_seconds,
+//                    end_seconds, "positive_labels" as mids; '#' lines are comments); the audio
+//                    anywhere under ROOT, named <YTID>, Y<YTID>, <YTID>_<start> or
+//                    Y<YTID>_<start>_<end> (start and end in whole seconds, or as the CSV writes
+//                    them). labels = the segment's class indices (multi-label), text = their display
+//                    names joined by ", ". Splits: balanced_train, unbalanced_train, eval.
 //   imagefolder      ROOT/<class>/<image>: ImageNet's layout; labels are the sorted class folders, the
 //                    text the folder name with '_' as spaces.
 //
-// Classified sets (esc50, imagefolder) also write OUT's stem + ".classes.txt" (a class per line, in
+// Classified sets (esc50, audioset, imagefolder) also write OUT's stem + ".classes.txt" (a class per line, in
 // label order), the file a recipe's zero-shot evaluation reads. Paths in the manifest are relative
 // to OUT's directory. Without a split, every split the format has (present in ROOT) goes into OUT.
 // A malformed file (a missing column, a caption list of the wrong length, a clip or image with no
@@ -40,7 +47,7 @@ struct ImportReport {
   int64_t rows = 0;         // written
   int64_t items = 0;        // distinct images or clips
   int64_t missing = 0;      // rows left out under skip_missing
-  std::string classes_file;  // written beside OUT (esc50, imagefolder); empty otherwise
+  std::string classes_file;  // written beside OUT (esc50, audioset, imagefolder); empty otherwise
 };
 
 std::vector<std::string> import_formats();

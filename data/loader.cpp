@@ -13,6 +13,7 @@ namespace loom::data {
 
 namespace {
 constexpr uint64_t kOrderSalt = 0x6F72646572ull;  // "order"
+constexpr uint64_t kWeightedSalt = 0x776569676874ull;  // "weight"
 constexpr uint64_t kAugSalt = 0x617567ull;        // "aug"
 constexpr uint64_t kCropSalt = 0x63726f70ull;     // "crop": an audio clip's crop position
 constexpr uint64_t kMaskSalt = 0x6d61736bull;     // "mask": its SpecAugment masks
@@ -88,6 +89,16 @@ Loader::Loader(std::shared_ptr<const Manifest> manifest, const TextTokenizer* to
   LOOM_CHECK(config_.channels >= 1 && config_.channels <= 4, "Loader: channels must be 1..4, got ", config_.channels);
   LOOM_CHECK(!tokenizer_ || config_.context >= 2, "Loader: context must be >= 2 (sot and eot), got ", config_.context);
   LOOM_CHECK(n > 0, mp, ": manifest has no rows");
+  if (config_.sample_weights) {
+    const std::vector<double>& w = *config_.sample_weights;
+    LOOM_CHECK(int64_t(w.size()) == n, "Loader: ", w.size(), " sample weights for the ", n, " rows of ", mp);
+    double total = 0;
+    for (double x : w) {
+      LOOM_CHECK(x >= 0 && std::isfinite(x), "Loader: a sample weight of ", mp, " is ", x);
+      total += x;
+    }
+    LOOM_CHECK(total > 0, "Loader: every sample weight of ", mp, " is 0");
+  }
   batches_per_epoch_ = config_.drop_last ? n / config_.batch_size : (n + config_.batch_size - 1) / config_.batch_size;
   LOOM_CHECK(batches_per_epoch_ > 0, mp, ": ", n, " rows make no full batch of ", config_.batch_size,
              " (drop_last); lower batch_size or set drop_last false");
@@ -98,6 +109,7 @@ Loader::Loader(std::shared_ptr<const Manifest> manifest, const TextTokenizer* to
   for (const Example& ex : manifest_->rows) {
     has_images_ = has_images_ || (config_.read_images && !ex.image.empty());
     has_audio_ = has_audio_ || (config_.read_audio && !ex.audio.empty());
+    has_multi_labels_ = has_multi_labels_ || !ex.labels.empty();
   }
   if (has_images_) config_.transform.validate(config_.channels);
   if (has_audio_) {
@@ -122,6 +134,17 @@ std::vector<int64_t> Loader::epoch_order(int64_t epoch) const {
   std::vector<int64_t> order(size_t(n), 0);
   std::iota(order.begin(), order.end(), int64_t(0));
   if (!config_.shuffle) return order;
+  if (config_.sample_weights) {  // n draws by inverting the cumulative weights at Philox uniforms
+    const std::vector<double>& w = *config_.sample_weights;
+    std::vector<double> cum(w.size());
+    std::partial_sum(w.begin(), w.end(), cum.begin());
+    detail::Stream rng(detail::combine(detail::combine(config_.seed, kWeightedSalt), uint64_t(epoch)));
+    for (int64_t& o : order) {
+      const double u = rng.uniform() * cum.back();
+      o = std::min<int64_t>(n - 1, std::upper_bound(cum.begin(), cum.end(), u) - cum.begin());
+    }
+    return order;
+  }
   // Fisher-Yates with Philox integers keyed by (seed, epoch): integer-only, the same on any machine.
   detail::Stream rng(detail::combine(detail::combine(config_.seed, kOrderSalt), uint64_t(epoch)));
   for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[rng.below(uint64_t(i + 1))]);
@@ -157,6 +180,7 @@ Loader::Result Loader::build(int64_t seq) const {
     batch.global_size = whole;
     std::vector<Tensor> images, clips;
     std::vector<int64_t> labels;
+    std::vector<const std::vector<int64_t>*> multi;  // each row's "labels"
     for (int64_t k = first; k < last; ++k) {
       const int64_t idx = order[size_t(k)];
       const Example& ex = manifest_->rows[size_t(idx)];
@@ -194,6 +218,7 @@ Loader::Result Loader::build(int64_t seq) const {
       batch.indices.push_back(idx);
       batch.texts.push_back(ex.text);
       labels.push_back(ex.label);
+      multi.push_back(&ex.labels);
     }
     const int64_t B = int64_t(batch.indices.size());
     if (has_images_) {
@@ -218,6 +243,13 @@ Loader::Result Loader::build(int64_t seq) const {
       batch.tensors["audio"] = stacked;
     }
     batch.tensors["label"] = Tensor::from(labels, {B}, DType::i64);
+    if (has_multi_labels_) {  // [B, L]: each row's class ids, padded with -1 to the batch's longest
+      size_t L = 1;
+      for (const auto* l : multi) L = std::max(L, l->size());
+      std::vector<int64_t> padded(size_t(B) * L, -1);
+      for (size_t i = 0; i < multi.size(); ++i) std::copy(multi[i]->begin(), multi[i]->end(), padded.begin() + long(i * L));
+      batch.tensors["labels"] = Tensor::from(padded, {B, int64_t(L)}, DType::i64);
+    }
     if (tokenizer_) {
       Tensor tokens = tokenizer_->encode_batch(batch.texts, config_.context);
       check_token_ids(tokens, tokenizer_->vocab_size(), tokenizer_->end_token(), manifest_->path);

@@ -52,6 +52,9 @@ struct LoaderConfig {
   int workers = 2;    // threads that decode + transform; 0: build each batch inside next()
   int prefetch = 4;   // batches built ahead of the consumer, at most
   bool shuffle = true;
+  // With shuffle: each epoch draws N rows with replacement, row i with probability weight[i] / sum
+  // (a class-balanced sampler, AudioMAE's weighted sampler), instead of a permutation. Null: none.
+  std::shared_ptr<const std::vector<double>> sample_weights;
   bool drop_last = true;
   bool repeat = true;  // endless over epochs; false: next() returns nullopt after one pass
   uint64_t seed = 0;
@@ -72,8 +75,10 @@ struct LoaderConfig {
 };
 
 // A batch is named tensors that tasks ask for by key: "image" f32 [B, C, H, W] (when the manifest has
-// images), "audio" (when it has audio; see AudioConfig), "text" i64 [B, context] token ids (with a tokenizer; every row holds an end-of-text id and
-// ids below the vocabulary size, checked here on the host), "label" i64 [B] (-1: none).
+// images), "audio" (when it has audio; see AudioConfig), "text" i64 [B, context] token ids (with a
+// tokenizer; every row holds an end-of-text id and ids below the vocabulary size, checked here on the
+// host), "label" i64 [B] (-1: none), and "labels" i64 [B, L] (each row's class ids padded with -1,
+// when some row of the manifest has "labels").
 struct Batch {
   std::map<std::string, Tensor> tensors;
   std::vector<int64_t> indices;     // manifest rows
@@ -136,7 +141,7 @@ class Loader {
   int64_t start_ = 0;              // global batch index of the first batch
   int64_t batches_per_epoch_ = 0;
   int64_t total_ = 0;              // batches this loader will yield (INT64_MAX when repeating)
-  bool has_images_ = false, has_audio_ = false;
+  bool has_images_ = false, has_audio_ = false, has_multi_labels_ = false;
   std::shared_ptr<const KaldiFbank> fbank_;  // when the manifest has audio and features are fbank
 
   mutable std::mutex mu_;

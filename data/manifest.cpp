@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "data/manifest.h"
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,21 @@ std::string json_type(const nlohmann::json& v) {
   return v.type_name();
 }
 }  // namespace
+
+std::vector<int64_t> parse_labels(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_array()) throw Error(str_cat(where, "key \"labels\" must be a list of class ids, got ", json_type(v)));
+  if (v.empty()) throw Error(str_cat(where, "key \"labels\" is empty (leave it out for a row without labels)"));
+  std::vector<int64_t> out;
+  for (const nlohmann::json& x : v) {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0)
+      throw Error(str_cat(where, "key \"labels\" must hold non-negative integers, got ", x.dump()));
+    const int64_t id = x.get<int64_t>();
+    if (std::find(out.begin(), out.end(), id) != out.end())
+      throw Error(str_cat(where, "key \"labels\" lists class ", id, " twice"));
+    out.push_back(id);
+  }
+  return out;
+}
 
 Manifest Manifest::load(const std::string& path, uint64_t max_bytes) {
   if (max_bytes == 0) max_bytes = host_memory_bytes() / 2;
@@ -63,10 +79,14 @@ Manifest Manifest::load(const std::string& path, uint64_t max_bytes) {
         if (!v.is_number_integer()) throw Error(str_cat(where(), "key \"label\" must be an integer, got ", json_type(v)));
         ex.label = v.get<int64_t>();
         if (ex.label < 0) throw Error(str_cat(where(), "key \"label\" must be >= 0, got ", ex.label));
+      } else if (key == "labels") {
+        ex.labels = parse_labels(v, where());
       } else {
-        throw Error(str_cat(where(), "unknown key \"", key, "\" (expected image, text, audio, label)"));
+        throw Error(str_cat(where(), "unknown key \"", key, "\" (expected image, text, audio, label, labels)"));
       }
     }
+    if (ex.label >= 0 && !ex.labels.empty())
+      throw Error(str_cat(where(), "give \"label\" (one class) or \"labels\" (the classes present), not both"));
     m.rows.push_back(std::move(ex));
   }
   if (in.bad()) throw Error(str_cat(path, ": read error"));

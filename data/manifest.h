@@ -1,10 +1,12 @@
 // JSONL manifests: one JSON object per line, e.g.
 //   {"image": "images/train/00001.pgm", "text": "a photo of a shirt", "label": 6}
-// Keys: "image", "text", "audio" (strings, paths relative to the manifest's directory) and "label"
-// (integer); any may be absent, no other key is allowed. Blank lines are ignored. Any defect is a
+// Keys: "image", "text", "audio" (strings, paths relative to the manifest's directory), "label"
+// (integer) or "labels" (a list of distinct class ids, for multi-label data such as AudioSet); any
+// may be absent, no other key is allowed. Blank lines are ignored. Any defect is a
 // loom::Error naming "path:line" and the problem.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -22,9 +24,13 @@ std::vector<unsigned char> read_blob(const Blob& b, const std::string& name);
 struct Example {
   std::string image, text, audio;  // image/audio paths are stored resolved (manifest dir + relative path)
   int64_t label = -1;              // -1: no label
+  std::vector<int64_t> labels;     // multi-label rows ("labels": [3, 17]): the classes present; empty: none given
   // WebDataset samples: the image/audio bytes inside a shard; image/audio then hold "shard.tar:key.ext".
   Blob image_blob, audio_blob;
 };
+
+// A "labels" value: a non-empty list of distinct non-negative integers; loom::Error prefixed by `where`.
+std::vector<int64_t> parse_labels(const nlohmann::json& v, const std::string& where);
 
 struct Manifest {
   std::string path;

@@ -180,6 +180,11 @@ int add_samples(const std::string& shard, const std::vector<TarMember>& members,
           s.ex.label = j["label"].get<int64_t>();
           s.has_label = true;
         }
+        if (j.contains("labels")) {
+          once(s.has_label, "label");
+          s.ex.labels = parse_labels(j["labels"], str_cat(where, ": "));
+          s.has_label = true;
+        }
         break;
       }
       case Kind::other: break;
@@ -415,6 +420,7 @@ PackReport pack_webdataset(const Manifest& manifest, const std::string& out_patt
         }
         if (!ex.text.empty()) put(str_cat(key, ".txt"), ex.text);
         if (ex.label >= 0) put(str_cat(key, ".cls"), std::to_string(ex.label));
+        if (!ex.labels.empty()) put(str_cat(key, ".json"), nlohmann::json{{"labels", ex.labels}}.dump());
         ++rep.samples;
       }
       LOOM_CHECK(archive_write_close(w.a) == ARCHIVE_OK, tmp, ": closing failed (",

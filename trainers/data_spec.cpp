@@ -11,19 +11,21 @@ std::vector<std::string> DataSpec::provides() const {
       std::sort(out.begin(), out.end());
       return out;
     }
-    return {"audio", "image", "label", "text"};
+    return {"audio", "image", "label", "labels", "text"};
   }
-  bool image = false, audio = false, text = false, label = false;
+  bool image = false, audio = false, text = false, label = false, labels = false;
   for (const data::Example& e : rows->rows) {
     image = image || !e.image.empty();
     audio = audio || !e.audio.empty();
     text = text || !e.text.empty();
     label = label || e.label >= 0;
+    labels = labels || !e.labels.empty();
   }
   std::vector<std::string> out;
   if (audio) out.push_back("audio");
   if (image) out.push_back("image");
   if (label) out.push_back("label");
+  if (labels) out.push_back("labels");
   if (text) out.push_back("text");
   return out;
 }
@@ -36,6 +38,7 @@ data::LoaderConfig loader_config(const DataSpec& d, uint64_t seed, bool train) {
   c.drop_last = train;
   c.repeat = train;
   c.seed = seed;
+  if (train) c.sample_weights = d.sample_weights;
   c.on_error = d.on_error;
   c.transform = d.transform;
   c.audio = d.audio;

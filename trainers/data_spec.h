@@ -28,6 +28,10 @@ struct DataSpec {
   // others are dropped when the manifest is read, so one paired manifest can serve as images alone
   // or texts alone (VL-BEiT's monomodal data beside its pairs).
   std::vector<std::string> read;
+  // data.NAME.sampler: balanced draws training rows with replacement, each in proportion to the sum
+  // over its classes (label, or every one of labels) of 1 / that class's row count, so every class
+  // comes up about equally often (AudioMAE's weighted sampler); null: a shuffle.
+  std::shared_ptr<const std::vector<double>> sample_weights;
   // The batch keys this data can fill: "image", "audio", "text", "label" (some row has them); all of
   // them when the manifest is not present (so --check validates the rest of the recipe).
   std::vector<std::string> provides() const;

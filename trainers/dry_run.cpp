@@ -79,6 +79,8 @@ data::Batch random_batch(const data::LoaderConfig& lc, const std::vector<std::st
       b.texts = {"a", "b"};
     } else if (k == "label") {
       b.tensors[k] = Tensor::from(std::vector<int64_t>{0, 1}, {n});
+    } else if (k == "labels") {  // two classes, then one (padded with -1)
+      b.tensors[k] = Tensor::from(std::vector<int64_t>{0, 1, 1, -1}, {n, 2});
     }
   }
   return b;

@@ -103,11 +103,11 @@ DataSpec read_data(const Config& c, const std::string& name) {
   }
   if (c.has(k + ".read")) {
     d.read = c.str_list(k + ".read", {});
-    const std::vector<std::string> columns = {"audio", "image", "label", "text"};
+    const std::vector<std::string> columns = {"audio", "image", "label", "labels", "text"};
     if (d.read.empty()) c.fail(k + ".read", "expected a list of the columns to read, e.g. [image] or [text, label]");
     for (const std::string& col : d.read)
       if (std::find(columns.begin(), columns.end(), col) == columns.end())
-        c.fail(k + ".read", str_cat("unknown column '", col, "' (the columns: audio, image, label, text)"));
+        c.fail(k + ".read", str_cat("unknown column '", col, "' (the columns: audio, image, label, labels, text)"));
     if (d.present) {
       auto keep = [&](const char* col) { return std::find(d.read.begin(), d.read.end(), col) != d.read.end(); };
       auto rows = std::make_shared<data::Manifest>(*d.rows);
@@ -116,12 +116,30 @@ DataSpec read_data(const Config& c, const std::string& name) {
         if (!keep("audio")) e.audio.clear(), e.audio_blob = {};
         if (!keep("text")) e.text.clear();
         if (!keep("label")) e.label = -1;
+        if (!keep("labels")) e.labels.clear();
       }
       std::erase_if(rows->rows, [](const data::Example& e) { return e.image.empty() && e.audio.empty() && e.text.empty(); });
       if (rows->rows.empty())
         c.fail(k + ".read", str_cat(d.manifest, ": no row has an image, audio or text among the columns read (", join(d.read), ")"));
       d.rows = std::move(rows);
     }
+  }
+  if (c.choice(k + ".sampler", {"shuffle", "balanced"}, "shuffle") == "balanced" && d.present) {
+    std::map<int64_t, int64_t> count;  // rows per class
+    for (const data::Example& e : d.rows->rows) {
+      if (e.label >= 0) ++count[e.label];
+      for (int64_t l : e.labels) ++count[l];
+    }
+    auto w = std::make_shared<std::vector<double>>();
+    for (size_t i = 0; i < d.rows->rows.size(); ++i) {
+      const data::Example& e = d.rows->rows[i];
+      double x = e.label >= 0 ? 1.0 / double(count[e.label]) : 0.0;
+      for (int64_t l : e.labels) x += 1.0 / double(count[l]);
+      if (x == 0) c.fail(k + ".sampler", str_cat("balanced sampling weighs rows by their classes, and row ", i + 1, " of ", d.manifest,
+                                                 " has no label or labels"));
+      w->push_back(x);
+    }
+    d.sample_weights = std::move(w);
   }
   d.batch_size = c.i64(k + ".batch_size", name == "eval" ? 256 : 128);
   const int64_t workers = c.i64(k + ".workers", 2);

@@ -190,3 +190,63 @@ TEST(Import, ImageFoldersAreClasses) {
 }
 
 }  // namespace
+
+namespace {
+// A miniature AudioSet: three classes, a balanced and an eval segment list (with the comment
+// header the distributed files have), clips named as two download scripts name them.
+void audioset_copy(const TempDir& d) {
+  write_file(d.file("as/class_labels_indices.csv"),
+             "index,mid,display_name\n0,/m/09x0r,Speech\n1,/m/04rlf,Music\n2,/m/0jbk,\"Animal, pets\"\n");
+  write_file(d.file("as/balanced_train_segments.csv"),
+             "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=3, num_segs=3, num_unique_labels=3\n"
+             "# YTID, start_seconds, end_seconds, positive_labels\n"
+             "--PJHxphWEs, 30.000, 40.000, \"/m/09x0r,/m/04rlf\"\n"
+             "-0RWZT-miFs, 420.000, 430.000, \"/m/0jbk\"\n"
+             "-0oZEsl6JXc, 5.500, 15.500, \"/m/04rlf,/m/0jbk,/m/04rlf\"\n");
+  write_file(d.file("as/eval_segments.csv"), "# YTID, start_seconds, end_seconds, positive_labels\n"
+                                             "zz1, 0.000, 10.000, \"/m/09x0r\"\n");
+  tone(d.file("as/audio/bal/Y--PJHxphWEs_30_40.wav"));
+  tone(d.file("as/audio/bal/-0RWZT-miFs_420.flac"));
+  tone(d.file("as/audio/bal/Y-0oZEsl6JXc_5.500_15.500.wav"));
+  tone(d.file("as/audio/eval/zz1.wav"));
+}
+}  // namespace
+
+TEST(Import, AudioSetSegmentsAreMultiLabel) {
+  TempDir d;
+  audioset_copy(d);
+  ImportReport r = import_dataset("audioset", d.file("as"), d.file("m/audioset.jsonl"), {"balanced_train", false});
+  EXPECT_EQ(r.rows, 3);
+  EXPECT_EQ(r.classes_file, d.file("m/audioset.classes.txt"));
+  std::ifstream cf(r.classes_file);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(cf)), std::istreambuf_iterator<char>()), "Speech\nMusic\nAnimal, pets\n");
+  auto rows = lines(d.file("m/audioset.jsonl"));
+  EXPECT_EQ(rows[0]["labels"], nlohmann::json({0, 1}));
+  EXPECT_EQ(rows[0]["text"], "Speech, Music");
+  EXPECT_EQ(rows[1]["labels"], nlohmann::json({2}));
+  EXPECT_EQ(rows[2]["labels"], nlohmann::json({1, 2})) << "a label listed twice counts once";
+  EXPECT_EQ(rows[2]["audio"], "../as/audio/bal/Y-0oZEsl6JXc_5.500_15.500.wav");
+  const Manifest m = Manifest::load(d.file("m/audioset.jsonl"));
+  EXPECT_EQ(m.rows[0].labels, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(load_all(d.file("m/audioset.jsonl"), true), 3);
+  EXPECT_EQ(import_dataset("audioset", d.file("as"), d.file("m/all.jsonl")).rows, 4) << "every split present";
+  // Malformed: an unknown mid, a missing clip, a bad class index, a short record.
+  write_file(d.file("as/eval_segments.csv"), "zz1, 0.000, 10.000, \"/m/nope\"\n");
+  EXPECT_NE(error_of([&] { import_dataset("audioset", d.file("as"), d.file("m/x.jsonl"), {"eval", false}); })
+                .find("eval_segments.csv:1: label /m/nope is not in"),
+            std::string::npos);
+  write_file(d.file("as/eval_segments.csv"), "# c\nzz2, 0.000, 10.000, \"/m/09x0r\"\n");
+  EXPECT_NE(error_of([&] { import_dataset("audioset", d.file("as"), d.file("m/x.jsonl"), {"eval", false}); })
+                .find("eval_segments.csv:2: no audio file for YTID zz2"),
+            std::string::npos);
+  EXPECT_THROW(import_dataset("audioset", d.file("as"), d.file("m/x.jsonl"), {"eval", false}), loom::Error);
+  EXPECT_EQ(import_dataset("audioset", d.file("as"), d.file("m/kept.jsonl"), {"", true}).missing, 1) << "--skip-missing";
+  write_file(d.file("as/eval_segments.csv"), "zz1, 0.000, 10.000\n");
+  EXPECT_NE(error_of([&] { import_dataset("audioset", d.file("as"), d.file("m/x.jsonl"), {"eval", false}); })
+                .find("eval_segments.csv:1: 3 fields, expected YTID"),
+            std::string::npos);
+  write_file(d.file("as/class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,Speech\n2,/m/04rlf,Music\n");
+  EXPECT_NE(error_of([&] { import_dataset("audioset", d.file("as"), d.file("m/x.jsonl")); })
+                .find("class_labels_indices.csv:3: index '2', expected 1"),
+            std::string::npos);
+}

@@ -395,7 +395,7 @@ TEST(Towers, TwoTasksInAStageAddTheirWeightedLosses) {
     return error_of([&] { Recipe::from(Config::parse(t2, "two_tasks.yaml")); });
   };
   std::string e = error("tasks:\n  - {type: contrastive, pairs: [[image, text]]}\n  - {type: contrastive, pairs: [[image, audio]]}\n");
-  EXPECT_NE(e.find("tasks.1.type: the stage already has a contrastive task"), std::string::npos) << e;
+  EXPECT_NE(e.find("tasks.1.type: the stage already has a task named contrastive"), std::string::npos) << e;
   e = error("tasks:\n  - {type: mae, weight: -1}\n");
   EXPECT_NE(e.find("tasks.0.weight: must be >= 0"), std::string::npos) << e;
   e = error("task: {type: mae}\ntasks:\n  - {type: mae}\n");

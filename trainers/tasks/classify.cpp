@@ -4,10 +4,16 @@
 // cross-entropy with label smoothing; rows without a label are left out. Logged: train/classify and
 // train/acc. Evaluated on the labelled rows of the stage's evaluation data: eval/top1, eval/top5 and
 // eval/classify_loss (without smoothing).
+// multi_label: true (AudioSet): the manifest's "labels" lists (the batch's "labels"), binary
+// cross-entropy per class (losses/multilabel.h), and eval/mAP (scikit-learn's average precision per
+// class, averaged over the classes with a positive in the evaluation data) with eval/classify_loss.
+// A class-balanced sampler is the data's (data.NAME.sampler: balanced).
 //
-// Not yet: multi-label targets (binary cross-entropy, mAP), mixup/CutMix, a class-balanced sampler.
+// Not yet: mixup/CutMix.
 #include <algorithm>
 #include "core/autograd.h"
+#include "losses/multilabel.h"
+#include "trainers/eval/average_precision.h"
 #include "trainers/tasks/task.h"
 
 namespace loom {
@@ -21,6 +27,7 @@ struct ClassifySpec {
   int64_t classes = 0;
   int64_t hidden = 0;  // 0: a linear head
   double label_smoothing = 0.0;
+  bool multi_label = false;
   double init_std = 0.01;  // the last layer's weights; small, as MAE's fine-tuning starts its head
 };
 
@@ -81,7 +88,46 @@ class ClassifyTask : public Task {
     return ops::mean(tokens.narrow(1, 1, tokens.size(1) - 1), {1});
   }
 
+  // A multi-label batch's "labels" [B, L] (class ids padded with -1) as 0/1 targets [B, C] in
+  // `dtype`, and the rows that have any (a row without labels is left out); ids checked.
+  struct MultiHot {
+    Tensor targets;
+    std::vector<int64_t> rows;
+  };
+  MultiHot multi_hot(const data::Batch& b, const char* where, DType dtype) const {
+    const Tensor ids = b["labels"];
+    const int64_t B = ids.size(0), L = ids.size(1), C = s_.classes;
+    const std::vector<int64_t> v = ids.to_vector<int64_t>();
+    MultiHot out;
+    std::vector<float> hot;
+    for (int64_t i = 0; i < B; ++i) {
+      std::vector<float> row(size_t(C), 0.0f);
+      bool any = false;
+      for (int64_t j = 0; j < L; ++j) {
+        const int64_t c = v[size_t(i * L + j)];
+        if (c < 0) continue;
+        LOOM_CHECK(c < C, "task classify: a ", where, " example lists class ", c, ", and task.classes is ", C);
+        row[size_t(c)] = 1.0f;
+        any = true;
+      }
+      if (!any) continue;
+      out.rows.push_back(i);
+      hot.insert(hot.end(), row.begin(), row.end());
+    }
+    out.targets = Tensor::from(hot, {int64_t(out.rows.size()), C}).to(dtype);
+    return out;
+  }
+
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
+    if (s_.multi_label) {
+      const Tensor& x = b[s_.input];
+      const MultiHot y = multi_hot(b, "training", DType::f32);
+      LOOM_CHECK(!y.rows.empty(), "task classify: a training batch of ", x.size(0), " rows holds no labels");
+      Tensor logits = head_->forward(features(x, &drop_gen));
+      if (int64_t(y.rows.size()) < x.size(0))
+        logits = ops::index_select(logits, 0, Tensor::from(y.rows, {int64_t(y.rows.size())}).to(logits.device()));
+      return {{"classify", binary_cross_entropy_with_logits(logits, y.targets.to(logits.dtype()).to(logits.device()))}};
+    }
     const Tensor logits = head_->forward(features(b[s_.input], &drop_gen));
     int64_t labelled = 0;
     const Tensor y = labels_of(b, "training", labelled).to(logits.device());
@@ -101,6 +147,7 @@ class ClassifyTask : public Task {
   bool evaluates() const override { return true; }
   Metrics evaluate(const EvalEnv& env) override {
     if (!env.data) return {};
+    if (s_.multi_label) return evaluate_multi_label(env);
     const bool was_training = model_.is_training();
     model_.eval();
     NoGradGuard ng;
@@ -147,6 +194,41 @@ class ClassifyTask : public Task {
             {"eval/classify_loss", loss_sum / double(seen)}, {"eval/samples", double(seen)}};
   }
 
+  Metrics evaluate_multi_label(const EvalEnv& env) {
+    const bool was_training = model_.is_training();
+    model_.eval();
+    NoGradGuard ng;
+    data::LoaderConfig lc = loader_config(*env.data, 0, false);
+    configure(lc);
+    data::Loader loader(env.data->rows, nullptr, lc);
+    const int64_t limit = env.max_samples > 0 ? env.max_samples : INT64_MAX;
+    std::vector<float> scores;
+    std::vector<bool> targets;
+    double loss_sum = 0;
+    int64_t seen = 0;
+    while (seen < limit) {
+      auto b = loader.next();
+      if (!b) break;
+      if (b->size() == 0) continue;
+      MultiHot y = multi_hot(*b, "evaluation", DType::f32);
+      if (y.rows.empty()) continue;
+      if (seen + int64_t(y.rows.size()) > limit) y.rows.resize(size_t(limit - seen));
+      const Tensor pick = Tensor::from(y.rows, {int64_t(y.rows.size())});
+      const Tensor t = y.targets.narrow(0, 0, pick.size(0));
+      const Tensor x = ops::index_select((*b)[s_.input], 0, pick.to((*b)[s_.input].device()));
+      const Tensor logits = head_->forward(features(x, nullptr)).to(DType::f32).to(Device::cpu()).contiguous();
+      loss_sum += binary_cross_entropy_with_logits(logits, t).item<double>() * double(x.size(0));
+      for (float v : logits.to_vector<float>()) scores.push_back(v);
+      for (float v : t.to_vector<float>()) targets.push_back(v != 0);
+      seen += x.size(0);
+    }
+    LOOM_CHECK(seen > 0, env.data->manifest, ": task classify found no evaluation example with labels that could be read");
+    model_.train(was_training);
+    const MeanAveragePrecision ap = mean_average_precision(scores, targets, s_.classes);
+    return {{"eval/mAP", ap.map}, {"eval/mAP_classes", double(ap.classes_scored)},
+            {"eval/classify_loss", loss_sum / double(seen)}, {"eval/samples", double(seen)}};
+  }
+
  private:
   ClassifySpec s_;
   MultimodalModel& model_;
@@ -177,8 +259,11 @@ TaskSpec parse_classify(const Config& c, const std::string& k, const ModelSpec& 
   if (!(s.label_smoothing >= 0 && s.label_smoothing < 1)) c.fail(k + ".label_smoothing", "must be in [0, 1)");
   s.init_std = c.f64(k + ".head.init_std", 0.01);
   if (!(s.init_std > 0)) c.fail(k + ".head.init_std", "must be > 0");
+  s.multi_label = c.boolean(k + ".multi_label", false);
+  if (s.multi_label && s.label_smoothing > 0)
+    c.fail(k + ".label_smoothing", "multi_label trains binary cross-entropy per class, which has no label smoothing here");
   TaskSpec spec;
-  spec.needs = {s.input, "label"};
+  spec.needs = {s.input, s.multi_label ? "labels" : "label"};
   spec.needs_text = model.tower(s.input)->input.kind == "text";
   spec.build = [s](TaskEnv& env) -> std::unique_ptr<Task> {
     auto t = std::make_unique<ClassifyTask>(s, env);

@@ -1,0 +1,14 @@
+// Multi-label classification loss (AudioSet, AudioMAE's and AST's fine-tuning): binary cross-entropy
+// of each class's logit against whether the class is present.
+#pragma once
+#include "core/ops.h"
+
+namespace loom {
+
+// logits and targets [N, C] (targets 0 or 1, the logits' dtype): mean over N and C of
+// -(y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))) = log(1 + e^x) - x y, with log(1 + e^x) as a
+// two-term logsumexp, so that large |x| neither overflows nor loses the gradient (torch's
+// BCEWithLogitsLoss with mean reduction).
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets);
+
+}  // namespace loom
