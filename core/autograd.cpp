@@ -195,4 +195,47 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   }
 }
 
+Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x, const std::vector<Tensor>& params,
+                  Generator* gen) {
+  bool any = x.requires_grad();
+  for (const Tensor& p : params) any = any || p.requires_grad();
+  if (!g_grad_enabled || !any) return fn(x);
+  const uint64_t seed = gen ? gen->seed() : 0, offset = gen ? gen->offset() : 0;
+  const std::optional<DType> autocast = autocast_dtype();
+  Tensor out;
+  {
+    NoGradGuard ng;
+    out = fn(x);
+  }
+  std::vector<Tensor> inputs{x};
+  inputs.insert(inputs.end(), params.begin(), params.end());
+  const Tensor saved = x.detach();
+  const bool x_grad = x.requires_grad();
+  return record("checkpoint", inputs, out, [fn, saved, x_grad, gen, seed, offset, autocast, n = inputs.size()](const Tensor& g) {
+    Tensor in = saved.detach();
+    in.set_requires_grad(x_grad);
+    Tensor y;
+    {
+      const bool was = g_grad_enabled;
+      g_grad_enabled = true;
+      AutocastGuard cast(autocast);
+      const uint64_t now_seed = gen ? gen->seed() : 0, now_offset = gen ? gen->offset() : 0;
+      if (gen) gen->set_state(seed, offset);
+      try {
+        y = fn(in);
+      } catch (...) {
+        g_grad_enabled = was;
+        if (gen) gen->set_state(now_seed, now_offset);
+        throw;
+      }
+      g_grad_enabled = was;
+      if (gen) gen->set_state(now_seed, now_offset);
+    }
+    std::vector<Tensor> grads(n);
+    if (y.requires_grad()) backward(y, g, false);
+    if (x_grad) grads[0] = in.grad();
+    return grads;
+  });
+}
+
 }  // namespace loom::autograd

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include "core/rng.h"
 #include "core/tensor.h"
 
 namespace loom::autograd {
@@ -41,6 +42,16 @@ class NoGradGuard {
 
 // Backpropagates `grad` from `root` into the .grad of every leaf it depends on.
 void backward(const Tensor& root, const Tensor& grad, bool retain_graph);
+
+// Activation checkpointing (PyTorch's torch.utils.checkpoint, reentrant form): fn(x) is computed
+// without recording, and one node "checkpoint" is recorded whose backward re-runs fn on x with
+// recording on, under the forward's autocast dtype and with `gen` (the generator fn draws dropout or
+// drop-path from; may be null) rewound to where the forward found it, backpropagates the incoming
+// gradient through that graph (so `params`, the leaves fn reads, accumulate their .grad as in a plain
+// pass) and returns x's gradient. The same gradients, bitwise; the activations inside fn are not
+// kept between forward and backward. fn must not keep what it captures by reference past the step.
+Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x, const std::vector<Tensor>& params,
+                  Generator* gen = nullptr);
 
 // Anomaly mode (PyTorch's detect_anomaly): every recorded op's output and every gradient a rule
 // returns is checked for NaN and infinity, and the first one found is a loom::Error naming the op,

@@ -17,6 +17,7 @@ ViTConfig AudioTransformerConfig::vit() const {
   v.layer_scale_init = layer_scale_init;
   v.drop_path = drop_path;
   v.patch_dropout = patch_dropout;
+  v.checkpoint_every = checkpoint_every;
   return v;
 }
 

@@ -17,6 +17,7 @@ struct AudioTransformerConfig {
   double mlp_ratio = 4.0;
   std::string pos_embed = "learned";  // learned | sincos
   double layer_scale_init = 0.0, drop_path = 0.0, patch_dropout = 0.0;
+  int64_t checkpoint_every = 0;  // ViTConfig's
   ViTConfig vit() const;  // the equivalent ViT: channels 1, image mel_bins x frames
   int64_t grid_f() const { return vit().grid_h(); }
   int64_t grid_t() const { return vit().grid_w(); }

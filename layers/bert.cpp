@@ -1,4 +1,5 @@
 #include "layers/bert.h"
+#include "core/autograd.h"
 #include <cmath>
 
 namespace loom {
@@ -56,7 +57,14 @@ Tensor Bert::embed_tokens(const Tensor& tokens) const {
 
 Tensor Bert::forward_layers(const Tensor& x, const ops::AttentionOptions& opt, Generator*) const {
   Tensor h = x;
-  for (size_t i = 0; i < layers->size(); ++i) h = (*layers)[i].forward(h, opt);
+  const int64_t every = config.checkpoint_every;
+  for (size_t i = 0; i < layers->size(); ++i) {
+    const auto* layer = &(*layers)[i];
+    if (every > 0 && int64_t(i) % every == 0)
+      h = autograd::checkpoint([layer, opt](const Tensor& in) { return layer->forward(in, opt); }, h, layer->parameters());
+    else
+      h = layer->forward(h, opt);
+  }
   return h;
 }
 

@@ -1,5 +1,6 @@
 // Transformer building blocks; initialisation as open_clip (see layers/README.md).
 #include "layers/transformer.h"
+#include "core/autograd.h"
 #include "core/autocast.h"
 
 #include <algorithm>
@@ -267,7 +268,15 @@ Tensor ViT::prepend_cls(const Tensor& tokens) const {
 
 Tensor ViT::forward_blocks(const Tensor& x, Generator* drop_gen) const {
   Tensor h = ln_pre ? ln_pre->forward(x) : x;
-  for (size_t i = 0; i < blocks->size(); ++i) h = (*blocks)[i].forward(h, {}, drop_gen);
+  const int64_t every = config.checkpoint_every;
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    const Block* b = &(*blocks)[i];
+    if (every > 0 && int64_t(i) % every == 0)
+      h = autograd::checkpoint([b, drop_gen](const Tensor& in) { return b->forward(in, {}, drop_gen); }, h, b->parameters(),
+                               drop_gen);
+    else
+      h = b->forward(h, {}, drop_gen);
+  }
   return ln_post ? ln_post->forward(h) : h;
 }
 
@@ -315,7 +324,13 @@ Tensor TextTransformer::forward(const Tensor& tokens, int64_t eot_id) const {
   Tensor x = ops::add(ops::embedding(token_embedding, tokens), pos_embed.narrow(0, 0, S));
   ops::AttentionOptions causal;
   causal.causal = true;
-  for (size_t i = 0; i < blocks->size(); ++i) x = (*blocks)[i].forward(x, causal);
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    const Block* b = &(*blocks)[i];
+    if (c.checkpoint_every > 0 && int64_t(i) % c.checkpoint_every == 0)
+      x = autograd::checkpoint([b, causal](const Tensor& in) { return b->forward(in, causal); }, x, b->parameters());
+    else
+      x = b->forward(x, causal);
+  }
   x = ln_final->forward(x);
   Tensor index = pos.reshape({B, 1, 1}).expand({B, 1, c.width});
   return ops::gather(x, 1, index).reshape({B, c.width});

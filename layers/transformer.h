@@ -131,6 +131,10 @@ struct ViTConfig {
   // keeps a random max(1, round((1 - p) N)) of its N patch tokens after the positions are added (the
   // class token always), so the blocks see fewer tokens; evaluation sees all of them.
   double patch_dropout = 0.0;
+  // Activation checkpointing: every checkpoint_every-th block (blocks 0, k, 2k, ...) keeps no
+  // activations between forward and backward and recomputes them in backward (autograd::checkpoint);
+  // 0: none. The same gradients, bitwise.
+  int64_t checkpoint_every = 0;
   // Pixels between patch origins; 0 means patch. Below patch the patches overlap (AST: 16 with
   // stride 10), and the grid is that of a convolution, (size - patch) / stride + 1.
   int64_t stride = 0;
@@ -194,6 +198,7 @@ struct TextConfig {
   // The end-of-text id a causal tower pools at when reached through Encoder::encode (the tokenizer's,
   // set when the model is built; BERT ignores it).
   int64_t eot_id = -1;
+  int64_t checkpoint_every = 0;  // as ViTConfig's (the causal tower's blocks; BERT's layers)
 };
 
 // A text tower: token ids -> one vector per text. The contrastive towers hold one of these.

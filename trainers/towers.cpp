@@ -24,6 +24,16 @@ std::vector<Entry>& registry() {
 }
 }  // namespace
 
+int64_t read_checkpoint_every(const Config& c, const std::string& key) {
+  const std::string k = key + ".checkpoint_activations";
+  if (!c.has(k)) return 0;
+  const std::string v = c.str(k);
+  if (v.empty() || v.find_first_not_of("+-0123456789") != std::string::npos) return c.boolean(k, false) ? 1 : 0;
+  const int64_t every = c.i64(k, 0);
+  if (every < 1) c.fail(k, str_cat("expected true, false or every how many blocks (>= 1), got ", v));
+  return every;
+}
+
 std::vector<std::string> tower_types() {
   std::vector<std::string> out;
   for (const Entry& e : registry()) out.push_back(e.type);

@@ -46,6 +46,9 @@ void register_tower_type(const std::string& type, const std::string& kind, Tower
 
 // The typed readers of the built-in types, for families whose layout needs the typed config (CLIP's
 // Hugging Face import reads ViTConfig and TextConfig).
+// <key>.checkpoint_activations: true (every block), an integer k (every k-th block) or false (0):
+// the blocks whose activations are recomputed in backward instead of kept (autograd::checkpoint).
+int64_t read_checkpoint_every(const Config& c, const std::string& key);
 ViTConfig read_vit_config(const Config& c, const std::string& key);
 AudioTransformerConfig read_ast_config(const Config& c, const std::string& key);
 TextConfig read_text_config(const Config& c, const std::string& key);

@@ -793,7 +793,7 @@ double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, Bench
   flush_step_scalars();  // the warm-up checked
   synchronize_device();  // and its work done before the clock starts
   if (profile) profiler::start();
-  if (device_.is_cuda()) reset_peak_memory(device_);
+  reset_peak_memory(device_);  // the timed steps' peak (on the CPU, the caching allocator's host blocks)
   backward_s_ = 0;
   const double wait0 = reducer_ ? reducer_->wait_seconds() : 0;
   auto t0 = clock::now();
@@ -808,11 +808,9 @@ double Trainer::bench(int64_t steps, int64_t warmup, std::string* profile, Bench
     times->comm_wait_ms = reducer_ ? 1e3 * (reducer_->wait_seconds() - wait0) / n : 0;
     times->comm_bytes = reducer_ ? reducer_->bytes_per_step() : 0;
     times->buckets = reducer_ ? int64_t(reducer_->buckets()) : 0;
-    if (device_.is_cuda()) {
-      const MemoryStats m = memory_stats(device_);
-      times->peak_allocated = m.peak_allocated;
-      times->peak_reserved = m.peak_reserved;
-    }
+    const MemoryStats m = memory_stats(device_);
+    times->peak_allocated = m.peak_allocated;
+    times->peak_reserved = m.peak_reserved;
   }
   if (profile) *profile = profiler::format_report(profiler::stop(), steps, secs / double(std::max<int64_t>(1, steps)));
   return double(steps * recipe_.data.at(s.data).batch_size * recipe_.grad_accum) / secs;

@@ -50,7 +50,7 @@ class Trainer {
   struct BenchTimes {
     double step_ms = 0, backward_ms = 0, comm_wait_ms = 0;
     int64_t comm_bytes = 0, buckets = 0;
-    size_t peak_allocated = 0, peak_reserved = 0;  // on a GPU: device memory over the timed steps
+    size_t peak_allocated = 0, peak_reserved = 0;  // over the timed steps: device memory, or the CPU caching allocator's host blocks (0 with LOOM_CPU_CACHE=0)
   };
   double bench(int64_t steps, int64_t warmup, std::string* profile = nullptr, BenchTimes* times = nullptr,
                bool in_memory = false);

@@ -189,3 +189,28 @@ TEST(Classify, RowsWithoutALabelAreLeftOut) {
   EXPECT_EQ(m.at("eval/samples"), 43.0);  // 64 test rows, every third without a label
   EXPECT_GT(m.at("eval/top1"), 0.9);
 }
+
+// model.<tower>.checkpoint_activations through the trainer: the same losses and weights, bitwise,
+// with drop-path on; a value that is no block count is named.
+TEST(Classify, CheckpointedActivationsTrainBitwiseTheSame) {
+  const fs::path d = make_dataset("classify_checkpoint");
+  auto run = [&](const std::string& vision_extra, const std::string& dir) {
+    const std::string yaml = replaced(classify_recipe(d, 4), "heads: 2}", "heads: 2, drop_path: 0.2" + vision_extra + "}");
+    Config c = Config::parse(yaml, "classify.yaml");
+    Recipe r = Recipe::from(c);
+    Trainer t(r, c, (d / dir).string(), false);
+    t.train();
+    return losses_of(d / dir);
+  };
+  const auto plain = run("", "plain"), every = run(", checkpoint_activations: true", "every"),
+             other = run(", checkpoint_activations: 2", "other");
+  ASSERT_EQ(plain.size(), 4u);
+  EXPECT_EQ(every, plain);
+  EXPECT_EQ(other, plain);
+  auto a = load_safetensors((d / "plain/checkpoints/latest/model.safetensors").string());
+  auto b = load_safetensors((d / "every/checkpoints/latest/model.safetensors").string());
+  for (auto& [k, t] : a.tensors) EXPECT_EQ(t.to_vector<float>(), b.tensors.at(k).to_vector<float>()) << k;
+  const std::string e = error_of(replaced(classify_recipe(d, 2), "heads: 2}", "heads: 2, checkpoint_activations: 0}"));
+  EXPECT_NE(e.find("model.vision.checkpoint_activations: expected true, false or every how many blocks (>= 1), got 0"),
+            std::string::npos) << e;
+}

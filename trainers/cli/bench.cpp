@@ -21,7 +21,8 @@ void report(const Recipe& r, const Args& a, double sps, const Trainer::BenchTime
               << times.buckets << " buckets, " << times.comm_wait_ms << " ms waited for after backward"
               << (r.overlap_comm ? "" : "; train.overlap_comm false") << ")";
   if (times.peak_allocated > 0)
-    std::cout << "; GPU memory peak " << double(times.peak_allocated) / double(1 << 30) << " GiB allocated, "
+    std::cout << "; " << (r.device == "cuda" ? "GPU" : "host") << " memory peak " << double(times.peak_allocated) / double(1 << 30)
+              << " GiB allocated, "
               << double(times.peak_reserved) / double(1 << 30) << " GiB reserved";
   std::cout << "\n";
 }

@@ -24,6 +24,7 @@ AudioTransformerConfig read_ast_config(const Config& c, const std::string& k) {
   a.patch_dropout = c.f64(k + ".patch_dropout", 0.0);
   if (!(a.patch_dropout >= 0 && a.patch_dropout < 1)) c.fail(k + ".patch_dropout", "must be in [0, 1)");
   if (!(a.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
+  a.checkpoint_every = read_checkpoint_every(c, k);
   if (!(a.mlp_ratio > 0)) c.fail(k + ".mlp_ratio", str_cat("must be > 0, got ", a.mlp_ratio));
   if (a.mel_bins < 4 || a.mel_bins > 1024) c.fail(k + ".mel_bins", "must be in [4, 1024]");
   if (a.stride == a.patch && (a.mel_bins % a.patch != 0 || a.frames % a.patch != 0))

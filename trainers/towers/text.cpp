@@ -22,6 +22,7 @@ TextConfig read_text_config(const Config& c, const std::string& k) {
   for (const char* key : {".context", ".width", ".layers", ".heads"})
     if (c.i64(k + key) < 1) c.fail(k + key, "must be >= 1");
   t.mlp_ratio = c.f64(k + ".mlp_ratio", 4.0);
+  t.checkpoint_every = read_checkpoint_every(c, k);
   if (!(t.mlp_ratio > 0)) c.fail(k + ".mlp_ratio", str_cat("must be > 0, got ", t.mlp_ratio));
   if (t.width % t.heads != 0) c.fail(k + ".heads", str_cat("heads ", t.heads, " does not divide width ", t.width));
   if (t.context < 3) c.fail(k + ".context", "must be >= 3 (start, a token, end)");

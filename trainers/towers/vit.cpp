@@ -35,6 +35,7 @@ ViTConfig read_vit_config(const Config& c, const std::string& k) {
   if (!(v.layer_scale_init >= 0)) c.fail(k + ".layer_scale_init", "must be >= 0");
   if (!(v.mlp_ratio > 0)) c.fail(k + ".mlp_ratio", str_cat("must be > 0, got ", v.mlp_ratio));
   v.ln_pre = c.boolean(k + ".ln_pre", false);
+  v.checkpoint_every = read_checkpoint_every(c, k);
   v.patch_bias = c.boolean(k + ".patch_bias", true);
   v.act = c.choice(k + ".act", {"gelu", "quick_gelu"}, "gelu");
   if (v.height() % v.patch != 0 || v.width_px() % v.patch != 0)
