@@ -5,21 +5,26 @@
 // train/acc. Evaluated on the labelled rows of the stage's evaluation data: eval/top1, eval/top5 and
 // eval/classify_loss (without smoothing).
 // multi_label: true (AudioSet): the manifest's "labels" lists (the batch's "labels"), binary
-// cross-entropy per class (losses/multilabel.h), and eval/mAP (scikit-learn's average precision per
+// cross-entropy per class (losses/classification.h), and eval/mAP (scikit-learn's average precision per
 // class, averaged over the classes with a positive in the evaluation data) with eval/classify_loss.
-// A class-balanced sampler is the data's (data.NAME.sampler: balanced).
-//
-// Not yet: mixup/CutMix.
+// mixup / cutmix (alpha; tasks/mixup.h, timm's Mixup): each training batch's labelled rows mixed
+// with the batch reversed, soft targets (label smoothing first), cross-entropy against them (binary
+// cross-entropy for multi-label); mixup on an audio tower's spectrograms is AudioMAE's. No train/acc
+// then. A class-balanced sampler is the data's (data.NAME.sampler: balanced).
 #include <algorithm>
+#include <cmath>
 #include "core/autograd.h"
-#include "losses/multilabel.h"
+#include "core/json_integer.h"
+#include "losses/classification.h"
 #include "trainers/eval/average_precision.h"
+#include "trainers/tasks/mixup.h"
 #include "trainers/tasks/task.h"
 
 namespace loom {
 namespace {
 
 constexpr uint64_t kClassifierSalt = 0x636C7366ull;  // "clsf"
+constexpr uint64_t kMixSalt = 0x6D6978ull;          // "mix"
 
 struct ClassifySpec {
   std::string input;
@@ -28,6 +33,7 @@ struct ClassifySpec {
   int64_t hidden = 0;  // 0: a linear head
   double label_smoothing = 0.0;
   bool multi_label = false;
+  MixSpec mix;
   double init_std = 0.01;  // the last layer's weights; small, as MAE's fine-tuning starts its head
 };
 
@@ -49,7 +55,7 @@ class Classifier : public Module {
 
 class ClassifyTask : public Task {
  public:
-  ClassifyTask(const ClassifySpec& s, TaskEnv& env) : s_(s), model_(env.model) {
+  ClassifyTask(const ClassifySpec& s, TaskEnv& env) : s_(s), model_(env.model), mix_gen_(env.seed ^ kMixSalt) {
     LOOM_CHECK(env.model.has_tower(s.input), "task classify: the model has no ", s.input, " tower");
     const int64_t width = env.model.tower(s.input).output_width();
     if (s.mean_pool) vit_ = &patch_tower(env.model, s.input, "task classify's pool: mean");
@@ -119,6 +125,7 @@ class ClassifyTask : public Task {
   }
 
   std::vector<LossPart> forward(const data::Batch& b, Generator& drop_gen, StepContext&) override {
+    if (s_.mix.on()) return {{"classify", mixed_loss(b, drop_gen)}};
     if (s_.multi_label) {
       const Tensor& x = b[s_.input];
       const MultiHot y = multi_hot(b, "training", DType::f32);
@@ -139,6 +146,55 @@ class ClassifyTask : public Task {
     }
     return {{"classify", ops::cross_entropy(logits, y, -1, s_.label_smoothing)}};
   }
+  // Mixup / CutMix: the labelled rows, their (smoothed one-hot or multi-hot) targets mixed with the
+  // reversed batch's, and the loss against the soft targets.
+  Tensor mixed_loss(const data::Batch& b, Generator& drop_gen) {
+    const Tensor& x = b[s_.input];
+    Tensor targets;
+    std::vector<int64_t> rows;
+    if (s_.multi_label) {
+      MultiHot y = multi_hot(b, "training", DType::f32);
+      targets = y.targets;
+      rows = std::move(y.rows);
+    } else {
+      int64_t labelled = 0;
+      const std::vector<int64_t> y = labels_of(b, "training", labelled).to_vector<int64_t>();
+      const double off = s_.label_smoothing / double(s_.classes), on = 1.0 - s_.label_smoothing + off;
+      std::vector<float> t;
+      for (size_t i = 0; i < y.size(); ++i) {
+        if (y[i] < 0) continue;
+        rows.push_back(int64_t(i));
+        for (int64_t c = 0; c < s_.classes; ++c) t.push_back(float(c == y[i] ? on : off));
+      }
+      targets = Tensor::from(t, {int64_t(rows.size()), s_.classes});
+    }
+    LOOM_CHECK(!rows.empty(), "task classify: a training batch of ", x.size(0), " rows holds no label");
+    const Tensor inputs = int64_t(rows.size()) == x.size(0)
+                              ? x
+                              : ops::index_select(x, 0, Tensor::from(rows, {int64_t(rows.size())}).to(x.device()));
+    LOOM_CHECK(inputs.dim() == 4, "task classify: mixup and CutMix mix images or spectrograms [B, C, H, W]; the ", s_.input,
+               " batch is ", inputs.describe());
+    const Mixed m = mix_batch(inputs, targets.to(inputs.device()), s_.mix, mix_gen_);
+    last_rows_ = 0;  // no train/acc against mixed targets
+    const Tensor logits = head_->forward(features(m.inputs, &drop_gen));
+    const Tensor t = m.targets.to(logits.dtype());
+    return s_.multi_label ? binary_cross_entropy_with_logits(logits, t) : soft_target_cross_entropy(logits, t);
+  }
+
+  nlohmann::json state() const override {
+    if (!s_.mix.on()) return nlohmann::json::object();
+    return {{"mix_rng", {{"seed", mix_gen_.seed()}, {"offset", mix_gen_.offset()}}}};
+  }
+  void load_state(const nlohmann::json& st, const std::string& source) override {
+    if (!s_.mix.on() || !st.contains("mix_rng")) return;
+    try {
+      mix_gen_.set_state(json_uint64(st.at("mix_rng").at("seed"), "mix_rng.seed"),
+                         json_uint64(st.at("mix_rng").at("offset"), "mix_rng.offset"));
+    } catch (const std::exception& e) {
+      throw Error(str_cat(source, ": classify task state: ", e.what()));
+    }
+  }
+
   Metrics train_metrics() const override {
     if (!last_correct_.defined() || last_rows_ == 0) return {};
     return {{"train/acc", last_correct_.item<double>() / double(last_rows_)}};
@@ -237,6 +293,7 @@ class ClassifyTask : public Task {
   int64_t added_ = 0;
   Tensor last_correct_;
   int64_t last_rows_ = 0;
+  Generator mix_gen_;
 };
 
 }  // namespace
@@ -262,6 +319,19 @@ TaskSpec parse_classify(const Config& c, const std::string& k, const ModelSpec& 
   s.multi_label = c.boolean(k + ".multi_label", false);
   if (s.multi_label && s.label_smoothing > 0)
     c.fail(k + ".label_smoothing", "multi_label trains binary cross-entropy per class, which has no label smoothing here");
+  s.mix.mixup_alpha = c.f64(k + ".mixup", 0.0);
+  s.mix.cutmix_alpha = c.f64(k + ".cutmix", 0.0);
+  for (const char* key : {".mixup", ".cutmix"})
+    if (!(c.f64(k + key, 0.0) >= 0) || !std::isfinite(c.f64(k + key, 0.0)))
+      c.fail(k + key, "must be >= 0 (the Beta distribution's alpha; 0: off)");
+  s.mix.prob = c.f64(k + ".mix_prob", 1.0);
+  if (!(s.mix.prob > 0 && s.mix.prob <= 1)) c.fail(k + ".mix_prob", "must be in (0, 1]");
+  s.mix.switch_prob = c.f64(k + ".mix_switch_prob", 0.5);
+  if (!(s.mix.switch_prob >= 0 && s.mix.switch_prob <= 1)) c.fail(k + ".mix_switch_prob", "must be in [0, 1]");
+  const std::string kind = model.tower(s.input)->input.kind;
+  if (s.mix.on() && kind == "text") c.fail(c.has(k + ".mixup") ? k + ".mixup" : k + ".cutmix", "mixup and CutMix mix images or spectrograms, not token ids");
+  if (s.mix.cutmix_alpha > 0 && kind == "audio")
+    c.fail(k + ".cutmix", "CutMix pastes image boxes; on spectrograms use mixup (AudioMAE's)");
   TaskSpec spec;
   spec.needs = {s.input, s.multi_label ? "labels" : "label"};
   spec.needs_text = model.tower(s.input)->input.kind == "text";

@@ -1,11 +1,11 @@
-// Multi-label binary cross-entropy (losses/multilabel.h): against a double-precision reference at
+// Multi-label binary cross-entropy (losses/classification.h): against a double-precision reference at
 // ordinary and extreme logits, its f64 gradient (x = 0 included, where a |x| formulation would have
 // a kink), and the bad-input error.
 #include <gtest/gtest.h>
 #include <cmath>
 #include <string>
 #include "core/autograd.h"
-#include "losses/multilabel.h"
+#include "losses/classification.h"
 #include "tests/layers/gradient_check.h"
 
 using namespace loom;
@@ -52,4 +52,25 @@ TEST(MultiLabelLoss, RefusesTargetsOfAnotherShape) {
     EXPECT_NE(std::string(e.what()).find("binary_cross_entropy_with_logits: logits f32[2,3] and targets f32[2,4]"), std::string::npos)
         << e.what();
   }
+}
+
+TEST(SoftTargetLoss, IsCrossEntropyAgainstADistributionWithItsGradient) {
+  const std::vector<double> x = {0.5, -1.0, 2.0, 0.0, 3.0, -2.0}, t = {0.7, 0.3, 0.0, 0.1, 0.1, 0.8};
+  double want = 0;
+  for (int r = 0; r < 2; ++r) {
+    double lse = 0;
+    for (int c = 0; c < 3; ++c) lse += std::exp(x[size_t(r * 3 + c)]);
+    lse = std::log(lse);
+    for (int c = 0; c < 3; ++c) want -= t[size_t(r * 3 + c)] * (x[size_t(r * 3 + c)] - lse);
+  }
+  want /= 2;
+  Tensor xt = Tensor::from(x, {2, 3}, DType::f64);
+  xt.set_requires_grad(true);
+  const Tensor tt = Tensor::from(t, {2, 3}, DType::f64);
+  EXPECT_NEAR(soft_target_cross_entropy(xt, tt).item<double>(), want, 1e-12);
+  loom::testing_layers::gradient_check([&] { return soft_target_cross_entropy(xt, tt); }, {{"logits", xt}});
+  // A one-hot target is the ordinary cross-entropy.
+  const Tensor hard = Tensor::from(std::vector<int64_t>{0, 2}, {2});
+  const Tensor onehot = Tensor::from(std::vector<double>{1, 0, 0, 0, 0, 1}, {2, 3}, DType::f64);
+  EXPECT_NEAR(soft_target_cross_entropy(xt, onehot).item<double>(), ops::cross_entropy(xt, hard).item<double>(), 1e-12);
 }
