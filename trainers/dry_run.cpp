@@ -162,7 +162,7 @@ std::string check_recipe(const Recipe& r, const Config& c) {
   std::string init_line;
   std::unique_ptr<data::TextTokenizer> tok;
   if (tokenizer_file && !tokenizer_absent) tok = data::load_tokenizer(r.tokenizer_path, r.tokenizer_type);
-  else if (r.needs_mask_token()) tok = std::make_unique<StandInTokenizer>(r.vocab_size);  // masking needs its ids
+  else if (r.needs_text()) tok = std::make_unique<StandInTokenizer>(r.vocab_size);  // masking and ITM need its ids
   Run run = Run::build(r, std::move(tok),
                        [&](Module& m) {
                          if (!init_present || tokenizer_absent) return;  // stand-in embeddings cannot match the file

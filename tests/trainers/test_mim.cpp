@@ -331,6 +331,14 @@ TEST(VlBeit, FineTunesForRetrievalFromItsCheckpointWithItsTokenizer) {
   bool evaluated = false;
   for (const auto& j : metrics_of(tuned)) evaluated = evaluated || j.contains("eval/t2i_rerank_r1");
   EXPECT_TRUE(evaluated);
+  // Under --check on a machine without the pretraining run (CI's): stand-in ids for the tasks that
+  // read them (ITM), and the absent file listed.
+  Config away = Config::parse(loom::testing::replaced(finetune, (pre / "tokenizer.json").string(), "/nonexistent/tokenizer.json"),
+                              "retrieval.yaml");
+  away.allow_missing_files();
+  const std::string report = check_recipe(Recipe::from(away), away);
+  EXPECT_NE(report.find("tokenizer /nonexistent/tokenizer.json is not on this machine"), std::string::npos) << report;
+  EXPECT_NE(report.find("check passed"), std::string::npos) << report;
   // A file and a training corpus at once: which vocabulary?
   const std::string e = error_of(loom::testing::replaced(finetune, "{type: bpe, path:", "{type: bpe, vocab_size: 64, path:"));
   EXPECT_NE(e.find("tokenizer.vocab_size: a bpe tokenizer is read from tokenizer.path, not trained"), std::string::npos) << e;
