@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cmath>
 #include "core/autograd.h"
-#include "core/json_integer.h"
 #include "losses/classification.h"
 #include "trainers/eval/average_precision.h"
 #include "trainers/tasks/mixup.h"
@@ -181,18 +180,9 @@ class ClassifyTask : public Task {
     return s_.multi_label ? binary_cross_entropy_with_logits(logits, t) : soft_target_cross_entropy(logits, t);
   }
 
-  nlohmann::json state() const override {
-    if (!s_.mix.on()) return nlohmann::json::object();
-    return {{"mix_rng", {{"seed", mix_gen_.seed()}, {"offset", mix_gen_.offset()}}}};
-  }
+  nlohmann::json state() const override { return s_.mix.on() ? generator_state("mix_rng", mix_gen_) : nlohmann::json::object(); }
   void load_state(const nlohmann::json& st, const std::string& source) override {
-    if (!s_.mix.on() || !st.contains("mix_rng")) return;
-    try {
-      mix_gen_.set_state(json_uint64(st.at("mix_rng").at("seed"), "mix_rng.seed"),
-                         json_uint64(st.at("mix_rng").at("offset"), "mix_rng.offset"));
-    } catch (const std::exception& e) {
-      throw Error(str_cat(source, ": classify task state: ", e.what()));
-    }
+    if (s_.mix.on() && st.contains("mix_rng")) load_generator_state(mix_gen_, st, "mix_rng", source, "classify");
   }
 
   Metrics train_metrics() const override {

@@ -30,7 +30,6 @@
 #include <filesystem>
 #include <fstream>
 #include "core/autograd.h"
-#include "core/json_integer.h"
 #include "trainers/distributed/communicator.h"
 #include "trainers/eval/retrieval.h"
 #include "trainers/tasks/task.h"
@@ -261,14 +260,9 @@ class ItmTask : public Task {
     return m;
   }
 
-  nlohmann::json state() const override { return {{"negative_rng", {{"seed", gen_.seed()}, {"offset", gen_.offset()}}}}; }
+  nlohmann::json state() const override { return generator_state("negative_rng", gen_); }
   void load_state(const nlohmann::json& st, const std::string& source) override {
-    try {
-      gen_.set_state(json_uint64(st.at("negative_rng").at("seed"), "negative_rng.seed"),
-                     json_uint64(st.at("negative_rng").at("offset"), "negative_rng.offset"));
-    } catch (const std::exception& e) {
-      throw Error(str_cat(source, ": itm task state: ", e.what()));
-    }
+    load_generator_state(gen_, st, "negative_rng", source, "itm");
   }
 
  private:

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <functional>
 #include <filesystem>
-#include "core/json_integer.h"
 #include "data/image.h"
 #include "layers/mae.h"
 #include "losses/masked.h"
@@ -32,16 +31,6 @@ struct MaeSpec {
   // Joint MAE (CAV-MAE): several inputs under the model's joint layers, one shared decoder.
   std::vector<std::string> inputs;
 };
-
-// The masking stream's place in a checkpoint's task state (resume draws the masks it would have drawn).
-nlohmann::json mask_rng_state(const Generator& g) { return {{"mask_rng", {{"seed", g.seed()}, {"offset", g.offset()}}}}; }
-void load_mask_rng(Generator& g, const nlohmann::json& st, const std::string& source) {
-  try {
-    g.set_state(json_uint64(st.at("mask_rng").at("seed"), "mask_rng.seed"), json_uint64(st.at("mask_rng").at("offset"), "mask_rng.offset"));
-  } catch (const std::exception& e) {
-    throw Error(str_cat(source, ": mae task state: ", e.what()));
-  }
-}
 
 // The model's "mae_decoder": the one an earlier stage added (a second MAE stage continues with it;
 // `same` checks it is the decoder this stage describes), or a new one from `config`, drawn from its own
@@ -180,8 +169,8 @@ class MaeTask : public Task {
     return {{"eval/mae_loss", sum / double(seen)}, {"eval/samples", double(seen)}};
   }
 
-  nlohmann::json state() const override { return mask_rng_state(mask_gen_); }
-  void load_state(const nlohmann::json& st, const std::string& source) override { load_mask_rng(mask_gen_, st, source); }
+  nlohmann::json state() const override { return generator_state("mask_rng", mask_gen_); }
+  void load_state(const nlohmann::json& st, const std::string& source) override { load_generator_state(mask_gen_, st, "mask_rng", source, "mae"); }
 
  private:
   void picture(const Tensor& images, const Pass& p, const DataSpec& data, const EvalEnv& env) const {
@@ -316,8 +305,8 @@ class JointMaeTask : public Task {
     return out;
   }
 
-  nlohmann::json state() const override { return mask_rng_state(mask_gen_); }
-  void load_state(const nlohmann::json& st, const std::string& source) override { load_mask_rng(mask_gen_, st, source); }
+  nlohmann::json state() const override { return generator_state("mask_rng", mask_gen_); }
+  void load_state(const nlohmann::json& st, const std::string& source) override { load_generator_state(mask_gen_, st, "mask_rng", source, "mae"); }
 
  private:
   static std::string join_names(const std::vector<std::string>& xs) {

@@ -13,7 +13,6 @@
 #include <cmath>
 #include <filesystem>
 #include "core/autograd.h"
-#include "core/json_integer.h"
 #include "data/image.h"
 #include "data/masking.h"
 #include "layers/vqkd.h"
@@ -181,14 +180,9 @@ class MimTask : public Task {
             {"eval/samples", double(seen)}};
   }
 
-  nlohmann::json state() const override { return {{"mask_rng", {{"seed", mask_gen_.seed()}, {"offset", mask_gen_.offset()}}}}; }
+  nlohmann::json state() const override { return generator_state("mask_rng", mask_gen_); }
   void load_state(const nlohmann::json& st, const std::string& source) override {
-    try {
-      mask_gen_.set_state(json_uint64(st.at("mask_rng").at("seed"), "mask_rng.seed"),
-                          json_uint64(st.at("mask_rng").at("offset"), "mask_rng.offset"));
-    } catch (const std::exception& e) {
-      throw Error(str_cat(source, ": mim task state: ", e.what()));
-    }
+    load_generator_state(mask_gen_, st, "mask_rng", source, "mim");
   }
 
  private:

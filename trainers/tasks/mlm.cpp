@@ -12,7 +12,6 @@
 #include <cmath>
 #include <map>
 #include "core/autograd.h"
-#include "core/json_integer.h"
 #include "data/masking.h"
 #include "layers/bert.h"
 #include "trainers/tasks/task.h"
@@ -166,16 +165,9 @@ class MlmTask : public Task {
             {"eval/samples", double(seen)}};
   }
 
-  nlohmann::json state() const override {
-    return {{"mask_rng", {{"seed", mask_gen_.seed()}, {"offset", mask_gen_.offset()}}}};
-  }
+  nlohmann::json state() const override { return generator_state("mask_rng", mask_gen_); }
   void load_state(const nlohmann::json& st, const std::string& source) override {
-    try {
-      mask_gen_.set_state(json_uint64(st.at("mask_rng").at("seed"), "mask_rng.seed"),
-                          json_uint64(st.at("mask_rng").at("offset"), "mask_rng.offset"));
-    } catch (const std::exception& e) {
-      throw Error(str_cat(source, ": mlm task state: ", e.what()));
-    }
+    load_generator_state(mask_gen_, st, "mask_rng", source, "mlm");
   }
 
  private:

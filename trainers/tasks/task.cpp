@@ -1,6 +1,7 @@
 // The task registry: one factory per task type, each in its own file.
 #include "trainers/tasks/task.h"
 #include <iostream>
+#include "core/json_integer.h"
 
 namespace loom {
 
@@ -78,6 +79,19 @@ ViT& patch_tower(MultimodalModel& model, const std::string& modality, const std:
   auto* v = dynamic_cast<ViT*>(&model.tower(modality));
   if (!v) throw Error(str_cat(who, " reads patch tokens, and the model's ", modality, " tower is not a ViT-style tower"));
   return *v;
+}
+
+nlohmann::json generator_state(const std::string& key, const Generator& g) {
+  return {{key, {{"seed", g.seed()}, {"offset", g.offset()}}}};
+}
+
+void load_generator_state(Generator& g, const nlohmann::json& state, const std::string& key, const std::string& source,
+                          const std::string& task) {
+  try {
+    g.set_state(json_uint64(state.at(key).at("seed"), key + ".seed"), json_uint64(state.at(key).at("offset"), key + ".offset"));
+  } catch (const std::exception& e) {
+    throw Error(str_cat(source, ": ", task, " task state: ", e.what()));
+  }
 }
 
 }  // namespace loom

@@ -118,6 +118,13 @@ struct TaskSpec {
   std::function<std::unique_ptr<Task>(TaskEnv&)> build;
 };
 
+// A generator's place in a task's checkpoint state, {key: {"seed", "offset"}}, so that a resumed task
+// draws what it would have drawn; loading a malformed entry is a loom::Error "<source>: <task> task
+// state: ...".
+nlohmann::json generator_state(const std::string& key, const Generator& g);
+void load_generator_state(Generator& g, const nlohmann::json& state, const std::string& key, const std::string& source,
+                          const std::string& task);
+
 // The frozen model a task names at `key` (frozen.NAME of the recipe): a ConfigError naming the key and
 // the recipe's frozen models when there is none of that name.
 const FrozenModel& named_frozen(const Config& c, const std::string& key, const ModelSpec& model);

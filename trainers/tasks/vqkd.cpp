@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cmath>
 #include "core/autograd.h"
-#include "core/json_integer.h"
 #include "layers/vqkd.h"
 #include "trainers/distributed/communicator.h"
 #include "trainers/distributed/reducer.h"
@@ -147,13 +146,9 @@ class VqKdTask : public Task {
             {"eval/samples", double(seen)}};
   }
 
-  nlohmann::json state() const override { return {{"vq_rng", {{"seed", gen_.seed()}, {"offset", gen_.offset()}}}}; }
+  nlohmann::json state() const override { return generator_state("vq_rng", gen_); }
   void load_state(const nlohmann::json& st, const std::string& source) override {
-    try {
-      gen_.set_state(json_uint64(st.at("vq_rng").at("seed"), "vq_rng.seed"), json_uint64(st.at("vq_rng").at("offset"), "vq_rng.offset"));
-    } catch (const std::exception& e) {
-      throw Error(str_cat(source, ": vqkd task state: ", e.what()));
-    }
+    load_generator_state(gen_, st, "vq_rng", source, "vqkd");
   }
 
  private:
